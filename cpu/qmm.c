@@ -1,0 +1,372 @@
+/* cherryq: dispatcher of the mixed int-k + FP16-sparse matmul.
+ *
+ * GEMV: x is permuted/prescaled once per call (O(in), shared by every row)
+ * together with per-group sums of x, then the rows are split in contiguous
+ * chunks over the OpenMP threads and the per-ISA kernel computes
+ *   y_r = sum_g s_g * (sum_{j in g} u_j x_j + c * sum_{j in g} x_j) + cherries.
+ * GEMM (n >= CQ_QMM_GEMM_MIN_N): X is permuted the same way once, then tiles of
+ * rows are dequantized (OpenMP) into one f32 buffer sized to stay in cache and
+ * multiplied by OpenBLAS sgemm from the calling thread (OpenBLAS uses its own
+ * threads; no nesting, so no oversubscription).
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "qmm_internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CQ_QMM_X86 1
+#else
+#define CQ_QMM_X86 0
+#endif
+
+#define CQ_QMM_GEMM_MIN_N 8
+#define CQ_QMM_TILE_BYTES (4u << 20)   /* dequantized tile: fits L2/L3 */
+
+static atomic_int g_isa = -1;          /* -1: not chosen yet */
+
+/* ------------------------------------------------------------ ISA */
+
+int cq_qmm_isa_supported(cq_isa isa)
+{
+    switch (isa) {
+    case CQ_ISA_AUTO:
+    case CQ_ISA_SCALAR: return 1;
+#if CQ_QMM_X86
+    case CQ_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case CQ_ISA_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("fma");
+#endif
+    default: return 0;
+    }
+}
+
+static cq_isa best_isa(void)
+{
+    if (cq_qmm_isa_supported(CQ_ISA_AVX512)) return CQ_ISA_AVX512;
+    if (cq_qmm_isa_supported(CQ_ISA_AVX2)) return CQ_ISA_AVX2;
+    return CQ_ISA_SCALAR;
+}
+
+int cq_qmm_set_isa(cq_isa isa)
+{
+    if (isa < CQ_ISA_AUTO || isa > CQ_ISA_AVX512) {
+        cq_error("%s: unknown ISA %d", __func__, (int)isa);
+        return CQ_EINVAL;
+    }
+    if (!cq_qmm_isa_supported(isa)) {
+        cq_debug("%s: %s not supported by this CPU or build", __func__, cq_qmm_isa_name(isa));
+        return CQ_ENOTSUP;
+    }
+    atomic_store(&g_isa, (int)(isa == CQ_ISA_AUTO ? best_isa() : isa));
+    return CQ_OK;
+}
+
+cq_isa cq_qmm_get_isa(void)
+{
+    int v = atomic_load(&g_isa);
+    if (v < 0) {
+        v = (int)best_isa();
+        atomic_store(&g_isa, v);
+    }
+    return (cq_isa)v;
+}
+
+const char *cq_qmm_isa_name(cq_isa isa)
+{
+    switch (isa) {
+    case CQ_ISA_AUTO: return "auto";
+    case CQ_ISA_SCALAR: return "scalar";
+    case CQ_ISA_AVX2: return "avx2";
+    case CQ_ISA_AVX512: return "avx512";
+    default: return "?";
+    }
+}
+
+static int isa_lanes(cq_isa isa)
+{
+    return isa == CQ_ISA_AVX512 ? 16 : isa == CQ_ISA_AVX2 ? 8 : 0;
+}
+
+/* ------------------------------------------------------------ plan */
+
+float cq_qmm_kscale(int bits, int k)
+{
+    int m = bits == 3 ? 8 : 32 / bits, h = m / 2;
+    float s = 1.0f;
+    for (int i = 0; i < bits * (k % h); i++) s *= 0.5f;
+    return s;
+}
+
+int cq_qmm_plan_init(cq_qmm_plan *p, const cq_qmm_w *w, int L)
+{
+    memset(p, 0, sizeof(*p));
+    p->w = w;
+    p->bits = w->bits;
+    p->in = w->in;
+    p->out = w->out;
+    p->g = w->group ? w->group : w->in;
+    p->ng = cq_qmm_ngroups(w->group, w->in);
+    p->rb = cq_qmm_row_bytes(w->bits, w->in);
+    p->c = w->bits == 8 ? -127.0f : -(float)(1 << (w->bits - 1)) + 0.5f;
+    p->m = w->bits == 3 ? 8 : 32 / w->bits;
+    if (L <= 0) return 0;
+    int fast = 0;
+    if (p->ng == 1) {
+        fast = 1;
+        p->wpg = INT64_MAX;
+    } else if (p->g % p->m == 0) {
+        p->wpg = p->g / p->m;
+        fast = p->wpg % L == 0 || L % p->wpg == 0;
+    }
+    if (!fast) return 0;
+    p->L = L;
+    p->bc = (int64_t)L * p->m;
+    p->nblk = p->in / p->bc;
+    p->ncols_blk = p->nblk * p->bc;
+    if (p->wpg >= L) {
+        p->bpg = p->ng == 1 ? p->nblk + 1 : p->wpg / L;
+        p->gpb = 0;
+    } else {
+        p->bpg = 0;
+        p->gpb = L / p->wpg;
+    }
+    return 1;
+}
+
+/* xp: block-permuted, prescaled x; gsum[ng+16]: per-group sums, zero padded. */
+static void prep_x(const cq_qmm_plan *p, const float *x, float *xp, float *gsum)
+{
+    const int m = p->m, L = p->L;
+    float ks[16];
+    for (int k = 0; k < m; k++) ks[k] = cq_qmm_kscale(p->bits, k);
+    for (int64_t blk = 0; blk < p->nblk; blk++) {
+        const float *xb = x + blk * p->bc;
+        float *ob = xp + blk * p->bc;
+        for (int d = 0; d < L; d++)
+            for (int k = 0; k < m; k++) ob[k * L + d] = xb[d * m + k] * ks[k];
+    }
+    for (int64_t gi = 0; gi < p->ng; gi++) {
+        int64_t j0 = gi * p->g, j1 = j0 + p->g < p->in ? j0 + p->g : p->in;
+        double s = 0.0;
+        for (int64_t j = j0; j < j1; j++) s += x[j];
+        gsum[gi] = (float)s;
+    }
+    for (int i = 0; i < 16; i++) gsum[p->ng + i] = 0.0f;
+}
+
+/* X [n, in] -> Xp [n, in] in the block-permuted order (no prescale). */
+static void permute_rows(const cq_qmm_plan *p, const float *X, int64_t n, float *Xp)
+{
+    const int m = p->m, L = p->L;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n; t++) {
+        const float *x = X + t * p->in;
+        float *o = Xp + t * p->in;
+        for (int64_t blk = 0; blk < p->nblk; blk++) {
+            const float *xb = x + blk * p->bc;
+            float *ob = o + blk * p->bc;
+            for (int d = 0; d < L; d++)
+                for (int k = 0; k < m; k++) ob[k * L + d] = xb[d * m + k];
+        }
+        memcpy(o + p->ncols_blk, x + p->ncols_blk, (size_t)(p->in - p->ncols_blk) * sizeof(float));
+    }
+}
+
+static void *alloc64(size_t bytes)
+{
+    size_t b = (bytes + 63) / 64 * 64;
+    return aligned_alloc(64, b ? b : 64);
+}
+
+static int max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* ------------------------------------------------------------ GEMV */
+
+typedef void (*gemv_rows_fn)(const cq_qmm_plan *, const float *, const float *, const float *,
+                             float *, int64_t, int64_t, float *);
+typedef void (*dequant_fn)(const cq_qmm_plan *, int64_t, int64_t, float *, int64_t, float *);
+
+static void pick_kernels(cq_isa isa, gemv_rows_fn *gv, dequant_fn *dq)
+{
+    *gv = NULL;
+    *dq = NULL;
+#if CQ_QMM_X86
+    if (isa == CQ_ISA_AVX512) {
+        *gv = cq_qmm_gemv_rows_avx512;
+        *dq = cq_qmm_dequant_avx512;
+    } else if (isa == CQ_ISA_AVX2) {
+        *gv = cq_qmm_gemv_rows_avx2;
+        *dq = cq_qmm_dequant_avx2;
+    }
+#else
+    (void)isa;
+#endif
+}
+
+int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y)
+{
+    int st = cq_qmm_check_basic(w, __func__);
+    if (st) return st;
+    CQ_CHECK_ARG(x && y, CQ_EINVAL);
+    if (w->out == 0) return CQ_OK;
+
+    cq_isa isa = cq_qmm_get_isa();
+    gemv_rows_fn gv;
+    dequant_fn dq;
+    pick_kernels(isa, &gv, &dq);
+    cq_qmm_plan p;
+    if (!gv || !cq_qmm_plan_init(&p, w, isa_lanes(isa))) return cq_qmm_gemv_ref(w, x, y);
+
+    int nt = max_threads();
+    /* below ~64k weights per thread the fork costs more than it saves */
+    int64_t work = w->out * w->in;
+    if (work < (int64_t)nt * 65536) nt = (int)(work / 65536) > 1 ? (int)(work / 65536) : 1;
+    const size_t wsn = 4 * (size_t)(p.ng + 32);
+    float *xp = alloc64(((size_t)p.ncols_blk + (size_t)p.ng + 16) * sizeof(float));
+    float *ws = alloc64((size_t)nt * wsn * sizeof(float));
+    if (!xp || !ws) {
+        free(xp);
+        free(ws);
+        cq_error("%s: out of memory (out %lld in %lld)", __func__, (long long)w->out, (long long)w->in);
+        return CQ_ENOMEM;
+    }
+    float *gsum = xp + p.ncols_blk;
+    prep_x(&p, x, xp, gsum);
+
+    /* contiguous chunks of whole row-quads per thread */
+    const int64_t quads = (w->out + 3) / 4;
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        int t = 0, T = 1;
+#endif
+        int64_t q0 = quads * t / T, q1 = quads * (t + 1) / T;
+        int64_t r0 = q0 * 4, r1 = q1 * 4 < w->out ? q1 * 4 : w->out;
+        if (r0 < r1) gv(&p, xp, gsum, x, y, r0, r1, ws + (size_t)t * wsn);
+    }
+    free(xp);
+    free(ws);
+    return CQ_OK;
+}
+
+/* ------------------------------------------------------------ GEMM */
+
+static void apply_cherries(const cq_qmm_plan *p, int64_t r, float *dst)
+{
+    const cq_qmm_w *w = p->w;
+    if (!w->rowptr) return;
+    for (int32_t i = w->rowptr[r]; i < w->rowptr[r + 1]; i++)
+        if (w->cols[i] < w->in) dst[cq_qmm_perm_pos(p, w->cols[i])] += w->delta[i];
+}
+
+int cq_qmm_dequant_rows(const cq_qmm_w *w, int64_t r0, int64_t nr, float *dst)
+{
+    int st = cq_qmm_check_basic(w, __func__);
+    if (st) return st;
+    CQ_CHECK_ARG(r0 >= 0 && nr >= 0 && r0 + nr <= w->out, CQ_EINVAL);
+    CQ_CHECK_ARG(nr == 0 || dst, CQ_EINVAL);
+    cq_qmm_plan p;
+    cq_qmm_plan_init(&p, w, 0);
+#pragma omp parallel for schedule(static) if (nr * w->in > 65536)
+    for (int64_t i = 0; i < nr; i++) {
+        cq_qmm_dequant_row_scalar(&p, r0 + i, dst + i * w->in);
+        apply_cherries(&p, r0 + i, dst + i * w->in);
+    }
+    return CQ_OK;
+}
+
+int cq_qmm_gemm(const cq_qmm_w *w, const float *X, int64_t n, float *Y)
+{
+    int st = cq_qmm_check_basic(w, __func__);
+    if (st) return st;
+    CQ_CHECK_ARG(n >= 0, CQ_EINVAL);
+    CQ_CHECK_ARG(n == 0 || (X && Y), CQ_EINVAL);
+    if (n == 0 || w->out == 0) return CQ_OK;
+    if (n < CQ_QMM_GEMM_MIN_N) {
+        for (int64_t t = 0; t < n; t++)
+            if ((st = cq_qmm_gemv(w, X + t * w->in, Y + t * w->out))) return st;
+        return CQ_OK;
+    }
+    if (n > INT32_MAX || w->out > INT32_MAX || w->in > INT32_MAX) {
+        cq_error("%s: shape too large for BLAS (n %lld out %lld in %lld)", __func__,
+                 (long long)n, (long long)w->out, (long long)w->in);
+        return CQ_EINVAL;
+    }
+
+    cq_isa isa = cq_qmm_get_isa();
+    gemv_rows_fn gv;
+    dequant_fn dq;
+    pick_kernels(isa, &gv, &dq);
+    cq_qmm_plan p;
+    if (!dq || !cq_qmm_plan_init(&p, w, isa_lanes(isa))) {
+        cq_qmm_plan_init(&p, w, 0);
+        dq = NULL;
+    }
+
+    const int64_t in = w->in;
+    int64_t tr = (int64_t)(CQ_QMM_TILE_BYTES / ((size_t)in * sizeof(float))) / 16 * 16;
+    if (tr < 16) tr = 16;
+    if (tr > 512) tr = 512;
+    if (tr > w->out) tr = w->out;
+    int nt = max_threads();
+    const size_t wsn = 4 * (size_t)(p.ng + 32);
+    float *tile = alloc64((size_t)tr * (size_t)in * sizeof(float));
+    float *ws = alloc64((size_t)nt * wsn * sizeof(float));
+    float *Xp = p.L ? alloc64((size_t)n * (size_t)in * sizeof(float)) : NULL;
+    if (!tile || !ws || (p.L && !Xp)) {
+        free(tile);
+        free(ws);
+        free(Xp);
+        cq_error("%s: out of memory (n %lld out %lld in %lld)", __func__, (long long)n,
+                 (long long)w->out, (long long)in);
+        return CQ_ENOMEM;
+    }
+    if (p.L) permute_rows(&p, X, n, Xp);
+    const float *A = p.L ? Xp : X;
+
+    for (int64_t r0 = 0; r0 < w->out; r0 += tr) {
+        const int64_t nr = r0 + tr <= w->out ? tr : w->out - r0;
+#pragma omp parallel num_threads(nt)
+        {
+#ifdef _OPENMP
+            int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+            int t = 0, T = 1;
+#endif
+            int64_t a = nr * t / T, b = nr * (t + 1) / T;
+            if (a < b) {
+                if (dq)
+                    dq(&p, r0 + a, b - a, tile + a * in, in, ws + (size_t)t * wsn);
+                else
+                    for (int64_t i = a; i < b; i++) cq_qmm_dequant_row_scalar(&p, r0 + i, tile + i * in);
+                for (int64_t i = a; i < b; i++) apply_cherries(&p, r0 + i, tile + i * in);
+            }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nr, (int)in, 1.0f, A,
+                    (int)in, tile, (int)in, 0.0f, Y + r0, (int)w->out);
+    }
+    free(tile);
+    free(ws);
+    free(Xp);
+    return CQ_OK;
+}

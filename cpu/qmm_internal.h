@@ -1,0 +1,97 @@
+/* cherryq: internals shared by the qmm dispatcher and its per-ISA kernels.
+ *
+ * The SIMD kernels view a packed row as 32-bit words of m = 32/b codes
+ * (b = 3: m = 8 codes in a 24-bit word widened to 32 bits), code k of a word at
+ * bit b*k. A "block" is L consecutive words (L = SIMD lanes: 16 for AVX-512, 8
+ * for AVX2), i.e. L*m columns. Inside a block the kernels decode code k of all
+ * L words at once (one AND, no cross-lane work), so they pair it with x in a
+ * permuted order: position k*L + d of a block holds column d*m + k. Columns
+ * after the last full block (the tail) keep their natural order and are done
+ * by scalar code.
+ *
+ * To keep every decoded value a small exact integer without a shift per code,
+ * the kernels decode codes 0..m/2-1 in place (value u << b*k) and, after one
+ * shift of the word by b*m/2 bits, codes m/2..m-1 the same way; the permuted x
+ * of GEMV is prescaled by 2^-(b*(k % (m/2))) to compensate (exact: a power of
+ * two), and the GEMM dequantizer folds the same factor into the scale.
+ */
+#ifndef CQ_QMM_INTERNAL_H
+#define CQ_QMM_INTERNAL_H
+
+#include "qmm.h"
+
+typedef struct cq_qmm_plan {
+    const cq_qmm_w *w;
+    int bits;
+    int64_t in, out;
+    int64_t g;        /* effective group size (group 0 -> in) */
+    int64_t ng;       /* groups per row */
+    int64_t rb;       /* bytes per packed row */
+    float c;          /* qmin + 0.5 (b <= 4) or qmin (b = 8) */
+    /* SIMD view (valid when L > 0) */
+    int L;            /* words per block; 0 = natural order (scalar) */
+    int m;            /* codes per word */
+    int64_t bc;       /* columns per block, L*m */
+    int64_t nblk;     /* full blocks per row */
+    int64_t ncols_blk;/* nblk*bc: columns covered by blocks */
+    int64_t wpg;      /* words per group (g/m); >= L: one scale per block */
+    int64_t bpg;      /* blocks per group when wpg >= L (ng == 1: nblk + 1) */
+    int64_t gpb;      /* groups per block when wpg < L */
+} cq_qmm_plan;
+
+/* Decoded code j of a packed row (any bits). */
+static inline unsigned cq_qmm_code(const uint8_t *row, int bits, int64_t j)
+{
+    if (bits == 3) {
+        const uint8_t *p = row + (j >> 3) * 3;
+        uint32_t v = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16);
+        return (v >> (3 * (j & 7))) & 7u;
+    }
+    if (bits == 8) return row[j];
+    int64_t bit = j * bits;
+    return (row[bit >> 3] >> (bit & 7)) & ((1u << bits) - 1u);
+}
+
+/* Cheap validation of a descriptor (no cherry scan). 0 or CQ_EINVAL. */
+int cq_qmm_check_basic(const cq_qmm_w *w, const char *fn);
+
+/* Fill p for w and a SIMD width L (0 = scalar). Returns 1 when the SIMD
+ * kernels can run this shape (group a multiple of m and either a multiple or
+ * a divisor of L words, or one group per row), 0 otherwise. */
+int cq_qmm_plan_init(cq_qmm_plan *p, const cq_qmm_w *w, int L);
+
+/* Position of column j in the block-permuted order of p. */
+static inline int64_t cq_qmm_perm_pos(const cq_qmm_plan *p, int64_t j)
+{
+    if (p->L == 0 || j >= p->ncols_blk) return j;
+    int64_t blk = j / p->bc, r = j - blk * p->bc;
+    int64_t d = r / p->m, k = r - d * p->m;
+    return blk * p->bc + k * p->L + d;
+}
+
+/* Scale of the decoded value of code k (k < m): 2^-(b*(k % (m/2))). */
+float cq_qmm_kscale(int bits, int k);
+
+/* Scalar tail of one row: sum over the tail columns of s_g * u_j * x_j
+ * (codes only: the qmin term is in the group sums). */
+float cq_qmm_tail_dot(const cq_qmm_plan *p, const uint8_t *row, const float *sf, const float *x);
+/* Cherry correction of row r: sum delta * x[col]. */
+float cq_qmm_cherry_dot(const cq_qmm_w *w, int64_t r, const float *x);
+
+/* Per-ISA kernels. Rows [r0, r1). xp: permuted, prescaled x (nblk*bc floats,
+ * 64-byte aligned); gsum: per-group sums of x (ng floats, padded to ng+16
+ * with zeros); ws: 4*(ng+32) floats of per-thread workspace. */
+void cq_qmm_gemv_rows_avx2(const cq_qmm_plan *p, const float *xp, const float *gsum,
+                           const float *x, float *y, int64_t r0, int64_t r1, float *ws);
+void cq_qmm_gemv_rows_avx512(const cq_qmm_plan *p, const float *xp, const float *gsum,
+                             const float *x, float *y, int64_t r0, int64_t r1, float *ws);
+/* Dequantize rows [r0, r0+nr) to dst [nr, ld] in the permuted order (codes and
+ * scales only; cherries are applied by the caller). */
+void cq_qmm_dequant_avx2(const cq_qmm_plan *p, int64_t r0, int64_t nr, float *dst,
+                         int64_t ld, float *ws);
+void cq_qmm_dequant_avx512(const cq_qmm_plan *p, int64_t r0, int64_t nr, float *dst,
+                           int64_t ld, float *ws);
+/* Scalar dequantization of codes and scales of one row in natural order. */
+void cq_qmm_dequant_row_scalar(const cq_qmm_plan *p, int64_t r, float *dst);
+
+#endif

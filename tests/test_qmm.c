@@ -1,0 +1,405 @@
+/* Tests of the mixed int-k + FP16-sparse matmul (cpu/qmm.h).
+ *
+ * Inputs are generated here from the layout definition (random codes packed
+ * by this file's own packer, random FP16 scales, random cherries), independent
+ * of core/quant. Three levels:
+ *   1. the scalar reference against a dense dequantize-then-matmul built from
+ *      the unpacked codes (never from the library's decoder);
+ *   2. every ISA this CPU has (scalar, AVX2, AVX-512) against the reference,
+ *      GEMV and GEMM (n = 1, 3, 17, 64), every bit width and group size;
+ *   3. argument validation.
+ *
+ * Tolerance: |y - y_ref| <= 1e-5 * mag + 1e-30 per output, where mag is the
+ * sum of the magnitudes of the terms the kernels add up,
+ *   mag = sum_j s_g (u_j + |c|) |x_j| + sum_cherries |delta x|,
+ * (c = qmin + 0.5, or qmin for 8-bit). The kernels sum in f32 in a different
+ * order from the double reference (per-lane chains of ~in/16 products, group
+ * sums of x, the c*sum(x) term separately), so the error is a few f32 ulps of
+ * mag times the square root of the chain length; 1e-5 is ~100 ulps of slack
+ * yet fails on any wrong code, scale or column (each is >= 1e-3 of mag here).
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "qmm.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+static float rndf(float a, float b) { return a + (b - a) * (float)(rnd() & 0xFFFFFF) / 16777216.0f; }
+
+/* A test matrix: the unpacked truth plus its packed form. */
+typedef struct {
+    cq_qmm_w w;
+    int64_t ng, g, rb;
+    uint8_t *u;        /* [out, in] codes */
+    float *dense;      /* [out, in] the true weights (cherries = their value) */
+    float *cmag;       /* [out, in] s_g * (u + |c|): magnitude of the dense terms */
+    uint8_t *codes;
+    uint16_t *scales;
+    int32_t *rowptr;
+    uint16_t *cols;
+    float *delta;
+} tmat;
+
+static float dequant_def(int bits, unsigned u, float s)
+{
+    if (bits == 8) return ((float)u - 127.0f) * s;
+    return ((float)u - (float)(1 << (bits - 1)) + 0.5f) * s;
+}
+
+/* Packs code v at column j of row following the layout text. */
+static void pack_code(uint8_t *row, int bits, int64_t j, unsigned v)
+{
+    if (bits == 3) {
+        uint8_t *wp = row + (j / 8) * 3;
+        uint32_t word = (uint32_t)wp[0] | ((uint32_t)wp[1] << 8) | ((uint32_t)wp[2] << 16);
+        word |= (uint32_t)v << (3 * (j % 8));
+        wp[0] = (uint8_t)word;
+        wp[1] = (uint8_t)(word >> 8);
+        wp[2] = (uint8_t)(word >> 16);
+    } else {
+        int64_t bit = j * bits;
+        row[bit / 8] |= (uint8_t)(v << (bit % 8));
+    }
+}
+
+/* cherry_mode: 0 none (rowptr NULL), 1 mixed (empty rows, few, many) */
+static void tmat_make(tmat *t, int64_t out, int64_t in, int bits, int group, int cherry_mode)
+{
+    memset(t, 0, sizeof(*t));
+    t->g = group ? group : in;
+    t->ng = (in + t->g - 1) / t->g;
+    t->rb = bits == 3 ? (in + 7) / 8 * 3 : (in * bits + 7) / 8;
+    assert_int_equal(cq_qmm_row_bytes(bits, in), t->rb);
+    assert_int_equal(cq_qmm_ngroups(group, in), t->ng);
+    /* exact-size allocations so ASan/valgrind catch reads past the end */
+    t->u = malloc((size_t)(out * in) + 1);
+    t->dense = malloc(sizeof(float) * (size_t)(out * in) + 4);
+    t->cmag = malloc(sizeof(float) * (size_t)(out * in) + 4);
+    t->codes = calloc((size_t)(out * t->rb) + 1, 1);
+    t->scales = malloc(sizeof(uint16_t) * (size_t)(out * t->ng) + 2);
+    assert_non_null(t->u);
+    assert_non_null(t->codes);
+    float c = bits == 8 ? -127.0f : -(float)(1 << (bits - 1)) + 0.5f;
+    unsigned umax = bits == 8 ? 254 : (1u << bits) - 1;
+    for (int64_t r = 0; r < out; r++) {
+        for (int64_t gi = 0; gi < t->ng; gi++)
+            t->scales[r * t->ng + gi] = cq_f32_to_f16(rndf(0.002f, 0.05f));
+        for (int64_t j = 0; j < in; j++) {
+            unsigned v = rnd() % (umax + 1);
+            t->u[r * in + j] = (uint8_t)v;
+            pack_code(t->codes + r * t->rb, bits, j, v);
+            float s = cq_f16_to_f32(t->scales[r * t->ng + j / t->g]);
+            t->dense[r * in + j] = dequant_def(bits, v, s);
+            t->cmag[r * in + j] = s * ((float)v + fabsf(c));
+        }
+    }
+    if (cherry_mode) {
+        t->rowptr = malloc(sizeof(int32_t) * (size_t)(out + 1));
+        int64_t cap = 0;
+        int32_t *cnt = malloc(sizeof(int32_t) * (size_t)out);
+        for (int64_t r = 0; r < out; r++) {
+            int kind = (int)(r % 4);
+            int64_t k = kind == 0 ? 0 : kind == 1 ? 1 + rnd() % 3 : kind == 2 ? (in + 255) / 256 : in / 4 + 1;
+            if (k > in) k = in;
+            cnt[r] = (int32_t)k;
+            cap += k;
+        }
+        t->cols = malloc(sizeof(uint16_t) * (size_t)cap + 2);
+        t->delta = malloc(sizeof(float) * (size_t)cap + 4);
+        uint8_t *used = calloc((size_t)in, 1);
+        int32_t pos = 0;
+        for (int64_t r = 0; r < out; r++) {
+            t->rowptr[r] = pos;
+            memset(used, 0, (size_t)in);
+            for (int32_t i = 0; i < cnt[r]; i++) {
+                int64_t j;
+                do j = rnd() % in; while (used[j]);
+                used[j] = 1;
+                float v = cq_f16_to_f32(cq_f32_to_f16(rndf(-2.0f, 2.0f)));
+                float dq = t->dense[r * in + j];
+                t->cols[pos] = (uint16_t)j;
+                t->delta[pos] = v - dq;
+                t->dense[r * in + j] = v;
+                pos++;
+            }
+        }
+        t->rowptr[out] = pos;
+        free(used);
+        free(cnt);
+    }
+    t->w = (cq_qmm_w){ .out = out, .in = in, .bits = bits, .group = group, .codes = t->codes,
+                       .scales = t->scales, .rowptr = t->rowptr, .cols = t->cols, .delta = t->delta };
+    assert_int_equal(cq_qmm_check(&t->w), 0);
+}
+
+static void tmat_free(tmat *t)
+{
+    free(t->u);
+    free(t->dense);
+    free(t->cmag);
+    free(t->codes);
+    free(t->scales);
+    free(t->rowptr);
+    free(t->cols);
+    free(t->delta);
+}
+
+/* mag of output r for input x (see the header comment). */
+static double row_mag(const tmat *t, int64_t r, const float *x)
+{
+    int64_t in = t->w.in;
+    double m = 0.0;
+    for (int64_t j = 0; j < in; j++) m += (double)t->cmag[r * in + j] * fabs((double)x[j]);
+    if (t->rowptr)
+        for (int32_t i = t->rowptr[r]; i < t->rowptr[r + 1]; i++)
+            m += fabs((double)t->delta[i] * (double)x[t->cols[i]]);
+    return m;
+}
+
+static void rand_vec(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = rndf(-1.0f, 1.0f);
+}
+
+static void check_close(const tmat *t, const float *X, int64_t n, const float *Y, const float *Yref,
+                        const char *what)
+{
+    int64_t out = t->w.out, in = t->w.in;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = 0; r < out; r++) {
+            double mag = row_mag(t, r, X + i * in);
+            double err = fabs((double)Y[i * out + r] - (double)Yref[i * out + r]);
+            if (!(err <= 1e-5 * mag + 1e-30)) {
+                fail_msg("%s: bits %d group %d out %lld in %lld n %lld: token %lld row %lld: "
+                         "got %.9g want %.9g (err %.3g, mag %.3g)", what, t->w.bits, t->w.group,
+                         (long long)out, (long long)in, (long long)n, (long long)i, (long long)r,
+                         Y[i * out + r], Yref[i * out + r], err, mag);
+            }
+        }
+}
+
+static const int k_bits[] = { 2, 3, 4, 8 };
+static const int k_groups[] = { 0, 32, 64, 128, 48 };   /* 48: the generic path */
+
+/* Shapes: odd row counts, in not divisible by 8 / the group / a SIMD block. */
+static const int64_t k_shapes[][2] = {
+    { 1, 1 }, { 3, 7 }, { 5, 33 }, { 9, 128 }, { 17, 256 }, { 13, 384 }, { 7, 515 },
+    { 21, 1000 }, { 4, 1027 }, { 67, 4096 }, { 6, 2048 + 136 },
+};
+#define NSHAPES (sizeof(k_shapes) / sizeof(k_shapes[0]))
+
+/* 1. reference vs dense dequantize-then-matmul. */
+static void test_ref_vs_dense(void **state)
+{
+    (void)state;
+    for (size_t bi = 0; bi < 4; bi++)
+        for (size_t gi = 0; gi < 5; gi++)
+            for (size_t si = 0; si < NSHAPES; si++) {
+                int64_t out = k_shapes[si][0], in = k_shapes[si][1];
+                tmat t;
+                tmat_make(&t, out, in, k_bits[bi], k_groups[gi], (int)(si % 2 == 0));
+                float *x = malloc(sizeof(float) * (size_t)in);
+                float *y = malloc(sizeof(float) * (size_t)out);
+                float *yd = malloc(sizeof(float) * (size_t)out);
+                rand_vec(x, in);
+                assert_int_equal(cq_qmm_gemv_ref(&t.w, x, y), 0);
+                for (int64_t r = 0; r < out; r++) {
+                    double s = 0.0;
+                    for (int64_t j = 0; j < in; j++) s += (double)t.dense[r * in + j] * x[j];
+                    yd[r] = (float)s;
+                }
+                check_close(&t, x, 1, y, yd, "ref vs dense");
+                /* dequant_rows (natural order, cherries applied) vs dense */
+                float *dq = malloc(sizeof(float) * (size_t)(out * in));
+                assert_int_equal(cq_qmm_dequant_rows(&t.w, 0, out, dq), 0);
+                for (int64_t i = 0; i < out * in; i++)
+                    if (fabsf(dq[i] - t.dense[i]) > 1e-6f * (1.0f + fabsf(t.dense[i])))
+                        fail_msg("dequant_rows bits %d group %d: elem %lld got %g want %g", k_bits[bi],
+                                 k_groups[gi], (long long)i, dq[i], t.dense[i]);
+                free(dq);
+                free(x);
+                free(y);
+                free(yd);
+                tmat_free(&t);
+            }
+}
+
+/* 2. every ISA vs reference, GEMV and GEMM. */
+static void run_isa(cq_isa isa)
+{
+    if (!cq_qmm_isa_supported(isa)) {
+        assert_int_equal(cq_qmm_set_isa(isa), CQ_ENOTSUP);
+        print_message("[ SKIPPED  ] %s not supported on this CPU\n", cq_qmm_isa_name(isa));
+        skip();
+        return;
+    }
+    assert_int_equal(cq_qmm_set_isa(isa), 0);
+    assert_int_equal(cq_qmm_get_isa(), isa);
+    static const int64_t ns[] = { 1, 3, 17, 64 };
+    for (size_t bi = 0; bi < 4; bi++)
+        for (size_t gi = 0; gi < 5; gi++)
+            for (size_t si = 0; si < NSHAPES; si++) {
+                int64_t out = k_shapes[si][0], in = k_shapes[si][1];
+                tmat t;
+                tmat_make(&t, out, in, k_bits[bi], k_groups[gi], (int)((si + gi) % 3 != 0));
+                float *x = malloc(sizeof(float) * (size_t)in);
+                float *y = malloc(sizeof(float) * (size_t)out);
+                float *yr = malloc(sizeof(float) * (size_t)out);
+                rand_vec(x, in);
+                assert_int_equal(cq_qmm_gemv_ref(&t.w, x, yr), 0);
+                for (int64_t i = 0; i < out; i++) y[i] = NAN;
+                assert_int_equal(cq_qmm_gemv(&t.w, x, y), 0);
+                check_close(&t, x, 1, y, yr, cq_qmm_isa_name(isa));
+                /* GEMM on a subset of shapes (the reference is O(n out in)) */
+                if (si % 3 == 0 || in == 4096 || in == 515) {
+                    for (size_t ni = 0; ni < 4; ni++) {
+                        int64_t n = ns[ni];
+                        if (n > 17 && out * in > 100000) break;   /* keep the oracle cheap */
+                        float *X = malloc(sizeof(float) * (size_t)(n * in));
+                        float *Y = malloc(sizeof(float) * (size_t)(n * out));
+                        float *Yr = malloc(sizeof(float) * (size_t)(n * out));
+                        rand_vec(X, n * in);
+                        for (int64_t i = 0; i < n * out; i++) Y[i] = NAN;
+                        assert_int_equal(cq_qmm_gemm_ref(&t.w, X, n, Yr), 0);
+                        assert_int_equal(cq_qmm_gemm(&t.w, X, n, Y), 0);
+                        check_close(&t, X, n, Y, Yr, "gemm");
+                        free(X);
+                        free(Y);
+                        free(Yr);
+                    }
+                }
+                free(x);
+                free(y);
+                free(yr);
+                tmat_free(&t);
+            }
+    assert_int_equal(cq_qmm_set_isa(CQ_ISA_AUTO), 0);
+}
+
+static void test_isa_scalar(void **state) { (void)state; run_isa(CQ_ISA_SCALAR); }
+static void test_isa_avx2(void **state) { (void)state; run_isa(CQ_ISA_AVX2); }
+static void test_isa_avx512(void **state) { (void)state; run_isa(CQ_ISA_AVX512); }
+
+/* A LLaMA-like shape through every fast path (multi-threaded, tiled GEMM with
+ * more than one tile: 4 MiB tiles of 256 rows at in = 4096). */
+static void test_llama_shape(void **state)
+{
+    (void)state;
+    for (int isa = CQ_ISA_AVX2; isa <= CQ_ISA_AVX512; isa++) {
+        if (!cq_qmm_isa_supported((cq_isa)isa)) continue;
+        assert_int_equal(cq_qmm_set_isa((cq_isa)isa), 0);
+        for (int bits = 3; bits <= 4; bits++) {
+            tmat t;
+            tmat_make(&t, 300, 4096, bits, 128, 1);
+            int64_t n = 9;
+            float *X = malloc(sizeof(float) * (size_t)(n * 4096));
+            float *Y = malloc(sizeof(float) * (size_t)(n * 300));
+            float *Yr = malloc(sizeof(float) * (size_t)(n * 300));
+            rand_vec(X, n * 4096);
+            assert_int_equal(cq_qmm_gemm_ref(&t.w, X, n, Yr), 0);
+            assert_int_equal(cq_qmm_gemm(&t.w, X, n, Y), 0);
+            check_close(&t, X, n, Y, Yr, "llama gemm");
+            assert_int_equal(cq_qmm_gemv(&t.w, X, Y), 0);
+            check_close(&t, X, 1, Y, Yr, "llama gemv");
+            free(X);
+            free(Y);
+            free(Yr);
+            tmat_free(&t);
+        }
+    }
+    assert_int_equal(cq_qmm_set_isa(CQ_ISA_AUTO), 0);
+}
+
+/* A wrong code anywhere must be caught: flip one code and expect a mismatch. */
+static void test_detects_corruption(void **state)
+{
+    (void)state;
+    tmat t;
+    tmat_make(&t, 8, 512, 3, 128, 1);
+    float x[512], y[8], yr[8];
+    for (int i = 0; i < 512; i++) x[i] = 1.0f;
+    assert_int_equal(cq_qmm_gemv_ref(&t.w, x, yr), 0);
+    t.codes[5 * t.rb + 100] ^= 0x10;     /* one code of row 5 */
+    assert_int_equal(cq_qmm_gemv(&t.w, x, y), 0);
+    int diff = 0;
+    for (int r = 0; r < 8; r++) {
+        double err = fabs((double)y[r] - yr[r]);
+        if (err > 1e-5 * row_mag(&t, r, x)) diff |= 1 << r;
+    }
+    assert_int_equal(diff, 1 << 5);
+    tmat_free(&t);
+}
+
+static void count_log(cq_log_level lvl, const char *msg, void *user)
+{
+    (void)msg;
+    if (lvl == CQ_LOG_ERROR) (*(int *)user)++;
+}
+
+static void test_args(void **state)
+{
+    (void)state;
+    tmat t;
+    tmat_make(&t, 4, 64, 4, 32, 1);
+    float x[64] = { 0 }, y[4];
+    int nlog = 0;
+    cq_log_set_callback(count_log, &nlog);   /* swallow the expected errors */
+    cq_qmm_w bad = t.w;
+    bad.bits = 5;
+    assert_int_equal(cq_qmm_gemv(&bad, x, y), CQ_EINVAL);
+    assert_int_equal(cq_qmm_gemm(&bad, x, 1, y), CQ_EINVAL);
+    assert_int_equal(cq_qmm_gemv_ref(&bad, x, y), CQ_EINVAL);
+    assert_int_equal(cq_qmm_gemv(&t.w, NULL, y), CQ_EINVAL);
+    assert_int_equal(cq_qmm_gemv(NULL, x, y), CQ_EINVAL);
+    assert_int_equal(cq_qmm_gemm(&t.w, x, -1, y), CQ_EINVAL);
+    bad = t.w;
+    bad.in = 0;
+    assert_int_equal(cq_qmm_gemv(&bad, x, y), CQ_EINVAL);
+    bad = t.w;
+    bad.group = -3;
+    assert_int_equal(cq_qmm_gemv(&bad, x, y), CQ_EINVAL);
+    /* cherry validation */
+    uint16_t c0 = t.cols[t.rowptr[1]];
+    t.cols[t.rowptr[1]] = 64;
+    assert_int_equal(cq_qmm_check(&t.w), CQ_EINVAL);
+    t.cols[t.rowptr[1]] = c0;
+    int32_t r1 = t.rowptr[2];
+    t.rowptr[2] = t.rowptr[1] - 1;
+    assert_int_equal(cq_qmm_check(&t.w), CQ_EINVAL);
+    t.rowptr[2] = r1;
+    assert_int_equal(cq_qmm_check(&t.w), 0);
+    assert_int_equal(cq_qmm_set_isa((cq_isa)42), CQ_EINVAL);
+    cq_log_set_callback(NULL, NULL);
+    assert_true(nlog >= 10);                 /* every rejection was logged */
+    assert_int_equal(cq_qmm_gemm(&t.w, x, 0, y), 0);
+    assert_string_equal(cq_qmm_isa_name(CQ_ISA_AVX512), "avx512");
+    tmat_free(&t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ref_vs_dense),
+        cmocka_unit_test(test_isa_scalar),
+        cmocka_unit_test(test_isa_avx2),
+        cmocka_unit_test(test_isa_avx512),
+        cmocka_unit_test(test_llama_shape),
+        cmocka_unit_test(test_detects_corruption),
+        cmocka_unit_test(test_args),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
