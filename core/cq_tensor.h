@@ -167,7 +167,8 @@ typedef struct cq_backend_ops {
     int (*sync)(cq_backend *be);
     /* host pointer for a handle if the memory is host-addressable, else NULL */
     void *(*host_ptr)(cq_backend *be, void *handle);
-    /* optional: wrap existing host memory (e.g. an mmap) without copying */
+    /* optional: wrap existing host memory (e.g. an mmap) without copying;
+     * such buffers are marked external and never passed to free() */
     int (*wrap_host)(cq_backend *be, void *ptr, size_t size, void **handle);
 } cq_backend_ops;
 
@@ -185,6 +186,9 @@ typedef struct cq_backend_info {
     const char *name;
     bool built;
     int n_devices;             /* 0 if none usable (or not built) */
+    int n_hw_devices;          /* devices that are real GPUs (not a CPU
+                                * implementation such as lavapipe); "auto"
+                                * only picks a GPU backend when this is > 0 */
     char reason[256];          /* why not usable, when n_devices == 0 */
 } cq_backend_info;
 
