@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qmm.h"
 #include "quant.h"
 
 #ifndef CQ_TEST_FIXTURES
@@ -496,6 +497,53 @@ static void test_pack_errors(void **st)
     cq_qweight_free(&q);
 }
 
+/* The packed form as cpu/qmm reads it: both sides agree on the layout. */
+static void test_pack_qmm_interop(void **st)
+{
+    (void)st;
+    const int64_t out = 7, in = 203, n = out * in;
+    float *w = alloc_f(n), *un = alloc_f(n), *x = alloc_f(in), *y = alloc_f(out);
+    uint8_t *m = alloc_u8(n);
+    rng_state = 11;
+    for (int64_t i = 0; i < n; i++) {
+        w[i] = rnd_heavy() * 0.05f;
+        m[i] = rnd_uniform() < 0.02;
+    }
+    for (int64_t j = 0; j < in; j++) x[j] = (float)rnd_normal();
+    for (int bi = 0; bi < 4; bi++)
+        for (int gi = 0; gi < 4; gi++) {
+            int bits = all_bits[bi], group = all_groups[gi];
+            cq_qweight q;
+            assert_int_equal(cq_qpack(&q, w, m, out, in, bits, group), 0);
+            assert_int_equal(cq_quant_row_bytes(in, bits), cq_qmm_row_bytes(bits, in));
+            float *delta = alloc_f(q.nnz);
+            assert_int_equal(cq_qpack_cherry_delta(&q, delta), 0);
+            assert_int_equal(cq_qunpack(&q, un), 0);
+            cq_qmm_w qw = { .out = out, .in = in, .bits = bits, .group = group,
+                            .codes = q.codes, .scales = q.scales, .rowptr = q.rowptr,
+                            .cols = q.cols, .delta = delta };
+            assert_int_equal(cq_qmm_check(&qw), 0);
+            assert_int_equal(cq_qmm_gemv(&qw, x, y), 0);
+            for (int64_t r = 0; r < out; r++) {
+                double ref = 0.0, ab = 0.0;
+                for (int64_t j = 0; j < in; j++) {
+                    ref += (double)un[r * in + j] * x[j];
+                    ab += fabs((double)un[r * in + j] * x[j]);
+                }
+                if (!(fabs((double)y[r] - ref) <= 1e-5 * ab + 1e-30))
+                    fail_msg("qmm interop bits %d group %d row %lld: %.9g vs %.9g", bits, group,
+                             (long long)r, (double)y[r], ref);
+            }
+            free(delta);
+            cq_qweight_free(&q);
+        }
+    free(w);
+    free(un);
+    free(x);
+    free(y);
+    free(m);
+}
+
 /* ------------------------------------------------------------ selection */
 
 /* reference top-k: stable order by (score desc, index asc) */
@@ -927,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_pack_layout),
         cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_pack_errors),
+        cmocka_unit_test(test_pack_qmm_interop),
         cmocka_unit_test(test_select_k_rules),
         cmocka_unit_test(test_select_topk),
         cmocka_unit_test(test_select_random),
