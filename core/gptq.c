@@ -160,17 +160,8 @@ int cq_gptq_quantize(float *W, const float *H, const uint8_t *cherry_mask, int64
     if (rc) goto done;
 
     if (packed) {
-        int64_t nnz = 0;
-        if (cherry_mask)
-            for (int64_t i = 0; i < out * in; i++) nnz += cherry_mask[i] != 0;
-        rc = cq_qweight_alloc(packed, out, in, bits, group, nnz);
+        rc = cq_qweight_alloc_mask(packed, cherry_mask, out, in, bits, group);
         if (rc) goto done;
-        for (int64_t r = 0; r < out; r++) {
-            int64_t c = 0;
-            if (cherry_mask)
-                for (int64_t j = 0; j < in; j++) c += cherry_mask[r * in + j] != 0;
-            packed->rowptr[r + 1] = (int32_t)(packed->rowptr[r] + c);
-        }
         cur = malloc((size_t)(out + 1) * sizeof(int32_t));
         if (!cur) {
             cq_error("gptq: out of memory");

@@ -50,14 +50,6 @@ int64_t cq_quant_nbytes(int64_t out, int64_t in, int bits, int group, int64_t nn
            (out + 1) * 4 + nnz * 4;
 }
 
-/* Group [*c0, *c1) of index gi. */
-static inline void group_range(int64_t gi, int64_t cols, int group, int64_t *c0, int64_t *c1)
-{
-    int64_t g = group ? group : cols;
-    *c0 = gi * g;
-    *c1 = *c0 + g < cols ? *c0 + g : cols;
-}
-
 static inline float f16_round(float x)
 {
     return cq_f16_to_f32(cq_f32_to_f16(x));
@@ -101,7 +93,7 @@ int cq_quant_fakequant(float *dst, const float *w, const uint8_t *cherry_mask, i
         const uint8_t *mr = cherry_mask ? cherry_mask + r * cols : NULL;
         for (int64_t gi = 0; gi < ng; gi++) {
             int64_t c0, c1, badc = -1;
-            group_range(gi, cols, group, &c0, &c1);
+            cq_quant_group_range(gi, cols, group, &c0, &c1);
             float mx = group_maxabs(wr, mr, c0, c1, &badc);
             float sq = 0.0f, sd = 0.0f;
             if (mx >= 0.0f) sd = cq_quant_group_scale(mx, bits, fp16_scales, &sq, NULL);
@@ -157,7 +149,7 @@ int cq_quant_loss(double *row_loss, const float *w, const float *fisher,
         double acc = 0.0;
         for (int64_t gi = 0; gi < ng; gi++) {
             int64_t c0, c1, badc = -1;
-            group_range(gi, cols, group, &c0, &c1);
+            cq_quant_group_range(gi, cols, group, &c0, &c1);
             float mx = group_maxabs(wr, mr, c0, c1, &badc);
             if (mx < 0.0f) {
 #pragma omp critical(cq_quant_loss_err)
@@ -261,6 +253,27 @@ int cq_qweight_alloc(cq_qweight *q, int64_t out, int64_t in, int bits, int group
     return 0;
 }
 
+int cq_qweight_alloc_mask(cq_qweight *q, const uint8_t *cherry_mask, int64_t out, int64_t in,
+                          int bits, int group)
+{
+    CQ_CHECK_ARG(q, CQ_EINVAL);
+    memset(q, 0, sizeof(*q));
+    CQ_CHECK_ARG(out >= 0 && in >= 0, CQ_EINVAL);
+    CQ_CHECK_ARG(out == 0 || in <= INT64_MAX / out, CQ_EINVAL);
+    int64_t nnz = 0;
+    if (cherry_mask)
+        for (int64_t i = 0; i < out * in; i++) nnz += cherry_mask[i] != 0;
+    int rc = cq_qweight_alloc(q, out, in, bits, group, nnz);
+    if (rc) return rc;
+    for (int64_t r = 0; r < out; r++) {
+        int64_t c = 0;
+        if (cherry_mask)
+            for (int64_t j = 0; j < in; j++) c += cherry_mask[r * in + j] != 0;
+        q->rowptr[r + 1] = (int32_t)(q->rowptr[r] + c);
+    }
+    return 0;
+}
+
 int cq_qweight_validate(const cq_qweight *q)
 {
     CQ_CHECK_ARG(q, CQ_EINVAL);
@@ -295,21 +308,10 @@ int cq_qweight_validate(const cq_qweight *q)
 int cq_qpack(cq_qweight *q, const float *W, const uint8_t *cherry_mask, int64_t out,
              int64_t in, int bits, int group)
 {
+    if (q) memset(q, 0, sizeof(*q));
     CQ_CHECK_ARG(q && W, CQ_EINVAL);
-    CQ_CHECK_ARG(out >= 0 && in >= 0, CQ_EINVAL);
-    memset(q, 0, sizeof(*q));
-    if (cq_quant_check(bits, group)) return CQ_EINVAL;
-    int64_t nnz = 0;
-    if (cherry_mask)
-        for (int64_t i = 0; i < out * in; i++) nnz += cherry_mask[i] != 0;
-    int rc = cq_qweight_alloc(q, out, in, bits, group, nnz);
+    int rc = cq_qweight_alloc_mask(q, cherry_mask, out, in, bits, group);
     if (rc) return rc;
-    for (int64_t r = 0; r < out; r++) {
-        int64_t c = 0;
-        if (cherry_mask)
-            for (int64_t j = 0; j < in; j++) c += cherry_mask[r * in + j] != 0;
-        q->rowptr[r + 1] = (int32_t)(q->rowptr[r] + c);
-    }
     int64_t rb = cq_quant_row_bytes(in, bits), ng = cq_quant_ngroups(in, group);
     int qmin = cq_quant_qmin(bits);
     int64_t bad_r = -1, bad_c = -1;
@@ -322,7 +324,7 @@ int cq_qpack(cq_qweight *q, const float *W, const uint8_t *cherry_mask, int64_t 
         int64_t ci = q->rowptr[r];
         for (int64_t gi = 0; gi < ng; gi++) {
             int64_t c0, c1, badc = -1;
-            group_range(gi, in, group, &c0, &c1);
+            cq_quant_group_range(gi, in, group, &c0, &c1);
             float mx = group_maxabs(wr, mr, c0, c1, &badc);
             float sq = 0.0f, sd = 0.0f;
             uint16_t h = 0;
@@ -371,7 +373,7 @@ int cq_qunpack(const cq_qweight *q, float *dense)
         float *dr = dense + r * in;
         for (int64_t gi = 0; gi < ng; gi++) {
             int64_t c0, c1;
-            group_range(gi, in, q->group, &c0, &c1);
+            cq_quant_group_range(gi, in, q->group, &c0, &c1);
             float s = cq_f16_to_f32(q->scales[r * ng + gi]);
             for (int64_t j = c0; j < c1; j++)
                 dr[j] = cq_quant_dequant(cq_qcode_get(cr, j, bits) + qmin, s, bits);

@@ -80,8 +80,9 @@ static inline float cq_quant_scale(float maxabs, int bits)
     return (maxabs + 1e-6f) / den;
 }
 
-/* Signed level q of w under scale s (s > 0, finite). */
-static inline int cq_quant_level(float w, float s, int bits)
+/* Signed level of w under scale s (s > 0, finite) as a float: the rint()
+ * result, so -0 for small negative w with b > 4, as torch computes it. */
+static inline float cq_quant_levelf(float w, float s, int bits)
 {
     float x = w / s;
     if (bits <= 4) {
@@ -89,13 +90,18 @@ static inline int cq_quant_level(float w, float s, int bits)
         float lim = (float)((double)(1 << (bits - 1)) - 0.01);
         x = x < -lim ? -lim : x;
         x = x > lim ? lim : x;
-        return (int)rintf(x - 0.5f);
+        return rintf(x - 0.5f);
     }
     float lim = (float)((1 << (bits - 1)) - 1);
     float r = rintf(x);
     r = r < -lim ? -lim : r;
-    r = r > lim ? lim : r;
-    return (int)r;
+    return r > lim ? lim : r;
+}
+
+/* Signed level q of w under scale s, in [qmin, qmax]. */
+static inline int cq_quant_level(float w, float s, int bits)
+{
+    return (int)cq_quant_levelf(w, s, bits);
 }
 
 /* Dequantized value of level q under scale s. */
@@ -109,18 +115,17 @@ static inline float cq_quant_dequant(int q, float s, int bits)
  * is -0 for small negative w. */
 static inline float cq_quant_value(float w, float s, int bits)
 {
-    float x = w / s;
-    if (bits <= 4) {
-        float lim = (float)((double)(1 << (bits - 1)) - 0.01);
-        x = x < -lim ? -lim : x;
-        x = x > lim ? lim : x;
-        return (rintf(x - 0.5f) + 0.5f) * s;
-    }
-    float lim = (float)((1 << (bits - 1)) - 1);
-    float r = rintf(x);
-    r = r < -lim ? -lim : r;
-    r = r > lim ? lim : r;
-    return r * s;
+    float q = cq_quant_levelf(w, s, bits);
+    return bits <= 4 ? (q + 0.5f) * s : q * s;
+}
+
+/* Columns [*c0, *c1) of group gi of a row of `in` columns. */
+static inline void cq_quant_group_range(int64_t gi, int64_t in, int group, int64_t *c0,
+                                        int64_t *c1)
+{
+    int64_t g = group ? group : in;
+    *c0 = gi * g;
+    *c1 = *c0 + g < in ? *c0 + g : in;
 }
 
 /* Scales of one group from its max|w|: *s_q is the scale the levels are
@@ -187,6 +192,10 @@ typedef struct cq_qweight {
  * for nnz > INT32_MAX. */
 CQ_API int cq_qweight_alloc(cq_qweight *q, int64_t out, int64_t in, int bits, int group,
                             int64_t nnz);
+/* cq_qweight_alloc for the cherries of mask [out, in] (NULL = none): nnz and
+ * rowptr are filled from the mask, everything else is zero. */
+CQ_API int cq_qweight_alloc_mask(cq_qweight *q, const uint8_t *cherry_mask, int64_t out,
+                                 int64_t in, int bits, int group);
 CQ_API void cq_qweight_free(cq_qweight *q);
 
 /* Checks the internal consistency of q (sizes, rowptr monotone and ending at
@@ -224,7 +233,7 @@ typedef enum {
 
 typedef enum {
     CQ_K_DEFAULT = 0,    /* k = max(1, round(in/256)) per row                  */
-    CQ_K_REFERENCE,      /* k = floor(ceil(in/256)/8)*8: 0 for in < 1024       */
+    CQ_K_REFERENCE,      /* k = floor(ceil(in/256)/8)*8: 0 for in <= 1792      */
     CQ_K_EXPLICIT,       /* k = opts.k per row                                 */
     CQ_K_FRACTION,       /* top fraction opts.fraction of all out*in entries   */
 } cq_k_rule;

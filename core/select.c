@@ -176,7 +176,9 @@ int64_t cq_cherry_k(int64_t in, cq_k_rule rule, int64_t k_explicit)
         k = k < 1 ? 1 : k;
         break;
     case CQ_K_REFERENCE:
-        k = ((in + 255) / 256) / 8 * 8; /* 0 for in < 1024 */
+        /* 0 whenever ceil(in/256) < 8, i.e. for in <= 1792 (not only below
+         * 1024): small models need another rule */
+        k = ((in + 255) / 256) / 8 * 8;
         break;
     case CQ_K_EXPLICIT:
         if (k_explicit < 0) {
@@ -281,19 +283,12 @@ static void la_eval(la_group *G, const float *w, const float *f, const uint8_t *
     }
 }
 
-static inline void la_range(int64_t gi, int64_t in, int group, int64_t *c0, int64_t *c1)
-{
-    int64_t g = group ? group : in;
-    *c0 = gi * g;
-    *c1 = *c0 + g < in ? *c0 + g : in;
-}
-
 static void la_eval_row(la_group *G, const float *w, const float *f, const uint8_t *m,
                         int64_t in, int bits, int group, int64_t ng)
 {
     for (int64_t gi = 0; gi < ng; gi++) {
         int64_t c0, c1;
-        la_range(gi, in, group, &c0, &c1);
+        cq_quant_group_range(gi, in, group, &c0, &c1);
         la_eval(&G[gi], w, f, m, c0, c1, bits);
     }
 }
@@ -319,7 +314,7 @@ static void la_take(la_group *G, int64_t gi, const float *w, const float *f, uin
 {
     int64_t c0, c1;
     m[G[gi].col] = 1;
-    la_range(gi, in, group, &c0, &c1);
+    cq_quant_group_range(gi, in, group, &c0, &c1);
     la_eval(&G[gi], w, f, m, c0, c1, bits);
 }
 
