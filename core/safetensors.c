@@ -284,20 +284,26 @@ static int st_parse(cq_st_file *f)
         cq_error("%s: header length %" PRIu64 " is too small for a JSON object", path, hlen);
         return CQ_EBADMSG;
     }
-    const char *js = (const char *)p + 8;
+    /* parse a NUL-terminated private copy: the parser never touches the
+     * mapping, whatever the header holds */
+    char *js = malloc((size_t)hlen + 1);
+    if (!js) return CQ_ENOMEM;
+    memcpy(js, p + 8, (size_t)hlen);
+    js[hlen] = 0;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(js, (size_t)hlen, &end, 0);
     if (!root) {
         size_t off = end && end >= js ? (size_t)(end - js) : 0;
         cq_error("%s: header is not valid JSON (parse error at header byte %zu, file offset %zu)",
                  path, off, off + 8);
+        free(js);
         return CQ_EBADMSG;
     }
     int r = CQ_OK;
     for (const char *q = end; q < js + hlen; q++) {
         if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r' && *q != 0) {
             cq_error("%s: unexpected bytes after the JSON header (file offset %zu)", path,
-                     (size_t)(q - (const char *)p));
+                     (size_t)(q - js) + 8);
             r = CQ_EBADMSG;
             goto done;
         }
@@ -360,6 +366,7 @@ static int st_parse(cq_st_file *f)
     }
 done:
     cJSON_Delete(root);
+    free(js);
     return r;
 }
 
