@@ -41,6 +41,9 @@ CQ_API int cq_tensor_zero_grad(cq_tensor *p);
 /* ------------------------------------------------ differentiable ops */
 CQ_API cq_tensor *cq_new(cq_ctx *c, cq_dtype dt, int ndim, const int64_t *ne);
 CQ_API cq_tensor *cq_reshape(cq_ctx *c, cq_tensor *x, int ndim, const int64_t *ne);
+/* A ctx-owned contiguous view of x's elements [elem_offset, +numel(ne)) with
+ * shape ne (not differentiable: KV-cache slots, slices). */
+CQ_API cq_tensor *cq_view(cq_ctx *c, cq_tensor *x, int ndim, const int64_t *ne, int64_t elem_offset);
 /* op(a) @ op(b); a [M,K] or [batch,M,K]; b 2-D is broadcast over the batch. */
 CQ_API cq_tensor *cq_matmul(cq_ctx *c, cq_tensor *a, cq_tensor *b, bool ta, bool tb);
 /* x [..., in] @ w^T with w [out, in] -> [..., out]. */

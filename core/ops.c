@@ -290,6 +290,19 @@ static cq_tensor *view_as(cq_ctx *c, cq_tensor *x, int ndim, const int64_t *ne)
     return v;
 }
 
+cq_tensor *cq_view(cq_ctx *c, cq_tensor *x, int ndim, const int64_t *ne, int64_t elem_offset)
+{
+    if (!c || c->status || !x) return NULL;
+    cq_tensor *v = NULL;
+    int r = cq_tensor_view(&v, x, ndim, ne, NULL, elem_offset);
+    if (r || own(c, v)) {
+        cq_tensor_free(&v);
+        fail(c, r ? r : CQ_ENOMEM);
+        return NULL;
+    }
+    return v;
+}
+
 cq_tensor *cq_reshape(cq_ctx *c, cq_tensor *x, int ndim, const int64_t *ne)
 {
     if (!c || c->status || !x) return NULL;

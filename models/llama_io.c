@@ -1,0 +1,328 @@
+/* cherryq: loading LLaMA models from Hugging Face directories and GGUF
+ * files, and saving Hugging Face directories. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "cq_io.h"
+#include "gguf.h"
+#include "hfconfig.h"
+#include "llama.h"
+#include "safetensors.h"
+
+int cq_llama_alloc(cq_llama **out, const cq_llama_config *cfg, cq_backend *be);
+/* defined in models/qmodel.c: loads packed linear weights of a cherryq
+ * quantized directory into m (config has a quantization_config) */
+int cq_qmodel_load_packed(cq_llama *m, const cq_st_set *st, const char *dir);
+int cq_qmodel_is_quantized(const char *dir);
+
+static void cfg_from_hf(cq_llama_config *c, const cq_hf_config *h)
+{
+    memset(c, 0, sizeof *c);
+    c->vocab = h->vocab_size;
+    c->dim = h->hidden_size;
+    c->ffn = h->intermediate_size;
+    c->n_layers = h->num_hidden_layers;
+    c->n_heads = h->num_attention_heads;
+    c->n_kv_heads = h->num_key_value_heads;
+    c->head_dim = h->head_dim;
+    c->max_seq = h->max_position_embeddings;
+    c->norm_eps = (float)h->rms_norm_eps;
+    c->rope_theta = (float)h->rope_theta;
+    c->tie_embeddings = h->tie_word_embeddings;
+    c->bos = (int32_t)h->bos_token_id;
+    c->eos = (int32_t)h->eos_token_id;
+}
+
+/* Copy a file tensor (f32/f16/bf16 data) into parameter p after checking
+ * its shape. */
+static int load_into(cq_tensor *p, const char *file, const char *name, cq_dtype dt, int ndim, const int64_t *shape,
+                     const void *data, const float *override)
+{
+    if (ndim != p->ndim) goto bad;
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] != p->ne[i]) goto bad;
+    if (override) return cq_tensor_set_f32(p, override);
+    if (dt != CQ_F32 && dt != CQ_F16 && dt != CQ_BF16) {
+        cq_error("%s: tensor '%s' has dtype %s; only F32, F16 and BF16 are supported", file, name, cq_dtype_name(dt));
+        return CQ_ENOTSUP;
+    }
+    size_t n = (size_t)cq_tensor_numel(p);
+    float *host = cq_tensor_host(p);
+    if (host) return cq_convert(host, CQ_F32, data, dt, n);
+    float *tmp = malloc(n * sizeof(float) + 1);
+    if (!tmp) return CQ_ENOMEM;
+    int r = cq_convert(tmp, CQ_F32, data, dt, n);
+    if (!r) r = cq_tensor_set_f32(p, tmp);
+    free(tmp);
+    return r;
+bad:;
+    char want[96];
+    cq_tensor_desc(p, want, sizeof want);
+    char got[128];
+    size_t o = (size_t)snprintf(got, sizeof got, "[");
+    for (int i = 0; i < ndim && o < sizeof got; i++)
+        o += (size_t)snprintf(got + o, sizeof got - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (o < sizeof got) snprintf(got + o, sizeof got - o, "]");
+    cq_error("%s: tensor '%s' has shape %s but the config says %s", file, name, got, want);
+    return CQ_EBADMSG;
+}
+
+static int load_hf_dir(cq_llama **out, const char *dir, cq_backend *be)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cq_hf_config h;
+    cq_hf_config_init(&h);
+    int r = cq_hf_config_load(&h, path);
+    if (r) return r;
+    cq_llama_config cfg;
+    cfg_from_hf(&cfg, &h);
+    cq_st_set *st = NULL;
+    r = cq_st_set_open(&st, dir);
+    if (r) return r;
+    int quantized = cq_qmodel_is_quantized(dir);
+    cq_llama *m = NULL;
+    r = cq_llama_alloc(&m, &cfg, be);
+    for (int i = 0; m && !r && i < m->n_params; i++) {
+        cq_tensor *p = m->params[i];
+        const cq_st_tensor *t = cq_st_set_find(st, p->name);
+        if (!t && quantized && p->ndim == 2 && strstr(p->name, "model.layers.")) continue; /* packed */
+        if (!t && p == m->lm_head && !cfg.tie_embeddings && cq_st_set_find(st, "model.embed_tokens.weight") &&
+            !cq_st_set_find(st, "lm_head.weight")) {
+            cq_error("%s: lm_head.weight is missing and tie_word_embeddings is false", dir);
+            r = CQ_EBADMSG;
+            break;
+        }
+        if (!t) {
+            cq_error("%s: tensor '%s' is missing from the safetensors files", dir, p->name);
+            r = CQ_EBADMSG;
+            break;
+        }
+        if (t->dtype == CQ_DTYPE_COUNT) {
+            cq_error("%s: tensor '%s' has unsupported dtype %s", dir, p->name, t->st_dtype);
+            r = CQ_ENOTSUP;
+            break;
+        }
+        r = load_into(p, dir, p->name, t->dtype, t->ndim, t->shape, t->data, NULL);
+    }
+    if (!r && quantized) r = cq_qmodel_load_packed(m, st, dir);
+    cq_st_set_close(&st);
+    if (r) {
+        cq_llama_destroy(&m);
+        return r;
+    }
+    *out = m;
+    return CQ_OK;
+}
+
+static int gguf_u32(const cq_gguf *g, const char *key, int64_t *v, int required)
+{
+    uint32_t u;
+    uint64_t u64;
+    int32_t i32;
+    if (cq_gguf_get_u32(g, key, &u) == 0) *v = u;
+    else if (cq_gguf_get_i32(g, key, &i32) == 0) *v = i32;
+    else if (cq_gguf_get_u64(g, key, &u64) == 0) *v = (int64_t)u64;
+    else if (required) {
+        cq_error("%s: GGUF metadata key '%s' is missing", cq_gguf_path(g), key);
+        return CQ_EBADMSG;
+    }
+    return CQ_OK;
+}
+
+static int load_gguf(cq_llama **out, const char *path, cq_backend *be)
+{
+    cq_gguf *g = NULL;
+    int r = cq_gguf_open(&g, path);
+    if (r) return r;
+    const char *arch;
+    size_t alen;
+    if (cq_gguf_get_str(g, "general.architecture", &arch, &alen) || alen != 5 || memcmp(arch, "llama", 5)) {
+        cq_error("%s: general.architecture is not 'llama'; only LLaMA-architecture GGUF files are supported", path);
+        cq_gguf_close(&g);
+        return CQ_ENOTSUP;
+    }
+    cq_llama_config c = { 0 };
+    c.norm_eps = 1e-5f;
+    c.rope_theta = 10000.0f;
+    c.max_seq = 2048;
+    c.bos = c.eos = -1;
+    r = gguf_u32(g, "llama.embedding_length", &c.dim, 1);
+    if (!r) r = gguf_u32(g, "llama.feed_forward_length", &c.ffn, 1);
+    if (!r) r = gguf_u32(g, "llama.block_count", &c.n_layers, 1);
+    if (!r) r = gguf_u32(g, "llama.attention.head_count", &c.n_heads, 1);
+    c.n_kv_heads = c.n_heads;
+    if (!r) r = gguf_u32(g, "llama.attention.head_count_kv", &c.n_kv_heads, 0);
+    if (!r) r = gguf_u32(g, "llama.context_length", &c.max_seq, 0);
+    float f;
+    if (cq_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f) == 0) c.norm_eps = f;
+    if (cq_gguf_get_f32(g, "llama.rope.freq_base", &f) == 0) c.rope_theta = f;
+    int64_t v = -1;
+    if (gguf_u32(g, "tokenizer.ggml.bos_token_id", &v, 0) == 0) c.bos = (int32_t)v;
+    v = -1;
+    if (gguf_u32(g, "tokenizer.ggml.eos_token_id", &v, 0) == 0) c.eos = (int32_t)v;
+    const cq_gguf_tensor *emb = cq_gguf_find_tensor(g, "token_embd.weight");
+    if (!r && (!emb || emb->ndim != 2)) {
+        cq_error("%s: token_embd.weight is missing or not 2-D", path);
+        r = CQ_EBADMSG;
+    }
+    if (!r) {
+        c.vocab = emb->shape[0];
+        c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
+        c.tie_embeddings = cq_gguf_find_tensor(g, "output.weight") == NULL;
+    }
+    cq_llama *m = NULL;
+    if (!r) r = cq_llama_alloc(&m, &c, be);
+    static const char *const gg[CQ_LLAMA_N_LINEAR] = { "attn_q", "attn_k", "attn_v", "attn_output",
+                                                       "ffn_gate", "ffn_up", "ffn_down" };
+    char name[128];
+    for (int i = 0; !r && i < m->n_params; i++) {
+        cq_tensor *p = m->params[i];
+        const char *pn = p->name;
+        int64_t l = -1;
+        int lin = -1;
+        if (!strcmp(pn, "model.embed_tokens.weight")) snprintf(name, sizeof name, "token_embd.weight");
+        else if (!strcmp(pn, "model.norm.weight")) snprintf(name, sizeof name, "output_norm.weight");
+        else if (!strcmp(pn, "lm_head.weight")) snprintf(name, sizeof name, "output.weight");
+        else {
+            char rest[96];
+            long long ll;
+            if (sscanf(pn, "model.layers.%lld.%95s", &ll, rest) != 2) {
+                r = CQ_EBADMSG;
+                break;
+            }
+            l = ll;
+            if (!strcmp(rest, "input_layernorm.weight")) snprintf(name, sizeof name, "blk.%lld.attn_norm.weight", ll);
+            else if (!strcmp(rest, "post_attention_layernorm.weight"))
+                snprintf(name, sizeof name, "blk.%lld.ffn_norm.weight", ll);
+            else
+                for (int k = 0; k < CQ_LLAMA_N_LINEAR; k++) {
+                    char want[96];
+                    snprintf(want, sizeof want, "%s.weight", cq_llama_linear_names[k]);
+                    if (!strcmp(rest, want)) {
+                        lin = k;
+                        snprintf(name, sizeof name, "blk.%lld.%s.weight", ll, gg[k]);
+                    }
+                }
+        }
+        (void)l;
+        const cq_gguf_tensor *t;
+        cq_dtype dt;
+        r = cq_gguf_get_tensor(g, name, &t, &dt);
+        if (r == CQ_ENOENT) cq_error("%s: tensor '%s' (for %s) is missing", path, name, pn);
+        if (r) break;
+        float *perm = NULL;
+        if ((lin == 0 || lin == 1) && t->ndim == 2 && t->shape[0] == p->ne[0] && t->shape[1] == p->ne[1]) {
+            /* llama.cpp's converter permuted q/k rows for its interleaved RoPE */
+            size_t n = (size_t)t->numel;
+            float *src = malloc(n * sizeof(float) + 1);
+            perm = malloc(n * sizeof(float) + 1);
+            if (!src || !perm) r = CQ_ENOMEM;
+            if (!r) r = cq_convert(src, CQ_F32, t->data, dt, n);
+            if (!r) r = cq_gguf_unpermute_qk(perm, src, lin == 0 ? c.n_heads : c.n_kv_heads, t->shape[0], t->shape[1]);
+            free(src);
+        }
+        if (!r) r = load_into(p, path, name, dt, t->ndim, t->shape, t->data, perm);
+        free(perm);
+    }
+    cq_gguf_close(&g);
+    if (r) {
+        cq_llama_destroy(&m);
+        return r;
+    }
+    *out = m;
+    return CQ_OK;
+}
+
+int cq_llama_load(cq_llama **out, const char *path, cq_backend *be)
+{
+    CQ_CHECK_ARG(out && path && be, CQ_EINVAL);
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        cq_error("%s: no such file or directory", path);
+        return CQ_ENOENT;
+    }
+    if (S_ISDIR(st.st_mode)) return load_hf_dir(out, path, be);
+    return load_gguf(out, path, be);
+}
+
+int cq_llama_save(const cq_llama *m, const char *dir, cq_dtype dtype, const char *extra_config_json)
+{
+    CQ_CHECK_ARG(m && dir, CQ_EINVAL);
+    if (dtype != CQ_F32 && dtype != CQ_F16 && dtype != CQ_BF16) {
+        cq_error("save: dtype must be f32, f16 or bf16");
+        return CQ_EINVAL;
+    }
+    int r = cq_mkdir_p(dir);
+    if (r) return r;
+    cq_st_writer *w = NULL;
+    r = cq_st_writer_create(&w);
+    if (r) return r;
+    void **bufs = calloc((size_t)m->n_params, sizeof *bufs);
+    if (!bufs) r = CQ_ENOMEM;
+    for (int i = 0; !r && i < m->n_params; i++) {
+        const cq_tensor *p = m->params[i];
+        if (!p) continue;
+        /* packed-only linear weights are written by the quantized writer */
+        size_t n = (size_t)cq_tensor_numel(p);
+        float *f = malloc(n * sizeof(float) + 1);
+        if (!f) {
+            r = CQ_ENOMEM;
+            break;
+        }
+        r = cq_tensor_get_f32(p, f);
+        for (size_t j = 0; !r && j < n; j++)
+            if (!isfinite(f[j])) {
+                cq_error("save: parameter %s has a non-finite value at element %zu; refusing to write it", p->name, j);
+                r = CQ_ERANGE;
+            }
+        if (!r && dtype != CQ_F32) {
+            void *h = malloc(n * 2 + 1);
+            if (!h) r = CQ_ENOMEM;
+            else {
+                cq_convert(h, dtype, f, CQ_F32, n);
+                free(f);
+                f = h;
+            }
+        }
+        bufs[i] = f;
+        if (!r) r = cq_st_writer_add(w, p->name, dtype, p->ndim, p->ne, f);
+    }
+    char path[4096];
+    if (!r) r = cq_st_writer_add_metadata(w, "format", "pt");
+    if (!r) {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        r = cq_st_writer_write(w, path);
+    }
+    if (!r) {
+        cq_hf_config h;
+        cq_hf_config_init(&h);
+        const cq_llama_config *c = &m->cfg;
+        snprintf(h.architecture, sizeof h.architecture, "LlamaForCausalLM");
+        snprintf(h.model_type, sizeof h.model_type, "llama");
+        h.hidden_size = c->dim;
+        h.intermediate_size = c->ffn;
+        h.num_hidden_layers = c->n_layers;
+        h.num_attention_heads = c->n_heads;
+        h.num_key_value_heads = c->n_kv_heads;
+        h.head_dim = c->head_dim;
+        h.vocab_size = c->vocab;
+        h.max_position_embeddings = c->max_seq;
+        h.rms_norm_eps = c->norm_eps;
+        h.rope_theta = c->rope_theta;
+        h.tie_word_embeddings = c->tie_embeddings;
+        h.bos_token_id = c->bos;
+        h.eos_token_id = c->eos;
+        snprintf(h.torch_dtype, sizeof h.torch_dtype, "%s",
+                 dtype == CQ_F32 ? "float32" : dtype == CQ_F16 ? "float16" : "bfloat16");
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        r = cq_hf_config_write(path, &h, extra_config_json);
+    }
+    cq_st_writer_destroy(&w);
+    for (int i = 0; bufs && i < m->n_params; i++) free(bufs[i]);
+    free(bufs);
+    return r;
+}
