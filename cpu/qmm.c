@@ -4,10 +4,11 @@
  * together with per-group sums of x, then the rows are split in contiguous
  * chunks over the OpenMP threads and the per-ISA kernel computes
  *   y_r = sum_g s_g * (sum_{j in g} u_j x_j + c * sum_{j in g} x_j) + cherries.
- * GEMM (n >= CQ_QMM_GEMM_MIN_N): X is permuted the same way once, then tiles of
- * rows are dequantized (OpenMP) into one f32 buffer sized to stay in cache and
- * multiplied by OpenBLAS sgemm from the calling thread (OpenBLAS uses its own
- * threads; no nesting, so no oversubscription).
+ * GEMM (n >= CQ_QMM_GEMM_MIN_N): X is permuted the same way once; then each
+ * OpenMP thread walks its own rows in tiles, dequantizing a tile into a
+ * per-thread f32 buffer and multiplying it with a single-threaded OpenBLAS
+ * sgemm (OpenBLAS is set to 1 thread for the duration of the call and
+ * restored after: one pool of threads, no oversubscription).
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -26,7 +27,7 @@
 #endif
 
 #define CQ_QMM_GEMM_MIN_N 8
-#define CQ_QMM_TILE_BYTES (4u << 20)   /* dequantized tile: fits L2/L3 */
+#define CQ_QMM_TILE_BYTES (4u << 20)   /* dequantized tile per thread */
 
 static atomic_int g_isa = -1;          /* -1: not chosen yet */
 
@@ -324,13 +325,20 @@ int cq_qmm_gemm(const cq_qmm_w *w, const float *X, int64_t n, float *Y)
     }
 
     const int64_t in = w->in;
-    int64_t tr = (int64_t)(CQ_QMM_TILE_BYTES / ((size_t)in * sizeof(float))) / 16 * 16;
-    if (tr < 16) tr = 16;
-    if (tr > 512) tr = 512;
-    if (tr > w->out) tr = w->out;
+    /* Each thread owns a contiguous range of rows and walks it in tiles of tr
+     * rows: dequantize the tile into its own f32 buffer, then one
+     * single-threaded sgemm Y[:, tile] = A tile^T. tr is large enough that
+     * sgemm's packing of A (n x in, once per call) stays a few percent of the
+     * FLOPs, small enough that the tiles of all threads sit in the LLC. */
     int nt = max_threads();
+    const int64_t rows_per_t = (w->out + nt - 1) / nt;
+    int64_t tr = (int64_t)(CQ_QMM_TILE_BYTES / ((size_t)in * sizeof(float))) / 16 * 16;
+    if (tr < 64) tr = 64;
+    if (tr > 256) tr = 256;
+    if (tr > rows_per_t) tr = rows_per_t;
     const size_t wsn = 4 * (size_t)(p.ng + 32);
-    float *tile = alloc64((size_t)tr * (size_t)in * sizeof(float));
+    const size_t tilen = (size_t)tr * (size_t)in;
+    float *tile = alloc64((size_t)nt * tilen * sizeof(float));
     float *ws = alloc64((size_t)nt * wsn * sizeof(float));
     float *Xp = p.L ? alloc64((size_t)n * (size_t)in * sizeof(float)) : NULL;
     if (!tile || !ws || (p.L && !Xp)) {
@@ -344,27 +352,33 @@ int cq_qmm_gemm(const cq_qmm_w *w, const float *X, int64_t n, float *Y)
     if (p.L) permute_rows(&p, X, n, Xp);
     const float *A = p.L ? Xp : X;
 
-    for (int64_t r0 = 0; r0 < w->out; r0 += tr) {
-        const int64_t nr = r0 + tr <= w->out ? tr : w->out - r0;
+    /* OpenBLAS (pthreads build) would start its own pool inside each call:
+     * run it single-threaded in our threads, restore the caller's setting. */
+    const int blas_nt = openblas_get_num_threads();
+    if (nt > 1) openblas_set_num_threads(1);
 #pragma omp parallel num_threads(nt)
-        {
+    {
 #ifdef _OPENMP
-            int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
 #else
-            int t = 0, T = 1;
+        int t = 0, T = 1;
 #endif
-            int64_t a = nr * t / T, b = nr * (t + 1) / T;
-            if (a < b) {
-                if (dq)
-                    dq(&p, r0 + a, b - a, tile + a * in, in, ws + (size_t)t * wsn);
-                else
-                    for (int64_t i = a; i < b; i++) cq_qmm_dequant_row_scalar(&p, r0 + i, tile + i * in);
-                for (int64_t i = a; i < b; i++) apply_cherries(&p, r0 + i, tile + i * in);
-            }
+        int64_t q = (w->out + 15) / 16;
+        int64_t a = q * t / T * 16, b = q * (t + 1) / T * 16;
+        if (b > w->out) b = w->out;
+        float *tl = tile + (size_t)t * tilen;
+        for (int64_t r0 = a; r0 < b; r0 += tr) {
+            const int64_t nr = r0 + tr <= b ? tr : b - r0;
+            if (dq)
+                dq(&p, r0, nr, tl, in, ws + (size_t)t * wsn);
+            else
+                for (int64_t i = 0; i < nr; i++) cq_qmm_dequant_row_scalar(&p, r0 + i, tl + i * in);
+            for (int64_t i = 0; i < nr; i++) apply_cherries(&p, r0 + i, tl + i * in);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nr, (int)in, 1.0f, A,
+                        (int)in, tl, (int)in, 0.0f, Y + r0, (int)w->out);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nr, (int)in, 1.0f, A,
-                    (int)in, tile, (int)in, 0.0f, Y + r0, (int)w->out);
     }
+    if (nt > 1) openblas_set_num_threads(blas_nt);
     free(tile);
     free(ws);
     free(Xp);
