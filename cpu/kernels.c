@@ -153,86 +153,109 @@ static int k_rope(const cq_op *op)
     return CQ_OK;
 }
 
-/* Attention per (b, h) with BLAS: scores = Q K^T over strided head slices. */
-static int k_attn(const cq_op *op, int bwd)
+/* Attention with BLAS over strided head slices. Work is split over
+ * (batch, kv head) pairs with OpenMP, each thread calling single-threaded
+ * sgemm on its own scratch (OpenBLAS's own threads would oversubscribe the
+ * cores from inside a parallel region); the query heads that share a kv head
+ * run in one task so dK/dV accumulate without races. */
+static void attn_task(const cq_op *op, int bwd, int64_t b, int64_t hk, float *sc, float *dp)
 {
     const cq_tensor *Q = op->src[0], *K = op->src[1], *V = op->src[2];
-    int64_t B = Q->ne[0], T = Q->ne[1], Hq = Q->ne[2], D = Q->ne[3];
+    int64_t T = Q->ne[1], Hq = Q->ne[2], D = Q->ne[3];
     int64_t S = K->ne[1], Hkv = K->ne[2], rep = Hq / Hkv, pos0 = op->i[0];
     float scale = op->f[0];
     const float *q = PC(Q), *k = PC(K), *v = PC(V);
-    float *sc = malloc((size_t)(T * S) * sizeof(float));
-    float *dp = bwd ? malloc((size_t)(T * S) * sizeof(float)) : NULL;
-    if (!sc || (bwd && !dp)) {
-        free(sc);
-        free(dp);
-        return CQ_ENOMEM;
-    }
     int lq = (int)(Hq * D), lk = (int)(Hkv * D);
+    const float *kh = k + (b * S * Hkv + hk) * D;
+    const float *vh = v + (b * S * Hkv + hk) * D;
+    for (int64_t h = hk * rep; h < (hk + 1) * rep; h++) {
+        const float *qh = q + (b * T * Hq + h) * D;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)D, scale, qh, lq, kh, lk, 0.0f, sc,
+                    (int)S);
+        const float *lse_in = bwd ? PC(op->src[4]) + (b * Hq + h) * T : NULL;
+        float *lse_out = !bwd && op->dst[1] ? P(op->dst[1]) + (b * Hq + h) * T : NULL;
+        for (int64_t t = 0; t < T; t++) {
+            float *r = sc + t * S;
+            int64_t ns = pos0 + t + 1;
+            float l;
+            if (bwd) {
+                l = lse_in[t];
+            } else {
+                float mx = -INFINITY;
+                for (int64_t s = 0; s < ns; s++) mx = fmaxf(mx, r[s]);
+                float sum = 0;
+                for (int64_t s = 0; s < ns; s++) {
+                    r[s] = expf(r[s] - mx);
+                    sum += r[s];
+                }
+                l = mx + logf(sum);
+                if (lse_out) lse_out[t] = l;
+                float inv = 1.0f / sum;
+                for (int64_t s = 0; s < ns; s++) r[s] *= inv;
+                for (int64_t s = ns; s < S; s++) r[s] = 0;
+                continue;
+            }
+            for (int64_t s = 0; s < ns; s++) r[s] = expf(r[s] - l);
+            for (int64_t s = ns; s < S; s++) r[s] = 0;
+        }
+        if (!bwd) {
+            float *oh = P(op->dst[0]) + (b * T * Hq + h) * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)S, 1.0f, sc, (int)S, vh, lk,
+                        0.0f, oh, lq);
+            continue;
+        }
+        const float *oh = PC(op->src[3]) + (b * T * Hq + h) * D;
+        const float *doh = PC(op->src[5]) + (b * T * Hq + h) * D;
+        float *dqh = P(op->dst[0]) + (b * T * Hq + h) * D;
+        float *dkh = P(op->dst[1]) + (b * S * Hkv + hk) * D;
+        float *dvh = P(op->dst[2]) + (b * S * Hkv + hk) * D;
+        /* dV += P^T dO ; dP = dO V^T ; dS = P (dP - rowsum(dO o O)) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)D, (int)T, 1.0f, sc, (int)S, doh, lq, 1.0f,
+                    dvh, lk);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)D, 1.0f, doh, lq, vh, lk, 0.0f, dp,
+                    (int)S);
+        for (int64_t t = 0; t < T; t++) {
+            float Di = 0;
+            for (int64_t d = 0; d < D; d++) Di += doh[t * lq + d] * oh[t * lq + d];
+            float *pr = sc + t * S, *dr = dp + t * S;
+            for (int64_t s = 0; s < S; s++) dr[s] = pr[s] * (dr[s] - Di);
+        }
+        /* dQ = dS K * scale ; dK += dS^T Q * scale */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)S, scale, dp, (int)S, kh, lk, 1.0f,
+                    dqh, lq);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)D, (int)T, scale, dp, (int)S, qh, lq, 1.0f,
+                    dkh, lk);
+    }
+}
+
+static int k_attn(const cq_op *op, int bwd)
+{
+    const cq_tensor *Q = op->src[0], *K = op->src[1];
+    int64_t B = Q->ne[0], T = Q->ne[1], S = K->ne[1], Hkv = K->ne[2];
     if (bwd) {
         memset(P(op->dst[0]), 0, cq_tensor_nbytes(op->dst[0]));
         memset(P(op->dst[1]), 0, cq_tensor_nbytes(op->dst[1]));
         memset(P(op->dst[2]), 0, cq_tensor_nbytes(op->dst[2]));
     }
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < Hq; h++) {
-            int64_t hk = h / rep;
-            const float *qh = q + (b * T * Hq + h) * D;
-            const float *kh = k + (b * S * Hkv + hk) * D;
-            const float *vh = v + (b * S * Hkv + hk) * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)D, scale, qh, lq, kh, lk,
-                        0.0f, sc, (int)S);
-            const float *lse_in = bwd ? PC(op->src[4]) + (b * Hq + h) * T : NULL;
-            float *lse_out = !bwd && op->dst[1] ? P(op->dst[1]) + (b * Hq + h) * T : NULL;
-#pragma omp parallel for schedule(static) if (T * S > 8192)
-            for (int64_t t = 0; t < T; t++) {
-                float *r = sc + t * S;
-                int64_t ns = pos0 + t + 1;
-                float l;
-                if (bwd) {
-                    l = lse_in[t];
-                } else {
-                    float mx = -INFINITY;
-                    for (int64_t s = 0; s < ns; s++) mx = fmaxf(mx, r[s]);
-                    float sum = 0;
-                    for (int64_t s = 0; s < ns; s++) sum += expf(r[s] - mx);
-                    l = mx + logf(sum);
-                    if (lse_out) lse_out[t] = l;
-                }
-                for (int64_t s = 0; s < ns; s++) r[s] = expf(r[s] - l);
-                for (int64_t s = ns; s < S; s++) r[s] = 0;
-            }
-            if (!bwd) {
-                float *oh = P(op->dst[0]) + (b * T * Hq + h) * D;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)S, 1.0f, sc, (int)S, vh,
-                            lk, 0.0f, oh, lq);
-                continue;
-            }
-            const float *oh = PC(op->src[3]) + (b * T * Hq + h) * D;
-            const float *doh = PC(op->src[5]) + (b * T * Hq + h) * D;
-            float *dqh = P(op->dst[0]) + (b * T * Hq + h) * D;
-            float *dkh = P(op->dst[1]) + (b * S * Hkv + hk) * D;
-            float *dvh = P(op->dst[2]) + (b * S * Hkv + hk) * D;
-            /* dV += P^T dO ; dP = dO V^T */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)D, (int)T, 1.0f, sc, (int)S, doh, lq,
-                        1.0f, dvh, lk);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)D, 1.0f, doh, lq, vh, lk, 0.0f,
-                        dp, (int)S);
-#pragma omp parallel for schedule(static) if (T * S > 8192)
-            for (int64_t t = 0; t < T; t++) {
-                float Di = 0;
-                for (int64_t d = 0; d < D; d++) Di += doh[t * lq + d] * oh[t * lq + d];
-                float *pr = sc + t * S, *dr = dp + t * S;
-                for (int64_t s = 0; s < S; s++) dr[s] = pr[s] * (dr[s] - Di);
-            }
-            /* dQ = dS K * scale ; dK += dS^T Q * scale */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)S, scale, dp, (int)S, kh, lk,
-                        1.0f, dqh, lq);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)D, (int)T, scale, dp, (int)S, qh, lq,
-                        1.0f, dkh, lk);
-        }
-    free(sc);
-    free(dp);
+    int64_t tasks = B * Hkv;
+    int nt = cq_num_threads();
+    if (nt > tasks) nt = (int)tasks;
+    size_t per = (size_t)(T * S) * (bwd ? 2 : 1);
+    float *scratch = malloc((size_t)(nt > 0 ? nt : 1) * per * sizeof(float));
+    if (!scratch) return CQ_ENOMEM;
+    int blas_threads = openblas_get_num_threads();
+    if (nt > 1) openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt > 0 ? nt : 1)
+    for (int64_t i = 0; i < tasks; i++) {
+#ifdef _OPENMP
+        float *sc = scratch + (size_t)omp_get_thread_num() * per;
+#else
+        float *sc = scratch;
+#endif
+        attn_task(op, bwd, i / Hkv, i % Hkv, sc, bwd ? sc + T * S : NULL);
+    }
+    if (nt > 1) openblas_set_num_threads(blas_threads);
+    free(scratch);
     return CQ_OK;
 }
 
