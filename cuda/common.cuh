@@ -1,0 +1,96 @@
+// cherryq CUDA kernels: shared device helpers (loads/stores with dtype
+// conversion, warp and block reductions, launch geometry).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "cq_cuda_kernels.h"
+
+#define CQK_FULL_MASK 0xffffffffu
+
+namespace cqk {
+
+// Grid size for a grid-stride loop over n items with `threads` per block.
+static inline unsigned grid_for(int64_t n, int threads, unsigned cap = 65535u * 8u)
+{
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > (int64_t)cap) b = (int64_t)cap;
+    return (unsigned)b;
+}
+
+__device__ __forceinline__ float load_f(const void *p, int dt, int64_t i)
+{
+    switch (dt) {
+    case CQK_F16: return __half2float(((const __half *)p)[i]);
+    case CQK_BF16: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    case CQK_I32: return (float)((const int32_t *)p)[i];
+    default: return ((const float *)p)[i];
+    }
+}
+
+__device__ __forceinline__ void store_f(void *p, int dt, int64_t i, float v)
+{
+    switch (dt) {
+    case CQK_F16: ((__half *)p)[i] = __float2half_rn(v); break;
+    case CQK_BF16: ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v); break;
+    case CQK_I32: ((int32_t *)p)[i] = (int32_t)v; break;
+    default: ((float *)p)[i] = v; break;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(CQK_FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(CQK_FULL_MASK, v, o));
+    return v;
+}
+
+// Block-wide sum; every thread gets the result. `sh` holds >= 32 T.
+// blockDim.x must be a multiple of 32. Fixed reduction order: deterministic.
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T *sh)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();   // sh may still be read by a previous call
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    T r = lane < nw ? sh[lane] : T(0);
+    if (warp == 0) r = warp_sum(r);
+    if (threadIdx.x == 0) sh[0] = r;
+    __syncthreads();
+    r = sh[0];
+    return r;
+}
+
+__device__ __forceinline__ float block_max(float v, float *sh)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    float r = lane < nw ? sh[lane] : -INFINITY;
+    if (warp == 0) r = warp_max(r);
+    if (threadIdx.x == 0) sh[0] = r;
+    __syncthreads();
+    r = sh[0];
+    return r;
+}
+
+}  // namespace cqk

@@ -1,0 +1,263 @@
+// cherryq CUDA kernels: FILL, COPY (strided, f32/f16/bf16 conversions), ADD,
+// MUL, SCALE, AXPY, SWIGLU(+BWD), ADAMW, SQR_ACCUM.
+#include "common.cuh"
+
+using namespace cqk;
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void fill_kernel(void *dst, int dt, int64_t n, float v)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        if (dt == CQK_I32) ((int32_t *)dst)[i] = (int32_t)v;
+        else store_f(dst, dt, i, v);
+    }
+}
+
+struct Layout {
+    int ndim;
+    int64_t ne[4];
+    int64_t nb[4];
+};
+
+__device__ __forceinline__ int64_t offset_of(const Layout &l, int64_t i)
+{
+    int64_t off = 0;
+    for (int d = l.ndim - 1; d >= 0; --d) {
+        const int64_t c = i % l.ne[d];
+        i /= l.ne[d];
+        off += c * l.nb[d];
+    }
+    return off;
+}
+
+// Float conversions between f32/f16/bf16.
+__global__ void copy_convert_kernel(void *dst, int ddt, Layout dl, const void *src, int sdt,
+                                    Layout sl, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        store_f(dst, ddt, offset_of(dl, i), load_f(src, sdt, offset_of(sl, i)));
+}
+
+// Identical dtypes: move elements of T bytes.
+template <typename T>
+__global__ void copy_raw_kernel(T *dst, Layout dl, const T *src, Layout sl, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[offset_of(dl, i)] = src[offset_of(sl, i)];
+}
+
+__global__ void binary_kernel(int op, float *dst, const float *a, const float *b, int64_t n,
+                              int64_t nb)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float y = b[nb == n ? i : i % nb];
+        dst[i] = op == 0 ? a[i] + y : a[i] * y;
+    }
+}
+
+__global__ void scale_kernel(float *dst, const float *src, int64_t n, float a, float b)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = a * src[i] + b;
+}
+
+__global__ void axpy_kernel(float *y, const float *x, int64_t n, float a)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] += a * x[i];
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__global__ void swiglu_kernel(float *y, const float *g, const float *u, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float x = g[i];
+        const float si = x * sigmoid(x);
+        y[i] = u ? si * u[i] : si;
+    }
+}
+
+__global__ void swiglu_bwd_kernel(float *dg, float *du, const float *g, const float *u,
+                                  const float *dy, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float x = g[i], sg = sigmoid(x);
+        const float si = x * sg;
+        const float dsilu = sg * (1.0f + x * (1.0f - sg));
+        const float d = dy[i];
+        if (u) {
+            dg[i] = d * u[i] * dsilu;
+            if (du) du[i] = d * si;
+        } else {
+            dg[i] = d * dsilu;
+        }
+    }
+}
+
+struct AdamW {
+    float lr, b1, b2, eps, wd, step, sqrt_bc2, gs;
+};
+
+__global__ void adamw_kernel(float *p, float *m, float *v, const float *g, int64_t n, AdamW a)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float gi = g[i] * a.gs;
+        float pi = p[i];
+        pi -= a.lr * a.wd * pi;
+        const float mi = a.b1 * m[i] + (1.0f - a.b1) * gi;
+        const float vi = a.b2 * v[i] + (1.0f - a.b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        const float denom = sqrtf(vi) / a.sqrt_bc2 + a.eps;
+        p[i] = pi - a.step * mi / denom;
+    }
+}
+
+// In double, as the reference: F is a running mean over many samples.
+__global__ void sqr_accum_kernel(float *F, const float *g, int64_t n, double keep, double div)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const double gi = g[i];
+        F[i] = (float)((double)F[i] * keep + gi * gi / div);
+    }
+}
+
+Layout to_layout(const cqk_layout *l)
+{
+    Layout r;
+    r.ndim = l->ndim;
+    for (int d = 0; d < 4; ++d) {
+        r.ne[d] = d < l->ndim ? l->ne[d] : 1;
+        r.nb[d] = d < l->ndim ? l->nb[d] : 0;
+    }
+    return r;
+}
+
+bool is_float(int dt) { return dt == CQK_F32 || dt == CQK_F16 || dt == CQK_BF16; }
+
+int dt_size(int dt)
+{
+    switch (dt) {
+    case CQK_F32: case CQK_I32: return 4;
+    case CQK_F16: case CQK_BF16: case CQK_I16: case CQK_U16: return 2;
+    case CQK_U8: return 1;
+    default: return 0;
+    }
+}
+
+}  // namespace
+
+extern "C" cudaError_t cqk_fill(cudaStream_t s, void *dst, int dt, int64_t n, float v)
+{
+    if (n <= 0) return cudaSuccess;
+    fill_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dst, dt, n, v);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cqk_copy(cudaStream_t s, void *dst, int ddt, const cqk_layout *dl,
+                                const void *src, int sdt, const cqk_layout *sl, int64_t n)
+{
+    if (n <= 0) return cudaSuccess;
+    const Layout d = to_layout(dl), l = to_layout(sl);
+    const unsigned grid = grid_for(n, kThreads);
+    if (ddt == sdt) {
+        switch (dt_size(ddt)) {
+        case 4: copy_raw_kernel<uint32_t><<<grid, kThreads, 0, s>>>((uint32_t *)dst, d,
+                                                                     (const uint32_t *)src, l, n);
+            break;
+        case 2: copy_raw_kernel<uint16_t><<<grid, kThreads, 0, s>>>((uint16_t *)dst, d,
+                                                                     (const uint16_t *)src, l, n);
+            break;
+        case 1: copy_raw_kernel<uint8_t><<<grid, kThreads, 0, s>>>((uint8_t *)dst, d,
+                                                                   (const uint8_t *)src, l, n);
+            break;
+        default: return cudaErrorInvalidValue;
+        }
+    } else if (is_float(ddt) && is_float(sdt)) {
+        copy_convert_kernel<<<grid, kThreads, 0, s>>>(dst, ddt, d, src, sdt, l, n);
+    } else {
+        return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cqk_binary(cudaStream_t s, int op, float *dst, const float *a,
+                                  const float *b, int64_t n, int64_t nb)
+{
+    if (n <= 0) return cudaSuccess;
+    if (nb <= 0 || n % nb) return cudaErrorInvalidValue;
+    binary_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(op, dst, a, b, n, nb);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cqk_scale(cudaStream_t s, float *dst, const float *src, int64_t n, float a,
+                                 float b)
+{
+    if (n <= 0) return cudaSuccess;
+    scale_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dst, src, n, a, b);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cqk_axpy(cudaStream_t s, float *y, const float *x, int64_t n, float a)
+{
+    if (n <= 0) return cudaSuccess;
+    axpy_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(y, x, n, a);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cqk_swiglu(cudaStream_t s, float *y, const float *g, const float *u,
+                                  int64_t n)
+{
+    if (n <= 0) return cudaSuccess;
+    swiglu_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(y, g, u, n);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cqk_swiglu_bwd(cudaStream_t s, float *dg, float *du, const float *g,
+                                      const float *u, const float *dy, int64_t n)
+{
+    if (n <= 0) return cudaSuccess;
+    swiglu_bwd_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dg, du, g, u, dy, n);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cqk_adamw(cudaStream_t s, float *p, float *m, float *v, const float *g,
+                                 int64_t n, const float f[8])
+{
+    if (n <= 0) return cudaSuccess;
+    if (!(f[5] > 0.0f) || !(f[6] > 0.0f)) return cudaErrorInvalidValue;
+    AdamW a;
+    a.lr = f[0];
+    a.b1 = f[1];
+    a.b2 = f[2];
+    a.eps = f[3];
+    a.wd = f[4];
+    a.step = f[0] / f[5];
+    a.sqrt_bc2 = sqrtf(f[6]);
+    a.gs = f[7] == 0.0f ? 1.0f : f[7];
+    adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(p, m, v, g, n, a);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cqk_sqr_accum(cudaStream_t s, float *F, const float *g, int64_t n,
+                                     float count)
+{
+    if (n <= 0) return cudaSuccess;
+    const double k = count;
+    sqr_accum_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(F, g, n, k / (k + 1.0), k + 1.0);
+    return cudaGetLastError();
+}

@@ -1,0 +1,79 @@
+// cherryq CUDA kernels: CherryQ fake quantization (CHERRYQ.md section 4).
+// One block per (group, row). Cherry positions (mask != 0) are excluded from
+// the group's max|w| and pass through unchanged.
+//   b <= 4: s = (max + 1e-6) / 2^(b-1); q = rint(clamp(w/s, +-(2^(b-1) - 0.01)) - 0.5);
+//           w' = (q + 0.5) s
+//   b > 4:  s = (max + 1e-6) / (2^(b-1) - 1); w' = clamp(rint(w/s), +-(2^(b-1)-1)) s
+// rint is rintf (round half to even, as torch.round); the division is IEEE
+// (no fast-math); with fp16_scales s is rounded to FP16 (__float2half_rn) as
+// the packed model stores it.
+#include "common.cuh"
+
+using namespace cqk;
+
+namespace {
+
+constexpr int kThreads = 128;
+
+__global__ void fakequant_kernel(float *y, const float *w, const uint8_t *mask, int64_t cols,
+                                 int bits, int64_t gsize, int fp16_scales)
+{
+    __shared__ float sh[32];
+    const int64_t row = blockIdx.y;
+    const int64_t c0 = (int64_t)blockIdx.x * gsize;
+    const int64_t c1 = min(cols, c0 + gsize);
+    const float *wr = w + row * cols;
+    const uint8_t *mr = mask ? mask + row * cols : nullptr;
+    float *yr = y + row * cols;
+
+    float mx = 0.0f;
+    for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x)
+        if (!mr || !mr[c]) mx = fmaxf(mx, fabsf(wr[c]));
+    mx = block_max(mx, sh);
+
+    const float half_levels = (float)(1 << (bits - 1));
+    float s = bits <= 4 ? (mx + 1e-6f) / half_levels : (mx + 1e-6f) / (half_levels - 1.0f);
+    if (fp16_scales) s = __half2float(__float2half_rn(s));
+
+    for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
+        const float x = wr[c];
+        if (mr && mr[c]) {
+            yr[c] = x;
+            continue;
+        }
+        float r;
+        if (bits <= 4) {
+            const float lim = half_levels - 0.01f;
+            const float t = fminf(fmaxf(x / s, -lim), lim);
+            r = (rintf(t - 0.5f) + 0.5f) * s;
+        } else {
+            const float qm = half_levels - 1.0f;
+            r = fminf(fmaxf(rintf(x / s), -qm), qm) * s;
+        }
+        yr[c] = r;
+    }
+}
+
+}  // namespace
+
+extern "C" cudaError_t cqk_fakequant(cudaStream_t s, float *y, const float *w, const uint8_t *mask,
+                                     int64_t rows, int64_t cols, int bits, int64_t group,
+                                     int fp16_scales)
+{
+    if (bits < 2 || bits > 8 || group < 0) return cudaErrorInvalidValue;
+    if (rows <= 0 || cols <= 0) return cudaSuccess;
+    const int64_t gsize = group == 0 ? cols : group;
+    const int64_t ngroups = (cols + gsize - 1) / gsize;
+    if (ngroups > 0x7fffffff) return cudaErrorInvalidValue;
+    // grid.y is limited to 65535: split the rows into chunks
+    for (int64_t r0 = 0; r0 < rows; r0 += 65535) {
+        const int64_t nr = min(rows - r0, (int64_t)65535);
+        dim3 grid((unsigned)ngroups, (unsigned)nr);
+        fakequant_kernel<<<grid, kThreads, 0, s>>>(y + r0 * cols, w + r0 * cols,
+                                                    mask ? mask + r0 * cols : nullptr, cols, bits,
+                                                    gsize, fp16_scales);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+}

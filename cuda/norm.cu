@@ -1,0 +1,84 @@
+// cherryq CUDA kernels: RMSNORM and its backward.
+//   y = x * rsqrt(mean(x^2) + eps) * w   (over the last dim C)
+// Backward, with r = rsqrt(mean(x^2) + eps):
+//   dx = r * (w * dy) - x * r^3 / C * sum_j(dy_j w_j x_j)
+//   dw = sum over rows of dy * x * r   (two passes, no atomics: deterministic)
+#include "common.cuh"
+
+using namespace cqk;
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int64_t C, float eps)
+{
+    __shared__ float sh[32];
+    const int64_t row = blockIdx.x;
+    const float *xr = x + row * C;
+    float *yr = y + row * C;
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+    ss = block_sum(ss, sh);
+    const float r = rsqrtf(ss / (float)C + eps);
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) yr[c] = xr[c] * r * w[c];
+}
+
+__global__ void rmsnorm_bwd_dx_kernel(float *dx, const float *x, const float *w, const float *dy,
+                                      int64_t C, float eps, float *rstd)
+{
+    __shared__ float sh[32];
+    const int64_t row = blockIdx.x;
+    const float *xr = x + row * C, *dyr = dy + row * C;
+    float ss = 0.0f, dot = 0.0f;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+        ss += xr[c] * xr[c];
+        dot += dyr[c] * w[c] * xr[c];
+    }
+    ss = block_sum(ss, sh);
+    dot = block_sum(dot, sh);
+    const float r = rsqrtf(ss / (float)C + eps);
+    const float k = dot * r * r * r / (float)C;
+    float *dxr = dx + row * C;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dxr[c] = r * w[c] * dyr[c] - xr[c] * k;
+    if (threadIdx.x == 0) rstd[row] = r;
+}
+
+// One thread per column, rows in order: coalesced across columns.
+__global__ void rmsnorm_bwd_dw_kernel(float *dw, const float *x, const float *dy,
+                                      const float *rstd, int64_t rows, int64_t C)
+{
+    const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float acc = 0.0f;
+    for (int64_t r = 0; r < rows; ++r) acc += dy[r * C + c] * x[r * C + c] * rstd[r];
+    dw[c] = acc;
+}
+
+}  // namespace
+
+extern "C" cudaError_t cqk_rmsnorm(cudaStream_t s, float *y, const float *x, const float *w,
+                                   int64_t rows, int64_t C, float eps)
+{
+    if (rows <= 0 || C <= 0) return cudaSuccess;
+    if (rows > 0x7fffffff) return cudaErrorInvalidValue;
+    rmsnorm_kernel<<<(unsigned)rows, kThreads, 0, s>>>(y, x, w, C, eps);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cqk_rmsnorm_bwd(cudaStream_t s, float *dx, float *dw, const float *x,
+                                       const float *w, const float *dy, int64_t rows, int64_t C,
+                                       float eps, float *rstd)
+{
+    if (C <= 0) return cudaSuccess;
+    if (rows > 0x7fffffff) return cudaErrorInvalidValue;
+    if (rows > 0) {
+        rmsnorm_bwd_dx_kernel<<<(unsigned)rows, kThreads, 0, s>>>(dx, x, w, dy, C, eps, rstd);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    if (dw) {
+        rmsnorm_bwd_dw_kernel<<<(unsigned)((C + 127) / 128), 128, 0, s>>>(dw, x, dy, rstd, rows, C);
+    }
+    return cudaGetLastError();
+}
