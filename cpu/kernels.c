@@ -8,7 +8,9 @@
 #include <omp.h>
 #endif
 
+#include "fastmath.h"
 #include "kernels.h"
+#include "qmm.h"
 #include "ref.h"
 
 #define P(t) ((float *)cq_tensor_host(t))
@@ -182,10 +184,12 @@ static void attn_task(const cq_op *op, int bwd, int64_t b, int64_t hk, float *sc
                 l = lse_in[t];
             } else {
                 float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
                 for (int64_t s = 0; s < ns; s++) mx = fmaxf(mx, r[s]);
                 float sum = 0;
+#pragma omp simd reduction(+ : sum)
                 for (int64_t s = 0; s < ns; s++) {
-                    r[s] = expf(r[s] - mx);
+                    r[s] = cq_fexp(r[s] - mx);
                     sum += r[s];
                 }
                 l = mx + logf(sum);
@@ -195,7 +199,8 @@ static void attn_task(const cq_op *op, int bwd, int64_t b, int64_t hk, float *sc
                 for (int64_t s = ns; s < S; s++) r[s] = 0;
                 continue;
             }
-            for (int64_t s = 0; s < ns; s++) r[s] = expf(r[s] - l);
+#pragma omp simd
+            for (int64_t s = 0; s < ns; s++) r[s] = cq_fexp(r[s] - l);
             for (int64_t s = ns; s < S; s++) r[s] = 0;
         }
         if (!bwd) {
@@ -278,9 +283,11 @@ static int k_xent(const cq_op *op, int bwd)
         for (int64_t n = 0; n < N; n++) {
             const float *r = lg + n * V;
             float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
             for (int64_t v = 0; v < V; v++) mx = fmaxf(mx, r[v]);
             float s = 0;
-            for (int64_t v = 0; v < V; v++) s += expf(r[v] - mx);
+#pragma omp simd reduction(+ : s)
+            for (int64_t v = 0; v < V; v++) s += cq_fexp(r[v] - mx);
             float l = mx + logf(s);
             lse[n] = l;
             float e = tg[n] >= 0 ? l - r[tg[n]] : 0.0f;
@@ -301,13 +308,15 @@ static int k_xent(const cq_op *op, int bwd)
             memset(d, 0, (size_t)V * sizeof(float));
             continue;
         }
-        for (int64_t v = 0; v < V; v++) d[v] = g * expf(r[v] - lse[n]);
+        float ln = lse[n];
+#pragma omp simd
+        for (int64_t v = 0; v < V; v++) d[v] = g * cq_fexp(r[v] - ln);
         d[tg[n]] -= g;
     }
     return CQ_OK;
 }
 
-static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+static float sigm(float x) { return cq_fsigmoid(x); }
 
 int cq_cpu_compute(const cq_op *op)
 {
@@ -377,14 +386,19 @@ int cq_cpu_compute(const cq_op *op)
     case CQ_OP_SWIGLU: {
         const float *g = PC(s0), *u = s1 ? PC(s1) : NULL;
         float *d = P(d0);
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t i = 0; i < n; i++) d[i] = g[i] * sigm(g[i]) * (u ? u[i] : 1.0f);
+        if (u) {
+#pragma omp parallel for simd schedule(static) if (par)
+            for (int64_t i = 0; i < n; i++) d[i] = g[i] * sigm(g[i]) * u[i];
+        } else {
+#pragma omp parallel for simd schedule(static) if (par)
+            for (int64_t i = 0; i < n; i++) d[i] = g[i] * sigm(g[i]);
+        }
         return CQ_OK;
     }
     case CQ_OP_SWIGLU_BWD: {
         const float *g = PC(s0), *u = s1 ? PC(s1) : NULL, *dy = PC(op->src[2]);
         float *dg = P(d0), *du = op->dst[1] ? P(op->dst[1]) : NULL;
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for simd schedule(static) if (par)
         for (int64_t i = 0; i < n; i++) {
             float s = sigm(g[i]), uu = u ? u[i] : 1.0f;
             dg[i] = dy[i] * uu * s * (1.0f + g[i] * (1.0f - s));
@@ -460,6 +474,22 @@ int cq_cpu_compute(const cq_op *op)
             cq_ref_fakequant_rows(P(d0) + r * cols, PC(s0) + r * cols, mask ? mask + r * cols : NULL, 1, cols,
                                   (int)op->i[0], (int)op->i[1], (int)op->i[2]);
         return CQ_OK;
+    }
+    case CQ_OP_QMATMUL: {
+        /* the fast mixed int-k + FP16-sparse kernels of cpu/qmm.c (GEMV for
+         * a few tokens, tiled dequant + sgemm above) */
+        cq_qmm_w w = {
+            .out = op->src[1]->ne[0],
+            .in = op->i[2],
+            .bits = (int)op->i[0],
+            .group = (int)op->i[1],
+            .codes = cq_tensor_host(op->src[1]),
+            .scales = cq_tensor_host(op->src[2]),
+            .rowptr = op->src[3] ? cq_tensor_host(op->src[3]) : NULL,
+            .cols = op->src[3] ? cq_tensor_host(op->src[4]) : NULL,
+            .delta = op->src[3] ? cq_tensor_host(op->src[5]) : NULL,
+        };
+        return cq_qmm_gemm(&w, PC(s0), s0->ne[0], P(d0));
     }
     default: return cq_ref_compute(op);
     }
