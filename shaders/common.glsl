@@ -94,13 +94,33 @@ uint from_f32_bits(uint x, uint dt)
     return x;
 }
 
+/* Exact product a*b = p + e (Dekker / Veltkamp splitting). Uses only
+ * `precise` (no contraction) multiplies and adds, which Vulkan rounds
+ * correctly; fma() cannot be used: drivers may evaluate it unfused (lavapipe
+ * does). Valid for |a|, |b| < 2^115 (no overflow in the split). */
+void two_prod(float a, float b, out float p, out float e)
+{
+    precise float pp = a * b;
+    precise float ca = 4097.0 * a;
+    precise float ah = ca - (ca - a);
+    precise float al = a - ah;
+    precise float cb = 4097.0 * b;
+    precise float bh = cb - (cb - b);
+    precise float bl = b - bh;
+    precise float ee = ((ah * bh - pp) + ah * bl + al * bh) + al * bl;
+    p = pp;
+    e = ee;
+}
+
 /* Division rounded to nearest like IEEE a / b (the Vulkan a / b may be off
- * by 2.5 ulp): one Newton correction on the residual, computed with fma. */
+ * by 2.5 ulp, or be a * rcp(b)): one correction by the exact residual. */
 float div_rn(float a, float b)
 {
     precise float q = a / b;
-    precise float r = fma(-q, b, a);
-    precise float q1 = fma(r, 1.0 / b, q);
+    float p, e;
+    two_prod(q, b, p, e);
+    precise float r = (a - p) - e;
+    precise float q1 = q + r / b;
     return q1;
 }
 

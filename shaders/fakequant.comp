@@ -1,5 +1,5 @@
 #version 450
-/* CherryQ fake quantization (core/quant.h cq_fakequant, bit for bit): one
+/* CherryQ fake quantization (core/quant.h cq_quant_fakequant, bit for bit): one
  * workgroup per (row, group) of w [rows, cols] f32.
  *   max|w| over the group's normal weights (mask u8 == 0), then
  *   b <= 4: s = (max + 1e-6) / 2^(b-1); w' = (rint(clamp(w/s, +-lim) - 0.5) + 0.5) s
@@ -49,7 +49,12 @@ float quant_level_dequant(float v, float sq, float sd)
     }
     float lim = float((1u << (pc.bits - 1u)) - 1u);
     float r = clamp(roundEven(x), -lim, lim);
-    return r * sd;
+    /* the level is an integer on the CPU (no -0): clear the sign of a zero
+     * on the bits (float arithmetic may not keep signed zeros without
+     * float controls, so x + 0.0 would not do) */
+    uint rb = floatBitsToUint(r);
+    if ((rb & 0x7fffffffu) == 0u) rb = 0u;
+    return uintBitsToFloat(rb) * sd;
 }
 
 void main()

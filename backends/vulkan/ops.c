@@ -168,10 +168,24 @@ static bool t_ok(const cq_vk *vk, const cq_tensor *t, const char *op, int quiet)
     return true;
 }
 
+/* FILL / COPY that become vkCmdFillBuffer / vkCmdCopyBuffer bind nothing,
+ * so they work on tensors of any size */
+static bool transfer_only(const cq_op *op)
+{
+    const cq_tensor *d = op->dst[0], *s = op->src[0];
+    if (op->type == CQ_OP_FILL)
+        return cq_tensor_is_contiguous(d) && (d->offset & 3) == 0 && (cq_tensor_nbytes(d) & 3) == 0 &&
+               cq_dtype_size(d->dtype) <= 4 && d->dtype != CQ_U8;
+    if (op->type == CQ_OP_COPY)
+        return s->dtype == d->dtype && cq_tensor_is_contiguous(s) && cq_tensor_is_contiguous(d);
+    return false;
+}
+
 int cq_vk_supports(cq_backend *be, const cq_op *op)
 {
     cq_vk *vk = VK(be);
     const char *name = cq_op_name(op->type);
+    if (transfer_only(op)) return 1;
     for (int i = 0; i < CQ_MAX_SRC; i++)
         if (!t_ok(vk, op->src[i], name, 0)) return 0;
     for (int i = 0; i < CQ_MAX_DST; i++)
@@ -273,7 +287,7 @@ static int op_fill(cq_vk *vk, const cq_op *op)
     uint64_t bytes = numel(d) * es;
     if (bytes == 0) return CQ_OK;
     cq_vk_buf *b = (cq_vk_buf *)d->buf->handle;
-    if (cq_tensor_is_contiguous(d) && (d->offset & 3) == 0 && (bytes & 3) == 0) {
+    if (transfer_only(op)) {
         uint32_t word = es == 4 ? bits : (bits | (bits << 16));
         return cq_vk_fill(vk, b, d->offset, bytes, word);
     }
