@@ -1,0 +1,494 @@
+/* cherryq CLI helpers: flags, numbers, backend, corpus, tokenizer, progress. */
+#include <cblas.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "cq_io.h"
+#include "gguf.h"
+
+/* ------------------------------------------------------------ flags */
+
+static const char *range_text(cli_range r, double lo, double hi, bool is_int, char *buf, size_t n)
+{
+    const char *what = is_int ? "an integer" : "a number";
+    switch (r) {
+    case CLI_POS: snprintf(buf, n, "%s", is_int ? "a positive integer" : "a positive number"); break;
+    case CLI_NONNEG: snprintf(buf, n, "%s", is_int ? "a non-negative integer" : "a non-negative number"); break;
+    case CLI_RANGE: snprintf(buf, n, "%s in [%g, %g]", what, lo, hi); break;
+    default: snprintf(buf, n, "%s", what); break;
+    }
+    return buf;
+}
+
+static bool in_range(double v, cli_range r, double lo, double hi)
+{
+    switch (r) {
+    case CLI_POS: return v > 0;
+    case CLI_NONNEG: return v >= 0;
+    case CLI_RANGE: return v >= lo && v <= hi;
+    default: return true;
+    }
+}
+
+int cli_parse_int(const char *flag, const char *s, cli_range range, double lo, double hi, int64_t *out)
+{
+    char buf[96];
+    char *end = NULL;
+    errno = 0;
+    long long v = s && *s ? strtoll(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || !in_range((double)v, range, lo, hi)) {
+        fprintf(stderr, "cherryq: %s: expected %s, got '%s'\n", flag, range_text(range, lo, hi, true, buf, sizeof buf),
+                s ? s : "");
+        return CQ_EXIT_USAGE;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_float(const char *flag, const char *s, cli_range range, double lo, double hi, double *out)
+{
+    char buf[96];
+    char *end = NULL;
+    errno = 0;
+    double v = s && *s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || errno || !isfinite(v) || !in_range(v, range, lo, hi)) {
+        fprintf(stderr, "cherryq: %s: expected %s, got '%s'\n", flag,
+                range_text(range, lo, hi, false, buf, sizeof buf), s ? s : "");
+        return CQ_EXIT_USAGE;
+    }
+    *out = v;
+    return 0;
+}
+
+static void print_usage_line(FILE *f, const char *cmd, const char *usage_tail)
+{
+    fprintf(f, "usage: cherryq %s %s\n", cmd, usage_tail ? usage_tail : "[options]");
+}
+
+int cli_usage_error(const char *cmd, const char *usage_tail, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "cherryq %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    print_usage_line(stderr, cmd, usage_tail);
+    fprintf(stderr, "(cherryq %s --help lists the options)\n", cmd);
+    return CQ_EXIT_USAGE;
+}
+
+static void print_help(const char *cmd, const char *usage_tail, const char *about, const cli_flag *fl, int n)
+{
+    print_usage_line(stdout, cmd, usage_tail);
+    if (about) printf("\n%s\n", about);
+    printf("\noptions:\n");
+    for (int i = 0; i < n; i++) {
+        char lhs[64], def[128] = "";
+        const char *mv = fl[i].metavar;
+        switch (fl[i].type) {
+        case CLI_INT:
+            if (!mv) mv = "N";
+            snprintf(def, sizeof def, "%lld", (long long)*(int64_t *)fl[i].dst);
+            break;
+        case CLI_FLOAT:
+            if (!mv) mv = "X";
+            snprintf(def, sizeof def, "%g", *(double *)fl[i].dst);
+            break;
+        case CLI_STR:
+            if (!mv) mv = "S";
+            if (*(const char **)fl[i].dst) snprintf(def, sizeof def, "%s", *(const char **)fl[i].dst);
+            break;
+        case CLI_BOOL: mv = ""; break;
+        }
+        snprintf(lhs, sizeof lhs, "--%s%s%s", fl[i].name, *mv ? " " : "", mv);
+        printf("  %-24s %s", lhs, fl[i].help ? fl[i].help : "");
+        if (def[0]) printf(" (default: %s)", def);
+        printf("\n");
+    }
+    printf("  %-24s %s\n", "--help", "show this help");
+}
+
+int cli_parse(const char *cmd, const char *usage_tail, const char *about, cli_flag *fl, int n, int argc, char **argv)
+{
+    for (int i = 0; i < n; i++) fl[i].set = false;
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            print_help(cmd, usage_tail, about, fl, n);
+            return CLI_HELP;
+        }
+        if (strncmp(arg, "--", 2) != 0 || !arg[2])
+            return cli_usage_error(cmd, usage_tail, "unexpected argument '%s'", arg);
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t nl = eq ? (size_t)(eq - name) : strlen(name);
+        cli_flag *f = NULL;
+        for (int i = 0; i < n; i++)
+            if (strlen(fl[i].name) == nl && !strncmp(fl[i].name, name, nl)) f = &fl[i];
+        if (!f) return cli_usage_error(cmd, usage_tail, "unknown option '--%.*s'", (int)nl, name);
+        char flag[80];
+        snprintf(flag, sizeof flag, "--%s", f->name);
+        if (f->type == CLI_BOOL) {
+            if (eq) return cli_usage_error(cmd, usage_tail, "%s takes no value", flag);
+            *(bool *)f->dst = true;
+            f->set = true;
+            continue;
+        }
+        const char *val;
+        if (eq) val = eq + 1;
+        else if (a + 1 < argc) val = argv[++a];
+        else return cli_usage_error(cmd, usage_tail, "%s needs a value", flag);
+        int r = 0;
+        switch (f->type) {
+        case CLI_INT: r = cli_parse_int(flag, val, f->range, f->lo, f->hi, (int64_t *)f->dst); break;
+        case CLI_FLOAT: r = cli_parse_float(flag, val, f->range, f->lo, f->hi, (double *)f->dst); break;
+        case CLI_STR:
+            if (!*val) return cli_usage_error(cmd, usage_tail, "%s: empty value", flag);
+            *(const char **)f->dst = val;
+            break;
+        default: break;
+        }
+        if (r) {
+            print_usage_line(stderr, cmd, usage_tail);
+            return CQ_EXIT_USAGE;
+        }
+        f->set = true;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ runtime */
+
+int cli_exit_code(int status) { return status ? CQ_EXIT_RUNTIME : CQ_EXIT_OK; }
+
+void cli_set_threads(int64_t n)
+{
+    if (n < 0) n = 0;
+    if (n == 0) n = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
+    cq_set_num_threads((int)n);
+    openblas_set_num_threads((int)n);
+}
+
+int cli_backend_open(const char *name, int64_t device, cq_backend **out)
+{
+    *out = NULL;
+    if (strcmp(name, "cpu") && strcmp(name, "vulkan") && strcmp(name, "cuda") && strcmp(name, "auto")) {
+        fprintf(stderr, "cherryq: --backend: expected cpu, vulkan, cuda or auto, got '%s'\n", name);
+        return CQ_EXIT_USAGE;
+    }
+    int r = cq_backend_create(out, name, (int)device);
+    if (r) {
+        fprintf(stderr, "cherryq: cannot open backend '%s'%s: %s\n", name, device >= 0 ? " (device given)" : "",
+                cq_strerror(r));
+        if (strcmp(name, "cpu")) fprintf(stderr, "cherryq: try --backend cpu\n");
+        return CQ_EXIT_RUNTIME;
+    }
+    fprintf(stderr, "cherryq: backend %s, device %d: %s\n", (*out)->name, (*out)->device_index, (*out)->device);
+    return 0;
+}
+
+/* ------------------------------------------------------------ corpus */
+
+static bool ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+static int load_jsonl(const char *path, const char *data, size_t size, char **text, size_t *len)
+{
+    size_t cap = size + 16, n = 0;
+    char *out = malloc(cap);
+    if (!out) return CQ_EXIT_RUNTIME;
+    size_t pos = 0, line = 0, records = 0;
+    while (pos < size) {
+        line++;
+        const char *nl = memchr(data + pos, '\n', size - pos);
+        size_t ll = nl ? (size_t)(nl - (data + pos)) : size - pos;
+        const char *ls = data + pos;
+        pos += ll + (nl ? 1 : 0);
+        size_t k = 0;
+        while (k < ll && isspace((unsigned char)ls[k])) k++;
+        if (k == ll) continue; /* blank line */
+        cJSON *j = cJSON_ParseWithLength(ls, ll);
+        if (!j || !cJSON_IsObject(j)) {
+            fprintf(stderr, "cherryq: %s:%zu: not a JSON object\n", path, line);
+            cJSON_Delete(j);
+            free(out);
+            return CQ_EXIT_RUNTIME;
+        }
+        cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "text");
+        if (!cJSON_IsString(t) || !t->valuestring) {
+            fprintf(stderr, "cherryq: %s:%zu: the record has no string field \"text\"\n", path, line);
+            cJSON_Delete(j);
+            free(out);
+            return CQ_EXIT_RUNTIME;
+        }
+        size_t tl = strlen(t->valuestring), need = n + tl + 3;
+        if (need > cap) {
+            while (cap < need) cap *= 2;
+            char *o2 = realloc(out, cap);
+            if (!o2) {
+                cJSON_Delete(j);
+                free(out);
+                return CQ_EXIT_RUNTIME;
+            }
+            out = o2;
+        }
+        if (records++) {
+            out[n++] = '\n';
+            out[n++] = '\n';
+        }
+        memcpy(out + n, t->valuestring, tl);
+        n += tl;
+        cJSON_Delete(j);
+    }
+    out[n] = 0;
+    *text = out;
+    *len = n;
+    return 0;
+}
+
+int cli_load_corpus(const char *path, char **text, size_t *len)
+{
+    *text = NULL;
+    *len = 0;
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "cherryq: %s: %s\n", path, strerror(errno));
+        return CQ_EXIT_RUNTIME;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "cherryq: %s: is a directory, expected a text or JSONL file\n", path);
+        return CQ_EXIT_RUNTIME;
+    }
+    cq_mmap m;
+    if (cq_mmap_open(&m, path)) {
+        fprintf(stderr, "cherryq: %s: cannot read the corpus\n", path);
+        return CQ_EXIT_RUNTIME;
+    }
+    const char *d = (const char *)m.data;
+    size_t k = 0;
+    while (k < m.size && isspace((unsigned char)d[k])) k++;
+    int r = 0;
+    if (k == m.size) {
+        fprintf(stderr, "cherryq: %s: the corpus is empty\n", path);
+        r = CQ_EXIT_RUNTIME;
+    } else if (ends_with(path, ".jsonl") || d[k] == '{') {
+        r = load_jsonl(path, d, m.size, text, len);
+        if (!r && *len == 0) {
+            fprintf(stderr, "cherryq: %s: the corpus is empty (every \"text\" is empty)\n", path);
+            free(*text);
+            *text = NULL;
+            r = CQ_EXIT_RUNTIME;
+        }
+    } else {
+        *text = malloc(m.size + 1);
+        if (!*text) r = CQ_EXIT_RUNTIME;
+        else {
+            memcpy(*text, d, m.size);
+            (*text)[m.size] = 0;
+            *len = m.size;
+        }
+    }
+    cq_mmap_close(&m);
+    return r;
+}
+
+int cli_tokenize_file(const cq_tokenizer *tok, const char *path, int32_t **ids, size_t *n)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int r = cli_load_corpus(path, &text, &len);
+    if (r) return r;
+    r = cq_tokenizer_encode(tok, text, len, 0, ids, n);
+    free(text);
+    if (r) {
+        fprintf(stderr, "cherryq: %s: tokenizing failed: %s\n", path, cq_strerror(r));
+        return CQ_EXIT_RUNTIME;
+    }
+    if (*n == 0) {
+        fprintf(stderr, "cherryq: %s: the corpus gives no tokens\n", path);
+        free(*ids);
+        *ids = NULL;
+        return CQ_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ tokenizer */
+
+static int tokenizer_from_gguf(const char *path, cq_tokenizer **out)
+{
+    cq_gguf *g = NULL;
+    int r = cq_gguf_open(&g, path);
+    if (r) return r;
+    cq_gguf_type et;
+    uint64_t n = 0;
+    const char *model = NULL;
+    size_t ml = 0;
+    if (cq_gguf_get_str(g, "tokenizer.ggml.model", &model, &ml) == 0 && !(ml == 5 && !memcmp(model, "llama", 5))) {
+        cq_error("%s: tokenizer.ggml.model is '%.*s'; cherryq reads only the 'llama' (SentencePiece) tokenizer",
+                 path, (int)ml, model);
+        cq_gguf_close(&g);
+        return CQ_ENOTSUP;
+    }
+    r = cq_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n);
+    if (r || n == 0 || n > (1u << 24)) {
+        cq_gguf_close(&g);
+        return r ? r : CQ_EBADMSG;
+    }
+    char **toks = calloc((size_t)n, sizeof *toks);
+    float *scores = malloc((size_t)n * sizeof(float));
+    int32_t *types = malloc((size_t)n * sizeof(int32_t));
+    r = (!toks || !scores || !types) ? CQ_ENOMEM : CQ_OK;
+    for (uint64_t i = 0; i < n && !r; i++) {
+        const char *s;
+        size_t l;
+        r = cq_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &l);
+        if (!r && !(toks[i] = malloc(l + 1))) r = CQ_ENOMEM;
+        if (!r) {
+            memcpy(toks[i], s, l);
+            toks[i][l] = 0;
+        }
+    }
+    uint64_t cnt;
+    bool have_scores = !r && cq_gguf_get_arr(g, "tokenizer.ggml.scores", &et, &cnt) == 0 && cnt == n;
+    bool have_types = !r && cq_gguf_get_arr(g, "tokenizer.ggml.token_type", &et, &cnt) == 0 && cnt == n;
+    if (!r && have_scores) r = cq_gguf_copy_arr_f32(g, "tokenizer.ggml.scores", scores, n);
+    if (!r && have_types) r = cq_gguf_copy_arr_i32(g, "tokenizer.ggml.token_type", types, n);
+    int32_t bos = -1, eos = -1, unk = -1;
+    uint32_t u;
+    if (cq_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &u) == 0) bos = (int32_t)u;
+    if (cq_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &u) == 0) eos = (int32_t)u;
+    if (cq_gguf_get_u32(g, "tokenizer.ggml.unknown_token_id", &u) == 0) unk = (int32_t)u;
+    if (!r)
+        r = cq_tokenizer_from_spm_arrays((const char *const *)toks, have_scores ? scores : NULL,
+                                         have_types ? types : NULL, (int)n, bos, eos, unk, out);
+    for (uint64_t i = 0; toks && i < n; i++) free(toks[i]);
+    free(toks);
+    free(scores);
+    free(types);
+    cq_gguf_close(&g);
+    return r;
+}
+
+int cli_load_tokenizer(const char *model_path, const char *tok_path, cq_tokenizer **out)
+{
+    *out = NULL;
+    int r;
+    if (tok_path) {
+        r = cq_tokenizer_load_json(tok_path, out);
+        if (r) {
+            fprintf(stderr, "cherryq: %s: cannot load the tokenizer (%s)\n", tok_path, cq_strerror(r));
+            return CQ_EXIT_RUNTIME;
+        }
+        return 0;
+    }
+    struct stat st;
+    if (model_path && stat(model_path, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (ends_with(model_path, ".gguf")) {
+            r = tokenizer_from_gguf(model_path, out);
+            if (r) {
+                fprintf(stderr,
+                        "cherryq: no usable tokenizer in the GGUF metadata of %s (%s); pass --tokenizer "
+                        "tokenizer.json\n",
+                        model_path, cq_strerror(r));
+                return CQ_EXIT_RUNTIME;
+            }
+            return 0;
+        }
+    }
+    /* the model's directory: the path itself, or the directory of a file */
+    char dir[4096];
+    if (model_path && stat(model_path, &st) == 0 && S_ISDIR(st.st_mode)) snprintf(dir, sizeof dir, "%s", model_path);
+    else {
+        snprintf(dir, sizeof dir, "%s", model_path ? model_path : ".");
+        char *sl = strrchr(dir, '/');
+        if (sl) *sl = 0;
+        else snprintf(dir, sizeof dir, ".");
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (!cq_file_exists(path)) {
+        fprintf(stderr, "cherryq: no tokenizer found for %s: expected %s (or pass --tokenizer)\n",
+                model_path ? model_path : "(no model)", path);
+        return CQ_EXIT_RUNTIME;
+    }
+    r = cq_tokenizer_load_json(path, out);
+    if (r) {
+        fprintf(stderr, "cherryq: %s: cannot load the tokenizer (%s)\n", path, cq_strerror(r));
+        return CQ_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ progress */
+
+const char *cli_fmt_duration(double s, char *buf, size_t n)
+{
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, n, "%lds", t);
+    return buf;
+}
+
+void cli_progress_init(cli_progress *p, const char *label, int64_t total, int64_t every)
+{
+    memset(p, 0, sizeof *p);
+    p->label = label;
+    p->total = total;
+    p->every = every > 0 ? every : 10;
+    p->tty = isatty(STDERR_FILENO) && getenv("CQ_NO_TTY") == NULL;
+    p->t0 = cq_time_sec();
+}
+
+void cli_progress_update(cli_progress *p, int64_t step, double loss, double rate, double eta_s, const char *extra)
+{
+    if (!p->tty && step % p->every != 0 && step != p->total && step != 1) return;
+    char eta[32], el[32], ls[48] = "";
+    if (isfinite(loss)) snprintf(ls, sizeof ls, "  loss %.4f", loss);
+    cli_fmt_duration(eta_s, eta, sizeof eta);
+    cli_fmt_duration(cq_time_sec() - p->t0, el, sizeof el);
+    if (p->tty) {
+        fprintf(stderr, "\r%s %lld/%lld%s  %.0f tok/s  %s elapsed  ETA %s%s%s\033[K", p->label, (long long)step,
+                (long long)p->total, ls, rate, el, eta, extra ? "  " : "", extra ? extra : "");
+        p->dirty = true;
+    } else {
+        fprintf(stderr, "%s %lld/%lld%s  %.0f tok/s  %s elapsed  ETA %s%s%s\n", p->label, (long long)step,
+                (long long)p->total, ls, rate, el, eta, extra ? "  " : "", extra ? extra : "");
+    }
+    fflush(stderr);
+}
+
+void cli_progress_note(cli_progress *p, const char *fmt, ...)
+{
+    if (p->dirty) {
+        fputc('\n', stderr);
+        p->dirty = false;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void cli_progress_done(cli_progress *p)
+{
+    if (p->dirty) fputc('\n', stderr);
+    p->dirty = false;
+    fflush(stderr);
+}

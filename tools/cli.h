@@ -1,0 +1,138 @@
+/* cherryq CLI: the command table and helpers shared by the subcommands.
+ *
+ * Adding a command: write tools/cmd_<name>.c with
+ *     int cmd_<name>(int argc, char **argv);   (argv[0] is the command name)
+ * add one X(...) line to CQ_COMMANDS below, and the file to tools/meson.build.
+ *
+ * Exit codes: CQ_EXIT_OK 0, CQ_EXIT_RUNTIME 1 (an operation failed),
+ * CQ_EXIT_USAGE 2 (bad command line).
+ */
+#ifndef CQ_CLI_H
+#define CQ_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "cq_base.h"
+#include "cq_tensor.h"
+#include "tokenizer.h"
+
+enum { CQ_EXIT_OK = 0, CQ_EXIT_RUNTIME = 1, CQ_EXIT_USAGE = 2 };
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} cq_cmd;
+
+/* X(identifier, "name", "summary") */
+#define CQ_COMMANDS(X)                                                                             \
+    X(train, "train", "train a LLaMA model from scratch on a text corpus")                         \
+    X(eval, "eval", "perplexity of a model on a text or JSONL file (GPTQ protocol)")              \
+    X(generate, "generate", "generate text from a prompt (greedy or sampled, KV cache)")         \
+    X(devices, "devices", "list the compute backends and their devices")
+
+#define CQ_DECLARE_CMD(id, name, summary) int cmd_##id(int argc, char **argv);
+CQ_COMMANDS(CQ_DECLARE_CMD)
+#undef CQ_DECLARE_CMD
+
+/* ------------------------------------------------------------ flags
+ * A getopt_long-style parser: "--name value" or "--name=value"; bool flags
+ * take no value ("--json"). Unknown flags, missing or malformed values and
+ * out-of-range numbers print "cherryq <cmd>: <what>" plus the usage line and
+ * give CQ_EXIT_USAGE. "--help"/"-h" prints every flag with its default
+ * (the value in *dst before parsing) and gives CLI_HELP. */
+typedef enum {
+    CLI_INT,     /* int64_t *dst */
+    CLI_FLOAT,   /* double *dst */
+    CLI_STR,     /* const char **dst (points into argv) */
+    CLI_BOOL,    /* bool *dst, set to true when present */
+} cli_flag_type;
+
+typedef enum {
+    CLI_ANY = 0,  /* any number */
+    CLI_POS,      /* > 0 */
+    CLI_NONNEG,   /* >= 0 */
+    CLI_RANGE,    /* lo <= x <= hi */
+} cli_range;
+
+typedef struct cli_flag {
+    const char *name;       /* without the leading "--" */
+    cli_flag_type type;
+    void *dst;
+    const char *help;
+    cli_range range;
+    double lo, hi;
+    const char *metavar;    /* shown in --help ("N", "PATH"); NULL: from the type */
+    bool set;               /* out: given on the command line */
+} cli_flag;
+
+#define CLI_HELP (-1)
+
+/* Parses argv[1..argc-1] (argv[0] is the command name). usage_tail is the
+ * synopsis after "cherryq <cmd>" (e.g. "--model PATH --data FILE [options]").
+ * Returns 0, CLI_HELP (help printed: exit 0) or CQ_EXIT_USAGE. No
+ * positional arguments are accepted. */
+int cli_parse(const char *cmd, const char *usage_tail, const char *about, cli_flag *flags, int n_flags, int argc,
+              char **argv);
+/* Prints "cherryq <cmd>: <message>" and the usage line to stderr; returns
+ * CQ_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *usage_tail, const char *fmt, ...) CQ_PRINTF(3, 4);
+
+/* Number parsing with range checks; on error print
+ * "--lr: expected a positive number, got 'abc'" (flag = "--lr") and return
+ * CQ_EXIT_USAGE. */
+int cli_parse_int(const char *flag, const char *s, cli_range range, double lo, double hi, int64_t *out);
+int cli_parse_float(const char *flag, const char *s, cli_range range, double lo, double hi, double *out);
+
+/* ------------------------------------------------------------ runtime */
+/* Maps a CQ_E* status to an exit code (0 -> 0, else 1). */
+int cli_exit_code(int status);
+
+/* Sets the CPU thread count for OpenMP kernels and OpenBLAS (0 = all cores). */
+void cli_set_threads(int64_t n);
+
+/* Opens --backend cpu|vulkan|cuda|auto with --device N (-1: default); prints
+ * "cherryq: backend <name>: <device>" to stderr; on failure prints the error
+ * and suggests --backend cpu. Returns 0 or CQ_EXIT_RUNTIME/CQ_EXIT_USAGE. */
+int cli_backend_open(const char *name, int64_t device, cq_backend **out);
+
+/* Corpus: plain text, or JSONL with a "text" field per line (detected by the
+ * .jsonl extension or a first non-space character '{'); JSONL records are
+ * joined with "\n\n". Errors (missing file, bad JSON line N, record without a
+ * string "text", empty corpus) are printed naming the path. Returns 0 or
+ * CQ_EXIT_RUNTIME. *text is malloc'ed and NUL-terminated. */
+int cli_load_corpus(const char *path, char **text, size_t *len);
+
+/* Tokenizer: tok_path if given (a tokenizer.json), else next to the model
+ * (<model dir>/tokenizer.json, or a .gguf model's tokenizer.ggml.* metadata).
+ * Missing: "no tokenizer found for <model>: expected <dir>/tokenizer.json (or
+ * pass --tokenizer)". Returns 0 or CQ_EXIT_RUNTIME. */
+int cli_load_tokenizer(const char *model_path, const char *tok_path, cq_tokenizer **out);
+
+/* Reads a corpus and tokenizes it (no BOS). */
+int cli_tokenize_file(const cq_tokenizer *tok, const char *path, int32_t **ids, size_t *n);
+
+/* ------------------------------------------------------------ progress
+ * On a terminal (stderr): one \r-updated line "step/total loss tok/s ETA";
+ * otherwise a plain log line every `every` steps and at the last step. */
+typedef struct cli_progress {
+    const char *label;
+    int64_t total;
+    int64_t every;
+    bool tty;
+    bool dirty;          /* a \r line is showing */
+    double t0;
+} cli_progress;
+
+void cli_progress_init(cli_progress *p, const char *label, int64_t total, int64_t every);
+/* loss may be NAN (not shown); rate in units/s ("tok/s"). */
+void cli_progress_update(cli_progress *p, int64_t step, double loss, double rate, double eta_s, const char *extra);
+/* Prints a line of its own (ends a \r line first). */
+void cli_progress_note(cli_progress *p, const char *fmt, ...) CQ_PRINTF(2, 3);
+void cli_progress_done(cli_progress *p);
+
+/* "1h02m", "3m05s", "12s" */
+const char *cli_fmt_duration(double s, char *buf, size_t n);
+
+#endif
