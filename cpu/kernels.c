@@ -10,6 +10,7 @@
 
 #include "fastmath.h"
 #include "kernels.h"
+#include "quant.h"
 #include "qmm.h"
 #include "ref.h"
 
@@ -466,31 +467,9 @@ int cq_cpu_compute(const cq_op *op)
         for (int64_t i = 0; i < n; i++) f[i] = f[i] * a + g[i] * g[i] * b;
         return CQ_OK;
     }
-    case CQ_OP_FAKEQUANT: {
-        int64_t rows = s0->ne[0], cols = s0->ne[1];
-        const uint8_t *mask = s1 ? cq_tensor_host(s1) : NULL;
-#pragma omp parallel for schedule(static) if (rows * cols > 32768)
-        for (int64_t r = 0; r < rows; r++)
-            cq_ref_fakequant_rows(P(d0) + r * cols, PC(s0) + r * cols, mask ? mask + r * cols : NULL, 1, cols,
+    case CQ_OP_FAKEQUANT:
+        return cq_quant_fakequant(P(d0), PC(s0), s1 ? cq_tensor_host(s1) : NULL, s0->ne[0], s0->ne[1],
                                   (int)op->i[0], (int)op->i[1], (int)op->i[2]);
-        return CQ_OK;
-    }
-    case CQ_OP_QMATMUL: {
-        /* the fast mixed int-k + FP16-sparse kernels of cpu/qmm.c (GEMV for
-         * a few tokens, tiled dequant + sgemm above) */
-        cq_qmm_w w = {
-            .out = op->src[1]->ne[0],
-            .in = op->i[2],
-            .bits = (int)op->i[0],
-            .group = (int)op->i[1],
-            .codes = cq_tensor_host(op->src[1]),
-            .scales = cq_tensor_host(op->src[2]),
-            .rowptr = op->src[3] ? cq_tensor_host(op->src[3]) : NULL,
-            .cols = op->src[3] ? cq_tensor_host(op->src[4]) : NULL,
-            .delta = op->src[3] ? cq_tensor_host(op->src[5]) : NULL,
-        };
-        return cq_qmm_gemm(&w, PC(s0), s0->ne[0], P(d0));
-    }
     default: return cq_ref_compute(op);
     }
 }

@@ -270,6 +270,11 @@ static void ref_xent(const cq_op *op, int bwd)
         }
 }
 
+/* The CherryQ quantizer, written out plainly (core/quant.c is the threaded
+ * production version; the two must agree bit for bit). With fp16_scales the
+ * dequantization scale is the FP16-rounded scale (levels use it too unless
+ * it rounded to 0) and cherries are rounded to FP16, which is exactly what
+ * the packed model computes. */
 void cq_ref_fakequant_rows(float *dst, const float *w, const uint8_t *mask, int64_t rows, int64_t cols,
                            int bits, int group, int fp16_scales)
 {
@@ -283,33 +288,26 @@ void cq_ref_fakequant_rows(float *dst, const float *w, const uint8_t *mask, int6
             for (int64_t j = g0; j < g1; j++)
                 if (!mr || !mr[j]) mx = fmaxf(mx, fabsf(wr[j]));
             float *dr = dst + r * cols;
-            if (bits <= 4) {
-                float half = (float)(1 << (bits - 1));
-                float s = (mx + 1e-6f) / half;
-                if (fp16_scales) s = cq_f16_to_f32(cq_f32_to_f16(s));
-                for (int64_t j = g0; j < g1; j++) {
-                    if (mr && mr[j]) {
-                        dr[j] = wr[j];
-                        continue;
-                    }
-                    float x = wr[j] / s;
-                    float lim = half - 0.01f;
-                    x = x < -lim ? -lim : (x > lim ? lim : x);
-                    float q = rintf(x - 0.5f);
-                    dr[j] = (q + 0.5f) * s;
+            float levels = bits <= 4 ? (float)(1 << (bits - 1)) : (float)((1 << (bits - 1)) - 1);
+            float s = (mx + 1e-6f) / levels, sd = s, sq = s;
+            if (fp16_scales) {
+                sd = cq_f16_to_f32(cq_f32_to_f16(s));
+                sq = sd != 0.0f ? sd : s;
+            }
+            for (int64_t j = g0; j < g1; j++) {
+                if (mr && mr[j]) {
+                    dr[j] = fp16_scales ? cq_f16_to_f32(cq_f32_to_f16(wr[j])) : wr[j];
+                    continue;
                 }
-            } else {
-                float qmax = (float)((1 << (bits - 1)) - 1);
-                float s = (mx + 1e-6f) / qmax;
-                if (fp16_scales) s = cq_f16_to_f32(cq_f32_to_f16(s));
-                for (int64_t j = g0; j < g1; j++) {
-                    if (mr && mr[j]) {
-                        dr[j] = wr[j];
-                        continue;
-                    }
-                    float q = rintf(wr[j] / s);
-                    q = q < -qmax ? -qmax : (q > qmax ? qmax : q);
-                    dr[j] = q * s;
+                if (bits <= 4) {
+                    float lim = levels - 0.01f;
+                    float x = wr[j] / sq;
+                    x = x < -lim ? -lim : (x > lim ? lim : x);
+                    dr[j] = (rintf(x - 0.5f) + 0.5f) * sd;
+                } else {
+                    float q = rintf(wr[j] / sq);
+                    q = q < -levels ? -levels : (q > levels ? levels : q);
+                    dr[j] = q * sd;
                 }
             }
         }
