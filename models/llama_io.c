@@ -172,6 +172,9 @@ static int load_gguf(cq_llama **out, const char *path, cq_backend *be)
         c.vocab = emb->shape[0];
         c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
         c.tie_embeddings = cq_gguf_find_tensor(g, "output.weight") == NULL;
+        /* convert_hf_to_gguf.py stores a config head_dim other than
+         * dim / heads as key_length (e.g. Mistral-Nemo: 128 vs 5120 / 32) */
+        r = gguf_u32(g, "llama.attention.key_length", &c.head_dim, 0);
     }
     cq_llama *m = NULL;
     if (!r) r = cq_llama_alloc(&m, &c, be);

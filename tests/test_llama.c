@@ -21,7 +21,7 @@
  *   grads   3e-5   per parameter
  *   same weights, other file (GGUF f32, save/load f32): 1e-6
  *   f16 weights vs the f32 golden: 1e-2 (f16 rounding, 2^-11 relative per
- *                  weight, compounded through the layers)
+ *                  weight, compounded through the layers); bf16: 5e-2
  * Each test prints the figures it reached.
  */
 #include <setjmp.h>
@@ -55,6 +55,7 @@
 #define TOL_GRAD 3e-5
 #define TOL_SAME 1e-6
 #define TOL_F16 1e-2
+#define TOL_BF16 5e-2
 
 /* ------------------------------------------------------------ helpers */
 static cq_backend *g_be;
@@ -465,6 +466,10 @@ static void write_gguf(const cq_llama *m, const char *path, uint32_t ggml_type, 
     assert_int_equal(cq_gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim), 0);
     assert_int_equal(cq_gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads), 0);
     assert_int_equal(cq_gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads), 0);
+    if (c->head_dim != c->dim / c->n_heads) { /* as convert_hf_to_gguf.py does for a config head_dim */
+        assert_int_equal(cq_gguf_writer_add_u32(w, "llama.attention.key_length", (uint32_t)c->head_dim), 0);
+        assert_int_equal(cq_gguf_writer_add_u32(w, "llama.attention.value_length", (uint32_t)c->head_dim), 0);
+    }
     assert_int_equal(cq_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps), 0);
     assert_int_equal(cq_gguf_writer_add_f32(w, "llama.rope.freq_base", c->rope_theta), 0);
     assert_int_equal(cq_gguf_writer_add_u32(w, "general.file_type", ggml_type == CQ_GGML_F16 ? 1u : 0u), 0);
@@ -521,8 +526,8 @@ static void assert_same_config(const cq_llama_config *a, const cq_llama_config *
     assert_int_equal(a->eos, b->eos);
 }
 
-/* every parameter of a equals b's (after rounding b to f16 if f16) */
-static void assert_same_params(const cq_llama *a, const cq_llama *b, bool f16)
+/* every parameter of a equals b's (after rounding b to dt: f32, f16, bf16) */
+static void assert_same_params(const cq_llama *a, const cq_llama *b, cq_dtype dt)
 {
     assert_int_equal(a->n_params, b->n_params);
     for (int i = 0; i < a->n_params; i++) {
@@ -531,8 +536,10 @@ static void assert_same_params(const cq_llama *a, const cq_llama *b, bool f16)
         assert_true(cq_tensor_same_shape(pa, pb));
         float *fa = param_f32(pa), *fb = param_f32(pb);
         size_t n = (size_t)cq_tensor_numel(pa);
-        if (f16)
+        if (dt == CQ_F16)
             for (size_t j = 0; j < n; j++) fb[j] = cq_f16_to_f32(cq_f32_to_f16(fb[j]));
+        if (dt == CQ_BF16)
+            for (size_t j = 0; j < n; j++) fb[j] = cq_bf16_to_f32(cq_f32_to_bf16(fb[j]));
         if (memcmp(fa, fb, n * sizeof(float))) fail_msg("parameter %s differs", pa->name);
         free(fa);
         free(fb);
@@ -543,15 +550,15 @@ struct variant_logits {
     double e_golden, e_ref;
 };
 
-/* load path, check its weights against ref (f16-rounded if f16), its logits
+/* load path, check its weights against ref's rounded to dt, its logits
  * against the golden and against ref_logits */
 static struct variant_logits check_file_model(const char *what, const char *path, const cq_llama *ref,
-                                              const float *ref_logits, const golden *g, bool f16)
+                                              const float *ref_logits, const golden *g, cq_dtype dt)
 {
     cq_llama *m = load_ok(path);
     assert_same_config(&m->cfg, &ref->cfg);
     assert_int_equal(m->lm_head == m->tok_emb, ref->cfg.tie_embeddings);
-    assert_same_params(m, ref, f16);
+    assert_same_params(m, ref, dt);
     size_t nlog = (size_t)(g->B * g->T * g->V);
     float *lg = run_logits(m, g->ids, g->B, g->T, 0, false);
     struct variant_logits r = { nerr_fd(lg, g->logits, nlog), nerr_ff(lg, ref_logits, nlog) };
@@ -564,8 +571,8 @@ static struct variant_logits check_file_model(const char *what, const char *path
 static void test_gguf_and_save(void **state)
 {
     (void)state;
-    static const char *const variants[2] = { "untied", "tied" };
-    for (int v = 0; v < 2; v++) {
+    static const char *const variants[3] = { "untied", "tied", "headdim" };
+    for (int v = 0; v < 3; v++) {
         golden g;
         golden_open(&g, variants[v]);
         char dir[1024], path[1024], what[128];
@@ -577,21 +584,28 @@ static void test_gguf_and_save(void **state)
         /* GGUF F32: same weights, so the same logits */
         pathf(what, sizeof what, "%s.f32.gguf", variants[v]);
         write_gguf(m, tmp_path(path, sizeof path, what), CQ_GGML_F32, "llama", NULL);
-        r = check_file_model(what, path, m, ref, &g, false);
+        r = check_file_model(what, path, m, ref, &g, CQ_F32);
         assert_true(r.e_ref <= TOL_SAME && r.e_golden <= TOL_LOGITS);
 
         /* HF save -> load, f32: identical weights and logits */
         pathf(what, sizeof what, "%s saved f32", variants[v]);
         pathf(path, sizeof path, "%s/%s_f32", g_tmp, variants[v]);
         assert_int_equal(cq_llama_save(m, path, CQ_F32, NULL), 0);
-        r = check_file_model(what, path, m, ref, &g, false);
+        r = check_file_model(what, path, m, ref, &g, CQ_F32);
         assert_true(r.e_ref <= TOL_SAME);
+
+        /* HF save -> load, bf16 (8 mantissa bits) */
+        pathf(what, sizeof what, "%s saved bf16", variants[v]);
+        pathf(path, sizeof path, "%s/%s_bf16", g_tmp, variants[v]);
+        assert_int_equal(cq_llama_save(m, path, CQ_BF16, NULL), 0);
+        r = check_file_model(what, path, m, ref, &g, CQ_BF16);
+        assert_true(r.e_golden <= TOL_BF16);
 
         /* HF save -> load, f16: weights are the f16 roundings */
         pathf(what, sizeof what, "%s saved f16", variants[v]);
         pathf(path, sizeof path, "%s/%s_f16", g_tmp, variants[v]);
         assert_int_equal(cq_llama_save(m, path, CQ_F16, NULL), 0);
-        r = check_file_model(what, path, m, ref, &g, true);
+        r = check_file_model(what, path, m, ref, &g, CQ_F16);
         assert_true(r.e_golden <= TOL_F16 && r.e_ref <= TOL_F16);
         cq_llama *m16 = load_ok(path);
         float *ref16 = run_logits(m16, g.ids, g.B, g.T, 0, false);
@@ -600,14 +614,14 @@ static void test_gguf_and_save(void **state)
         /* GGUF F16: the same f16 weights as the f16 save, so its logits */
         pathf(what, sizeof what, "%s.f16.gguf", variants[v]);
         write_gguf(m, tmp_path(path, sizeof path, what), CQ_GGML_F16, "llama", NULL);
-        r = check_file_model(what, path, m, ref16, &g, true);
+        r = check_file_model(what, path, m, ref16, &g, CQ_F16);
         assert_true(r.e_ref <= TOL_SAME && r.e_golden <= TOL_F16);
         free(ref16);
 
         if (v == 1) {
             /* tied.gguf from the generator: llama.cpp's numpy permutation and
              * names, independent of cq_gguf_permute_qk */
-            r = check_file_model("tied.gguf (python)", FIX("tied.gguf"), m, ref, &g, false);
+            r = check_file_model("tied.gguf (python)", FIX("tied.gguf"), m, ref, &g, CQ_F32);
             assert_true(r.e_ref <= TOL_SAME && r.e_golden <= TOL_LOGITS);
             /* and our writer produced the very same tensor bytes */
             cq_gguf *a = NULL, *b = NULL;
