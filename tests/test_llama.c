@@ -900,6 +900,59 @@ static void test_bad_inputs(void **state)
     expect_load_err(t, CQ_EBADMSG, "trunc.gguf", NULL);
 }
 
+/* A sharded HF directory (model.safetensors.index.json + two shards, as
+ * large checkpoints come) with an extra tensor older checkpoints carry
+ * (rotary_emb.inv_freq, not a parameter): loads to the same model. */
+static void test_sharded_dir(void **state)
+{
+    (void)state;
+    static const char *const shard[2] = { "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors" };
+    char d[1024], p[1024];
+    tmp_dir(d, sizeof d, "sharded");
+    write_config(d, NULL, NULL);
+    cq_st_file *f = NULL;
+    assert_int_equal(cq_st_open(&f, FIX("untied/model.safetensors")), 0);
+    cq_st_writer *w[2] = { NULL, NULL };
+    assert_int_equal(cq_st_writer_create(&w[0]), 0);
+    assert_int_equal(cq_st_writer_create(&w[1]), 0);
+    size_t cap = 1 << 15, len = 0, total = 0, nt = cq_st_count(f);
+    char *idx = malloc(cap);
+    assert_non_null(idx);
+    len += (size_t)snprintf(idx, cap, "{\"weight_map\": {");
+    for (size_t i = 0; i < nt; i++) {
+        const cq_st_tensor *t = cq_st_tensor_at(f, i);
+        int k = i >= nt / 2;
+        assert_int_equal(cq_st_writer_add(w[k], t->name, t->dtype, t->ndim, t->shape, t->data), 0);
+        len += (size_t)snprintf(idx + len, cap - len, "%s\"%s\": \"%s\"", i ? ", " : "", t->name, shard[k]);
+        total += t->nbytes;
+        assert_true(len < cap - 256);
+    }
+    static const float inv_freq[4] = { 1.0f, 0.1f, 0.01f, 0.001f };
+    const int64_t four = 4;
+    const char *extra = "model.layers.0.self_attn.rotary_emb.inv_freq";
+    assert_int_equal(cq_st_writer_add(w[1], extra, CQ_F32, 1, &four, inv_freq), 0);
+    len += (size_t)snprintf(idx + len, cap - len, ", \"%s\": \"%s\"}, \"metadata\": {\"total_size\": %zu}}\n",
+                            extra, shard[1], total + sizeof inv_freq);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(cq_st_writer_add_metadata(w[k], "format", "pt"), 0);
+        assert_int_equal(cq_st_writer_write(w[k], pathf(p, sizeof p, "%s/%s", d, shard[k])), 0);
+        cq_st_writer_destroy(&w[k]);
+    }
+    write_bytes(pathf(p, sizeof p, "%s/model.safetensors.index.json", d), idx, len);
+    free(idx);
+    cq_st_close(&f);
+
+    cq_llama *ref = load_ok(FIX("untied"));
+    golden g;
+    golden_open(&g, "untied");
+    float *lg = run_logits(ref, g.ids, g.B, g.T, 0, false);
+    struct variant_logits r = check_file_model("sharded untied", d, ref, lg, &g, CQ_F32);
+    assert_true(r.e_ref <= TOL_SAME && r.e_golden <= TOL_LOGITS);
+    free(lg);
+    golden_close(&g);
+    cq_llama_destroy(&ref);
+}
+
 /* forward on bad ids: refused, and one of the logged errors says why */
 static void expect_forward_err(cq_llama *m, cq_tensor *ids, const char *sub)
 {
@@ -1015,7 +1068,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_untied), cmocka_unit_test(test_golden_tied),
         cmocka_unit_test(test_golden_headdim),
-        cmocka_unit_test(test_gguf_and_save), cmocka_unit_test(test_kv_cache),
+        cmocka_unit_test(test_gguf_and_save), cmocka_unit_test(test_sharded_dir),
+        cmocka_unit_test(test_kv_cache),
         cmocka_unit_test(test_bad_inputs),    cmocka_unit_test(test_bad_forward),
         cmocka_unit_test(test_train_steps),
     };
