@@ -103,7 +103,7 @@ static int isa_lanes(cq_isa isa)
 
 float cq_qmm_kscale(int bits, int k)
 {
-    int m = bits == 3 ? 8 : 32 / bits, h = m / 2;
+    int h = cq_qmm_half(bits);
     float s = 1.0f;
     for (int i = 0; i < bits * (k % h); i++) s *= 0.5f;
     return s;

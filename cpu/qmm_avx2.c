@@ -60,7 +60,7 @@ AI __m256i group_index(const cq_qmm_plan *p)
 AI void gemv_rows_t(const cq_qmm_plan *p, const float *xp, const float *gsum, const float *x,
                     float *y, int64_t r, float *ws, const int R, const int B)
 {
-    const int M = B == 3 ? 8 : 32 / B, H = M / 2, SH = B * H;
+    const int M = B == 3 ? 8 : 32 / B, H = B == 3 ? 8 : M / 2, SH = B * H;
     const int64_t bbytes = B == 3 ? 24 : 32;
     const int64_t stride = p->ng + 32;
     const uint8_t *row[4];
@@ -88,7 +88,8 @@ AI void gemv_rows_t(const cq_qmm_plan *p, const float *xp, const float *gsum, co
                 acc[i] = k == 0 ? _mm256_mul_ps(f, xk) : _mm256_fmadd_ps(f, xk, acc[i]);
             }
         }
-        for (int i = 0; i < R; i++) wv[i] = _mm256_srli_epi32(wv[i], SH);
+        if (H < M)
+            for (int i = 0; i < R; i++) wv[i] = _mm256_srli_epi32(wv[i], SH % 32);
         for (int k = H; k < M; k++) {
             const __m256 xk = _mm256_load_ps(xb + k * 8);
             const __m256i mk = _mm256_set1_epi32(((1 << B) - 1) << (B * (k - H)));
@@ -146,7 +147,7 @@ void cq_qmm_gemv_rows_avx2(const cq_qmm_plan *p, const float *xp, const float *g
 
 AI void dequant_row_t(const cq_qmm_plan *p, int64_t r, float *dst, float *sf, const int B)
 {
-    const int M = B == 3 ? 8 : 32 / B, H = M / 2, SH = B * H;
+    const int M = B == 3 ? 8 : 32 / B, H = B == 3 ? 8 : M / 2, SH = B * H;
     const int64_t bbytes = B == 3 ? 24 : 32;
     const uint8_t *row = p->w->codes + r * p->rb;
     row_scales(p->w->scales + r * p->ng, p->ng, sf);
@@ -179,7 +180,7 @@ AI void dequant_row_t(const cq_qmm_plan *p, int64_t r, float *dst, float *sf, co
             __m256 v = _mm256_cvtepi32_ps(_mm256_and_si256(wv, mk));
             _mm256_storeu_ps(ob + k * 8, _mm256_fmadd_ps(v, sk[k], cs));
         }
-        wv = _mm256_srli_epi32(wv, SH);
+        if (H < M) wv = _mm256_srli_epi32(wv, SH % 32);
         for (int k = H; k < M; k++) {
             const __m256i mk = _mm256_set1_epi32(((1 << B) - 1) << (B * (k - H)));
             __m256 v = _mm256_cvtepi32_ps(_mm256_and_si256(wv, mk));

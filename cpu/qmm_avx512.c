@@ -58,7 +58,7 @@ AI __m512i group_index(const cq_qmm_plan *p)
 AI void gemv_rows_t(const cq_qmm_plan *p, const float *xp, const float *gsum, const float *x,
                     float *y, int64_t r, float *ws, const int R, const int B)
 {
-    const int M = B == 3 ? 8 : 32 / B, H = M / 2, SH = B * H;
+    const int M = B == 3 ? 8 : 32 / B, H = B == 3 ? 8 : M / 2, SH = B * H;
     const int64_t bbytes = B == 3 ? 48 : 64;
     const int64_t stride = p->ng + 32;
     const uint8_t *row[4];
@@ -86,7 +86,8 @@ AI void gemv_rows_t(const cq_qmm_plan *p, const float *xp, const float *gsum, co
                 acc[i] = k == 0 ? _mm512_mul_ps(f, xk) : _mm512_fmadd_ps(f, xk, acc[i]);
             }
         }
-        for (int i = 0; i < R; i++) wv[i] = _mm512_srli_epi32(wv[i], SH);
+        if (H < M)
+            for (int i = 0; i < R; i++) wv[i] = _mm512_srli_epi32(wv[i], SH % 32);
         for (int k = H; k < M; k++) {
             const __m512 xk = _mm512_load_ps(xb + k * 16);
             const __m512i mk = _mm512_set1_epi32(((1 << B) - 1) << (B * (k - H)));
@@ -144,7 +145,7 @@ void cq_qmm_gemv_rows_avx512(const cq_qmm_plan *p, const float *xp, const float 
 
 AI void dequant_row_t(const cq_qmm_plan *p, int64_t r, float *dst, float *sf, const int B)
 {
-    const int M = B == 3 ? 8 : 32 / B, H = M / 2, SH = B * H;
+    const int M = B == 3 ? 8 : 32 / B, H = B == 3 ? 8 : M / 2, SH = B * H;
     const int64_t bbytes = B == 3 ? 48 : 64;
     const uint8_t *row = p->w->codes + r * p->rb;
     row_scales(p->w->scales + r * p->ng, p->ng, sf);
@@ -177,7 +178,7 @@ AI void dequant_row_t(const cq_qmm_plan *p, int64_t r, float *dst, float *sf, co
             __m512 v = _mm512_cvtepi32_ps(_mm512_and_si512(wv, mk));
             _mm512_storeu_ps(ob + k * 16, _mm512_fmadd_ps(v, sk[k], cs));
         }
-        wv = _mm512_srli_epi32(wv, SH);
+        if (H < M) wv = _mm512_srli_epi32(wv, SH % 32);
         for (int k = H; k < M; k++) {
             const __m512i mk = _mm512_set1_epi32(((1 << B) - 1) << (B * (k - H)));
             __m512 v = _mm512_cvtepi32_ps(_mm512_and_si512(wv, mk));

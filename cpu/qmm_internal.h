@@ -9,11 +9,13 @@
  * after the last full block (the tail) keep their natural order and are done
  * by scalar code.
  *
- * To keep every decoded value a small exact integer without a shift per code,
- * the kernels decode codes 0..m/2-1 in place (value u << b*k) and, after one
- * shift of the word by b*m/2 bits, codes m/2..m-1 the same way; the permuted x
- * of GEMV is prescaled by 2^-(b*(k % (m/2))) to compensate (exact: a power of
- * two), and the GEMM dequantizer folds the same factor into the scale.
+ * To keep every decoded value an exact integer without a shift per code, the
+ * kernels decode codes 0..h-1 in place (value u << b*k, an AND) and, after one
+ * shift of the word by b*h bits, codes h..m-1 the same way; h = m/2, except
+ * for 3-bit where all 8 codes fit in 24 bits (< 2^24, exact in f32 and
+ * positive) and h = m. The permuted x of GEMV is prescaled by 2^-(b*(k % h))
+ * to compensate (exact: a power of two, unless x is below ~1e-31 and goes
+ * subnormal), and the GEMM dequantizer folds the same factor into the scale.
  */
 #ifndef CQ_QMM_INTERNAL_H
 #define CQ_QMM_INTERNAL_H
@@ -69,7 +71,13 @@ static inline int64_t cq_qmm_perm_pos(const cq_qmm_plan *p, int64_t j)
     return blk * p->bc + k * p->L + d;
 }
 
-/* Scale of the decoded value of code k (k < m): 2^-(b*(k % (m/2))). */
+/* Codes decoded before the word is shifted (h above). */
+static inline int cq_qmm_half(int bits)
+{
+    return bits == 3 ? 8 : 16 / bits;
+}
+
+/* Scale of the decoded value of code k (k < m): 2^-(b*(k % h)). */
 float cq_qmm_kscale(int bits, int k);
 
 /* Scalar tail of one row: sum over the tail columns of s_g * u_j * x_j
