@@ -27,6 +27,8 @@ CQ_API void cq_ctx_reset(cq_ctx *c);
 CQ_API void cq_ctx_trim(cq_ctx *c);
 CQ_API int cq_ctx_status(const cq_ctx *c);
 CQ_API void cq_ctx_clear_status(cq_ctx *c);
+/* Records a failure detected outside the ops (keeps the first one). */
+CQ_API void cq_ctx_set_error(cq_ctx *c, int status);
 CQ_API cq_backend *cq_ctx_backend(const cq_ctx *c);
 /* Recording on/off (off: inference, no tape). Returns the previous value. */
 CQ_API bool cq_ctx_set_grad(cq_ctx *c, bool enabled);

@@ -100,7 +100,8 @@ typedef enum {
     /* srcs g, u (or NULL), dy -> dst0 dg, dst1 du (NULL if u was NULL). */
     CQ_OP_SWIGLU_BWD,
     /* Embedding lookup: src0 table [V, E] (f32/f16/bf16), src1 ids i32 [N]
-     * -> dst0 [N, E] f32. Out-of-range ids are rejected by the front-end. */
+     * -> dst0 [N, E] f32. Out-of-range ids fail the op (the kernel checks
+     * them, since ids may live in device memory). */
     CQ_OP_EMBED,
     /* srcs ids i32 [N], dy [N, E] -> dst0 dtable [V, E]: zeroed, then
      * scatter-add of the rows of dy. */

@@ -110,6 +110,10 @@ void cq_ctx_clear_status(cq_ctx *c)
     if (c) c->status = 0;
 }
 cq_backend *cq_ctx_backend(const cq_ctx *c) { return c ? c->be : NULL; }
+void cq_ctx_set_error(cq_ctx *c, int status)
+{
+    if (c && !c->status) c->status = status ? status : CQ_EINVAL;
+}
 bool cq_ctx_set_grad(cq_ctx *c, bool enabled)
 {
     bool old = c->grad;

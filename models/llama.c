@@ -261,6 +261,7 @@ cq_tensor *cq_llama_forward(cq_ctx *c, cq_llama *m, cq_tensor *ids, int64_t pos0
     if (ids->ndim != 2 || ids->dtype != CQ_I32) {
         char d[96];
         cq_error("llama forward: ids %s must be i32 [B, T]", cq_tensor_desc(ids, d, sizeof d));
+        cq_ctx_set_error(c, CQ_EINVAL);
         return NULL;
     }
     int64_t B = ids->ne[0], T = ids->ne[1];
@@ -268,11 +269,13 @@ cq_tensor *cq_llama_forward(cq_ctx *c, cq_llama *m, cq_tensor *ids, int64_t pos0
     if (pos0 + T > cf->max_seq) {
         cq_error("llama forward: positions up to %lld exceed the model's context of %lld", (long long)(pos0 + T),
                  (long long)cf->max_seq);
+        cq_ctx_set_error(c, CQ_EINVAL);
         return NULL;
     }
     if (use_cache && (!m->k_cache || B != m->cache_batch || pos0 + T > m->cache_len)) {
         cq_error("llama forward: KV cache not initialized for batch %lld and %lld positions", (long long)B,
                  (long long)(pos0 + T));
+        cq_ctx_set_error(c, CQ_EINVAL);
         return NULL;
     }
     float scale = 1.0f / sqrtf((float)D);

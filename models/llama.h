@@ -99,7 +99,8 @@ CQ_API cq_tensor *cq_llama_forward(cq_ctx *c, cq_llama *m, cq_tensor *ids, int64
  * ignored). With scale = 1 this is the "summed NLL" of CherryQ's impact. */
 CQ_API cq_tensor *cq_llama_loss(cq_ctx *c, cq_llama *m, cq_tensor *ids, cq_tensor *targets, float scale);
 
-/* KV cache for generation: batch B, up to max_len positions. */
+/* KV cache for generation: batch 1 (the only batch size supported), up to
+ * max_len positions. */
 CQ_API int cq_llama_cache_init(cq_llama *m, int64_t batch, int64_t max_len);
 CQ_API void cq_llama_cache_reset(cq_llama *m);
 
