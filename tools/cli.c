@@ -178,6 +178,12 @@ void cli_set_threads(int64_t n)
     openblas_set_num_threads((int)n);
 }
 
+int cli_check_backend_name(const char *cmd, const char *usage_tail, const char *name)
+{
+    if (!strcmp(name, "cpu") || !strcmp(name, "vulkan") || !strcmp(name, "cuda") || !strcmp(name, "auto")) return 0;
+    return cli_usage_error(cmd, usage_tail, "--backend: expected cpu, vulkan, cuda or auto, got '%s'", name);
+}
+
 int cli_backend_open(const char *name, int64_t device, cq_backend **out)
 {
     *out = NULL;

@@ -96,6 +96,8 @@ void cli_set_threads(int64_t n);
  * "cherryq: backend <name>: <device>" to stderr; on failure prints the error
  * and suggests --backend cpu. Returns 0 or CQ_EXIT_RUNTIME/CQ_EXIT_USAGE. */
 int cli_backend_open(const char *name, int64_t device, cq_backend **out);
+/* Checks a --backend value before any work starts: 0 or CQ_EXIT_USAGE. */
+int cli_check_backend_name(const char *cmd, const char *usage_tail, const char *name);
 
 /* Corpus: plain text, or JSONL with a "text" field per line (detected by the
  * .jsonl extension or a first non-space character '{'); JSONL records are

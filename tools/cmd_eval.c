@@ -57,6 +57,7 @@ int cmd_eval(int argc, char **argv)
                       fl, (int)(sizeof fl / sizeof fl[0]), argc, argv);
     if (r == CLI_HELP) return CQ_EXIT_OK;
     if (r) return r;
+    if ((r = cli_check_backend_name("eval", USAGE, backend))) return r;
     if (!model) return cli_usage_error("eval", USAGE, "--model is required");
     if (!data) return cli_usage_error("eval", USAGE, "--data is required");
     if (!cq_file_exists(model)) {

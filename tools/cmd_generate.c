@@ -85,6 +85,7 @@ int cmd_generate(int argc, char **argv)
                       fl, (int)(sizeof fl / sizeof fl[0]), argc, argv);
     if (r == CLI_HELP) return CQ_EXIT_OK;
     if (r) return r;
+    if ((r = cli_check_backend_name("generate", USAGE, backend))) return r;
     if (!model) return cli_usage_error("generate", USAGE, "--model is required");
     if (!prompt) return cli_usage_error("generate", USAGE, "--prompt is required");
     if (!cq_file_exists(model)) {

@@ -161,6 +161,7 @@ int cmd_train(int argc, char **argv)
                       fl, nf, argc, argv);
     if (r == CLI_HELP) return CQ_EXIT_OK;
     if (r) return r;
+    if ((r = cli_check_backend_name("train", USAGE, a.backend))) return r;
     if (!a.data) return cli_usage_error("train", USAGE, "--data is required");
     if (a.heads % a.kv_heads || a.dim % a.heads || (a.dim / a.heads) % 2)
         return cli_usage_error("train", USAGE,
