@@ -5,8 +5,10 @@
 //           w' = (q + 0.5) s
 //   b > 4:  s = (max + 1e-6) / (2^(b-1) - 1); w' = clamp(rint(w/s), +-(2^(b-1)-1)) s
 // rint is rintf (round half to even, as torch.round); the division is IEEE
-// (no fast-math); with fp16_scales s is rounded to FP16 (__float2half_rn) as
-// the packed model stores it.
+// (no fast-math). With fp16_scales the dequantization scale is s rounded to
+// FP16 (__float2half_rn), the levels use it too unless it rounded to 0, and
+// cherries are rounded to FP16: what the packed model computes, bit for bit
+// the same as cq_ref_fakequant_rows (cpu/ref.c) and core/quant.c.
 #include "common.cuh"
 
 using namespace cqk;
@@ -26,29 +28,41 @@ __global__ void fakequant_kernel(float *y, const float *w, const uint8_t *mask, 
     const uint8_t *mr = mask ? mask + row * cols : nullptr;
     float *yr = y + row * cols;
 
-    float mx = 0.0f;
+    float mx = 0.0f, bad = 0.0f;
     for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x)
-        if (!mr || !mr[c]) mx = fmaxf(mx, fabsf(wr[c]));
+        if (!mr || !mr[c]) {
+            const float a = fabsf(wr[c]);
+            if (isfinite(a)) mx = fmaxf(mx, a);
+            else bad = 1.0f;
+        }
     mx = block_max(mx, sh);
+    bad = block_max(bad, sh);
 
-    const float half_levels = (float)(1 << (bits - 1));
-    float s = bits <= 4 ? (mx + 1e-6f) / half_levels : (mx + 1e-6f) / (half_levels - 1.0f);
-    if (fp16_scales) s = __half2float(__float2half_rn(s));
+    const float levels = bits <= 4 ? (float)(1 << (bits - 1)) : (float)((1 << (bits - 1)) - 1);
+    const float s = (mx + 1e-6f) / levels;
+    // sd: the dequantization scale (FP16-rounded as stored); sq: the scale
+    // the levels are computed with (sd, unless it rounded to 0).
+    float sd = s, sq = s;
+    if (fp16_scales) {
+        sd = __half2float(__float2half_rn(s));
+        sq = sd != 0.0f ? sd : s;
+    }
 
     for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
         const float x = wr[c];
-        if (mr && mr[c]) {
-            yr[c] = x;
+        if (mr && mr[c]) {   // cherries: kept, in FP16 when the model stores FP16
+            yr[c] = fp16_scales ? __half2float(__float2half_rn(x)) : x;
             continue;
         }
         float r;
-        if (bits <= 4) {
-            const float lim = half_levels - 0.01f;
-            const float t = fminf(fmaxf(x / s, -lim), lim);
-            r = (rintf(t - 0.5f) + 0.5f) * s;
+        if (bad != 0.0f || !isfinite(sd)) {
+            r = NAN;   // the CPU quantizer returns CQ_ERANGE here; a kernel poisons the group
+        } else if (bits <= 4) {
+            const float lim = levels - 0.01f;
+            const float t = fminf(fmaxf(x / sq, -lim), lim);
+            r = (rintf(t - 0.5f) + 0.5f) * sd;
         } else {
-            const float qm = half_levels - 1.0f;
-            r = fminf(fmaxf(rintf(x / s), -qm), qm) * s;
+            r = fminf(fmaxf(rintf(x / sq), -levels), levels) * sd;
         }
         yr[c] = r;
     }
