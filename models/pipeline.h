@@ -169,6 +169,38 @@ CQ_API int cq_qat_setup(cq_llama *m, const cq_qplan *p, const cq_qspec *s);
 /* Back to dense linears (masks freed). */
 CQ_API void cq_qat_clear(cq_llama *m);
 
+/* ------------------------------------------------------------ QAT run */
+
+struct cq_train_opts;
+
+typedef struct cq_qat_result {
+    double start_val;       /* held-out NLL of the RTN starting point */
+    double best_val;        /* best held-out NLL seen during training */
+    double final_val;       /* held-out NLL of the weights handed back */
+    int64_t steps;          /* optimizer steps done (all runs) */
+    double epochs;          /* passes over the training tokens */
+    bool kept_start;        /* training never beat the RTN start: start kept */
+    double seconds;
+} cq_qat_result;
+
+/* Quantization-aware training (CHERRYQ.md section 5) through the trainer:
+ * cq_qat_setup(m, p, s) (cherries = the plan's masks, normal weights through
+ * the STE), every parameter trainable, keep_best on the held-out tokens val
+ * (required), evaluated first at the RTN starting point. On return m holds
+ * dense master weights (fake-quant state cleared): the best weights seen, or
+ * the starting weights if training never improved the held-out NLL; pack
+ * them with cq_quantize_rtn and the same plan. resume: continue from the
+ * trainer checkpoint in o->ckpt_dir if there is one. */
+CQ_API int cq_qat_train(cq_llama *m, const cq_qplan *p, const cq_qspec *s, const struct cq_train_opts *o,
+                        const int32_t *train, size_t n_train, const int32_t *val, size_t n_val, bool resume,
+                        cq_qat_result *res);
+
+/* LLM-QAT-style data: n_seq sequences of len tokens sampled from the model
+ * itself (temperature 1, seeded, starting from BOS or a seeded token),
+ * concatenated into *out (malloc'ed, n_seq * len tokens). */
+CQ_API int cq_self_generate(cq_llama *m, int64_t n_seq, int64_t len, uint64_t seed, int32_t **out, size_t *n,
+                            cq_progress_fn fn, void *user);
+
 /* ------------------------------------------------------------ directory */
 
 /* Writes a quantized model directory (docs/format.md): config.json with
