@@ -129,6 +129,15 @@ int cmd_generate(int argc, char **argv)
         r = CQ_EXIT_RUNTIME;
         goto done;
     }
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= V) {
+            fprintf(stderr,
+                    "cherryq generate: the tokenizer gives id %d but the model's vocab has %lld tokens (wrong "
+                    "tokenizer?)\n",
+                    ids[i], (long long)V);
+            r = CQ_EXIT_RUNTIME;
+            goto done;
+        }
     int64_t total = (int64_t)n + max_tokens;
     if (total > ctxlen) total = ctxlen;
     if ((r = cq_llama_cache_init(m, 1, total))) goto done;
