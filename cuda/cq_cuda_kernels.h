@@ -77,13 +77,17 @@ cudaError_t cqk_attn_bwd(cudaStream_t s, float *dq, float *dk, float *dv, const 
                          int64_t Hkv, int64_t D, int64_t pos0, float scale, float *dsum);
 
 /* ------------------------------------------------------ embed.cu */
-/* An id outside [0, V) yields a row of NaN (never an out-of-range read). */
+/* Ids outside [0, V) are never read through: their output row is NaN (the
+ * backward skips them) and the smallest position holding one is stored with
+ * atomicMin into *first_bad (may be NULL), which the caller presets to
+ * CQK_NO_BAD_ID (cudaMemsetAsync to 0x7f bytes). */
+#define CQK_NO_BAD_ID 0x7f7f7f7f
 cudaError_t cqk_embed(cudaStream_t s, float *y, const void *table, int tdt, const int32_t *ids,
-                      int64_t N, int64_t E, int64_t V);
+                      int64_t N, int64_t E, int64_t V, int32_t *first_bad);
 /* Zeroes dtable [V, E] then scatter-adds (atomicAdd: the order of the adds of
  * repeated ids is not fixed, so the last bits may vary between runs). */
 cudaError_t cqk_embed_bwd(cudaStream_t s, float *dtable, const int32_t *ids, const float *dy,
-                          int64_t N, int64_t E, int64_t V);
+                          int64_t N, int64_t E, int64_t V, int32_t *first_bad);
 
 /* ------------------------------------------------------ xent.cu */
 /* nll: N floats (dst2, or workspace). Deterministic: fixed-order sum. */

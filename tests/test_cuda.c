@@ -365,6 +365,42 @@ static void test_oom(void **state)
     cq_tensor_free(&t);
 }
 
+/* An out-of-range token id fails EMBED and EMBED_BWD with CQ_EINVAL (the
+ * kernel checks ids; nothing is read or written out of range) and the
+ * device stays usable. */
+static void test_bad_ids(void **state)
+{
+    (void)state;
+    int64_t tne[2] = { 10, 8 }, ine[1] = { 5 }, yne[2] = { 5, 8 };
+    cq_tensor *table = NULL, *id = NULL, *y = NULL, *dy = NULL, *dt = NULL;
+    assert_int_equal(cq_tensor_new(&table, g_cuda, CQ_F32, 2, tne), 0);
+    assert_int_equal(cq_tensor_new(&id, g_cuda, CQ_I32, 1, ine), 0);
+    assert_int_equal(cq_tensor_new(&y, g_cuda, CQ_F32, 2, yne), 0);
+    assert_int_equal(cq_tensor_new(&dy, g_cuda, CQ_F32, 2, yne), 0);
+    assert_int_equal(cq_tensor_new(&dt, g_cuda, CQ_F32, 2, tne), 0);
+    const int32_t bad[5] = { 1, 2, 10, 3, -4 }, good[5] = { 0, 9, 9, 4, 1 };
+    assert_int_equal(cq_tensor_set(id, bad, sizeof bad), 0);
+    cq_op e = { .type = CQ_OP_EMBED };
+    e.src[0] = table;
+    e.src[1] = id;
+    e.dst[0] = y;
+    assert_int_equal(cq_op_run(g_cuda, &e), CQ_EINVAL);
+    cq_op b = { .type = CQ_OP_EMBED_BWD };
+    b.src[0] = id;
+    b.src[1] = dy;
+    b.dst[0] = dt;
+    assert_int_equal(cq_op_run(g_cuda, &b), CQ_EINVAL);
+    assert_int_equal(cq_tensor_set(id, good, sizeof good), 0);
+    assert_int_equal(cq_op_run(g_cuda, &e), 0);
+    assert_int_equal(cq_op_run(g_cuda, &b), 0);
+    assert_int_equal(cq_backend_sync(g_cuda), 0);
+    cq_tensor_free(&table);
+    cq_tensor_free(&id);
+    cq_tensor_free(&y);
+    cq_tensor_free(&dy);
+    cq_tensor_free(&dt);
+}
+
 static void test_devices(void **state)
 {
     (void)state;
@@ -416,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_attention_shapes),
         cmocka_unit_test(test_large_rows),
         cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_bad_ids),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     cq_backend_destroy(&g_cuda);

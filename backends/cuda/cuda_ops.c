@@ -106,6 +106,40 @@ static void layout_of(const cq_tensor *t, cqk_layout *l)
     }
 }
 
+/* EMBED / EMBED_BWD. The ids live in device memory, so the kernel checks
+ * them and reports the first bad position; the op synchronizes to read that
+ * word (one small sync per forward/backward) and fails with CQ_EINVAL. */
+static int embed_op(cq_cuda_ctx *c, const cq_op *op)
+{
+    cudaStream_t s = c->stream;
+    const int bwd = op->type == CQ_OP_EMBED_BWD;
+    const cq_tensor *ids = bwd ? op->src[0] : op->src[1];
+    cq_tensor *d0 = op->dst[0];
+    const int64_t V = bwd ? d0->ne[0] : op->src[0]->ne[0], E = bwd ? d0->ne[1] : op->src[0]->ne[1];
+    const int64_t N = numel(ids);
+    int32_t *bad = NULL;
+    int r = cq_cuda_malloc(c, sizeof(int32_t), (void **)&bad, "embedding id check");
+    if (r) return r;
+    r = kerr(c, cudaMemsetAsync(bad, 0x7f, sizeof(int32_t), s), op);
+    if (!r && !bwd)
+        r = kerr(c, cqk_embed(s, cq_cuda_ptr(d0), cq_cuda_ptr(op->src[0]), op->src[0]->dtype, cq_cuda_ptr(ids), N, E,
+                              V, bad), op);
+    if (!r && bwd)
+        r = kerr(c, cqk_embed_bwd(s, cq_cuda_ptr(d0), cq_cuda_ptr(ids), cq_cuda_ptr(op->src[1]), N, E, V, bad), op);
+    int32_t pos = CQK_NO_BAD_ID, id = 0;
+    if (!r) r = kerr(c, cudaMemcpyAsync(&pos, bad, sizeof pos, cudaMemcpyDeviceToHost, s), op);
+    if (!r) r = kerr(c, cudaStreamSynchronize(s), op);
+    if (!r && pos != CQK_NO_BAD_ID) {
+        if (cudaMemcpy(&id, (const int32_t *)cq_cuda_ptr(ids) + pos, sizeof id, cudaMemcpyDeviceToHost) != cudaSuccess)
+            cudaGetLastError();
+        cq_error("%s: token id %d at position %d is outside the table [0, %lld)", cq_op_name(op->type), (int)id,
+                 (int)pos, (long long)V);
+        r = CQ_EINVAL;
+    }
+    cq_cuda_mfree(c, bad);
+    return r;
+}
+
 int cq_cuda_compute_op(cq_cuda_ctx *c, const cq_op *op)
 {
     cudaStream_t s = c->stream;
@@ -176,11 +210,8 @@ int cq_cuda_compute_op(cq_cuda_ctx *c, const cq_op *op)
         return kerr(c, cqk_swiglu_bwd(s, cq_cuda_ptr(d0), d1 ? cq_cuda_ptr(d1) : NULL, cq_cuda_ptr(s0),
                                       s1 ? cq_cuda_ptr(s1) : NULL, cq_cuda_ptr(s2), n), op);
     case CQ_OP_EMBED:
-        return kerr(c, cqk_embed(s, cq_cuda_ptr(d0), cq_cuda_ptr(s0), s0->dtype, cq_cuda_ptr(s1), numel(s1),
-                                 s0->ne[1], s0->ne[0]), op);
     case CQ_OP_EMBED_BWD:
-        return kerr(c, cqk_embed_bwd(s, cq_cuda_ptr(d0), cq_cuda_ptr(s0), cq_cuda_ptr(s1), numel(s0), d0->ne[1],
-                                     d0->ne[0]), op);
+        return embed_op(c, op);
     case CQ_OP_XENT: {
         const int64_t N = s0->ne[0];
         float *nll = d2 ? cq_cuda_ptr(d2) : NULL;
