@@ -30,7 +30,11 @@ typedef struct {
     X(train, "train", "train a LLaMA model from scratch on a text corpus")                         \
     X(eval, "eval", "perplexity of a model on a text or JSONL file (GPTQ protocol)")              \
     X(generate, "generate", "generate text from a prompt (greedy or sampled, KV cache)")         \
-    X(devices, "devices", "list the compute backends and their devices")
+    X(devices, "devices", "list the compute backends and their devices")                         \
+    X(impact, "impact", "Fisher-diagonal impact of every weight from calibration text")          \
+    X(analyze, "analyze", "heterogeneity scores (table, CSV) and the paper's figures (SVG)")     \
+    X(quantize, "quantize", "quantize with CherryQ, QAT, RTN or GPTQ into a packed directory")   \
+    X(export, "export", "dequantize a quantized directory into a plain FP16 HF directory")
 
 #define CQ_DECLARE_CMD(id, name, summary) int cmd_##id(int argc, char **argv);
 CQ_COMMANDS(CQ_DECLARE_CMD)

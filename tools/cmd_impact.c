@@ -1,0 +1,93 @@
+/* cherryq impact: the Fisher-diagonal impact of every 2-D weight
+ * (CHERRYQ.md section 1): per-sample gradients of the summed next-token NLL
+ * (batch 1), running mean of their squares over --samples calibration
+ * windows of --seqlen tokens drawn deterministically (--seed) from a corpus.
+ * Saved as safetensors keyed by the weight names (F32), atomically. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cq_io.h"
+#include "pipe_cli.h"
+
+#define USAGE "--model PATH --data FILE --out FILE [--samples N] [--seqlen N] [options]"
+
+int cmd_impact(int argc, char **argv)
+{
+    const char *model = NULL, *data = NULL, *out = NULL, *tokp = NULL, *backend = "cpu";
+    int64_t samples = 128, seqlen = 2048, seed = 0, threads = 0, device = -1;
+    cli_flag fl[] = {
+        { "model", CLI_STR, &model, "full-precision model (Hugging Face directory or .gguf)", .metavar = "PATH" },
+        { "data", CLI_STR, &data, "calibration corpus: text, or JSONL with a \"text\" field", .metavar = "FILE" },
+        { "out", CLI_STR, &out, "impact file to write (safetensors)", .metavar = "FILE" },
+        { "samples", CLI_INT, &samples, "calibration windows (the paper: 128)", CLI_POS },
+        { "seqlen", CLI_INT, &seqlen, "tokens per window (capped at the model's context)", CLI_RANGE, 2, 1 << 24 },
+        { "seed", CLI_INT, &seed, "window sampling seed", CLI_NONNEG },
+        { "tokenizer", CLI_STR, &tokp, "tokenizer.json (default: next to the model)", .metavar = "FILE" },
+        { "threads", CLI_INT, &threads, "CPU threads (0: all cores)", CLI_NONNEG },
+        { "backend", CLI_STR, &backend, "cpu, vulkan, cuda or auto" },
+        { "device", CLI_INT, &device, "device index (-1: default)", CLI_RANGE, -1, 1024 },
+    };
+    int r = cli_parse("impact", USAGE,
+                      "Impact of every 2-D weight: the Fisher diagonal F = E[g^2] over calibration windows,\n"
+                      "g = gradient of one window's summed next-token NLL (batch 1), as the running mean\n"
+                      "F = F*n/(n+1) + g^2/(n+1). Windows are drawn without overlap from the corpus.",
+                      fl, (int)(sizeof fl / sizeof fl[0]), argc, argv);
+    if (r == CLI_HELP) return CQ_EXIT_OK;
+    if (r) return r;
+    if ((r = cli_check_backend_name("impact", USAGE, backend))) return r;
+    if (!model) return cli_usage_error("impact", USAGE, "--model is required");
+    if (!data) return cli_usage_error("impact", USAGE, "--data is required");
+    if (!out) return cli_usage_error("impact", USAGE, "--out is required");
+    if (!cq_file_exists(model)) {
+        fprintf(stderr, "cherryq impact: %s: no such file or directory\n", model);
+        return CQ_EXIT_RUNTIME;
+    }
+    cli_set_threads(threads);
+    cq_backend *be = NULL;
+    cq_tokenizer *tok = NULL;
+    cq_llama *m = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    cq_calib cal = { 0 };
+    cq_impact imp = { 0 };
+    int rc = CQ_EXIT_RUNTIME;
+    if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
+    if ((r = cli_tokenize_file(tok, data, &ids, &n))) goto done;
+    if ((r = cli_backend_open(backend, device, &be))) goto done;
+    if ((r = cq_llama_load(&m, model, be))) {
+        fprintf(stderr, "cherryq impact: %s: cannot load the model: %s\n", model, cq_strerror(r));
+        goto done;
+    }
+    if (seqlen > m->cfg.max_seq) {
+        fprintf(stderr, "cherryq: --seqlen %lld capped at the model's context of %lld\n", (long long)seqlen,
+                (long long)m->cfg.max_seq);
+        seqlen = m->cfg.max_seq;
+    }
+    if ((r = cq_calib_sample(&cal, ids, (int64_t)n, samples, seqlen, (uint64_t)seed))) {
+        fprintf(stderr, "cherryq impact: %s: %s\n", data, cq_strerror(r));
+        goto done;
+    }
+    double t0 = cq_time_sec();
+    pipe_progress pp = { .tokens_per_unit = seqlen };
+    r = cq_impact_compute(&imp, m, &cal, pipe_progress_cb, &pp);
+    pipe_progress_end(&pp);
+    if (r) {
+        fprintf(stderr, "cherryq impact: failed: %s\n", cq_strerror(r));
+        goto done;
+    }
+    if ((r = cq_impact_save(&imp, out))) {
+        fprintf(stderr, "cherryq impact: %s: cannot write: %s\n", out, cq_strerror(r));
+        goto done;
+    }
+    printf("impact of %d weights from %lld windows of %lld tokens (%.1fs) -> %s\n", imp.n, (long long)samples,
+           (long long)seqlen, cq_time_sec() - t0, out);
+    rc = CQ_EXIT_OK;
+done:
+    cq_impact_free(&imp);
+    cq_calib_free(&cal);
+    free(ids);
+    cq_llama_destroy(&m);
+    cq_backend_destroy(&be);
+    cq_tokenizer_destroy(&tok);
+    return rc;
+}

@@ -1,0 +1,361 @@
+/* cherryq quantize: CherryQ and its baselines (CHERRYQ.md sections 3-5).
+ *
+ *   rtn      round to nearest on the CherryQ grid, with or without cherries
+ *   gptq     GPTQ layer by layer (H = 2XX^T from calibration activations,
+ *            1% dampening, blocks of 128) on the same grid, +- cherries
+ *   qat      quantization-aware training, no cherries (the paper's baseline)
+ *   cherryq  impact -> cherry selection -> QAT: cherries train as ordinary
+ *            weights, normal weights through the STE, everything else
+ *            (embeddings, norms, lm_head) trains unquantized
+ *
+ * The calibration tokens are split: the last --val-frac is a held-out slice
+ * (QAT keeps the weights that do best there, never worse than the RTN start),
+ * the rest gives the impact / GPTQ windows and the QAT training windows.
+ * Output: a quantized model directory (docs/format.md), written as <out>.tmp
+ * and renamed into place at the end. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cq_io.h"
+#include "pipe_cli.h"
+#include "train.h"
+
+#define USAGE                                                                                                  \
+    "--model PATH (--data FILE | --self-generate N) --out DIR --method cherryq|qat|rtn|gptq [--bits 3] "      \
+    "[--group 128] [--select impact|magnitude|random|loss-aware|none] [--k N | --k-rule paper|reference | "    \
+    "--frac F] [--impact FILE] [options]"
+
+/* The default peak learning rate of QAT for a model of hidden size dim:
+ * the paper's 2e-5 at dim 4096 (LLaMA-2-7B), scaled by 4096/dim (smaller
+ * models take larger steps; measured on the default model, docs/results.md),
+ * capped at 1e-3. */
+static double default_lr(int64_t dim)
+{
+    double lr = 2e-5 * 4096.0 / (double)dim;
+    return lr > 1e-3 ? 1e-3 : lr;
+}
+
+static int qat_progress(const cq_train_progress *p, void *user)
+{
+    cli_progress *pr = user;
+    if (p->evaluated) {
+        cli_progress_note(pr, "step %lld: held-out NLL %.4f (PPL %.3f)", (long long)p->step, p->val_loss,
+                          exp(p->val_loss));
+        return 0;
+    }
+    char extra[64];
+    snprintf(extra, sizeof extra, "lr %.2e", p->lr);
+    cli_progress_update(pr, p->step, p->loss, p->tokens_per_s, p->eta_s, extra);
+    return 0;
+}
+
+static const char *crit_name(cq_sel_criterion c)
+{
+    switch (c) {
+    case CQ_SEL_IMPACT: return "impact";
+    case CQ_SEL_MAGNITUDE: return "magnitude";
+    case CQ_SEL_RANDOM: return "random";
+    case CQ_SEL_LOSS_AWARE: return "loss-aware";
+    }
+    return "?";
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    const char *model = NULL, *data = NULL, *out = NULL, *method = NULL, *select = NULL, *krule = NULL,
+               *impact_path = NULL, *save_impact = NULL, *tokp = NULL, *ckpt = NULL, *backend = "cpu";
+    int64_t bits = 3, group = 128, k = 0, samples = 128, seqlen = 2048, seed = 0, threads = 0, device = -1;
+    int64_t steps = 200, batch = 8, accum = 1, eval_every = 0, self_gen = 0, eval_tokens = 16384;
+    double frac = 0, lr = 0, warmup_frac = 0.05, min_lr_ratio = -1, clip = 1.0, wd = 0, beta1 = 0.9, beta2 = 0.95;
+    double val_frac = 0.1, max_epochs = 1.0, damp = 0.01;
+    int64_t gblock = 128;
+    bool resume = false, json = false;
+    cli_flag fl[] = {
+        { "model", CLI_STR, &model, "full-precision model (Hugging Face directory or .gguf)", .metavar = "PATH" },
+        { "data", CLI_STR, &data, "calibration corpus: text, or JSONL with a \"text\" field", .metavar = "FILE" },
+        { "self-generate", CLI_INT, &self_gen,
+          "calibration text sampled from the model itself: N sequences of --seqlen tokens (LLM-QAT style)",
+          CLI_NONNEG },
+        { "out", CLI_STR, &out, "quantized model directory to write", .metavar = "DIR" },
+        { "method", CLI_STR, &method, "cherryq, qat, rtn or gptq", .metavar = "NAME" },
+        { "bits", CLI_INT, &bits, "bits per normal weight: 2, 3, 4 or 8", CLI_ANY },
+        { "group", CLI_INT, &group, "group size: 32, 64, 128 or 0 (whole row); a partial last group is used "
+                                    "when it does not divide the row", CLI_ANY },
+        { "select", CLI_STR, &select,
+          "cherry criterion: impact, magnitude, random, loss-aware or none (default: impact for cherryq, none "
+          "otherwise)", .metavar = "NAME" },
+        { "k", CLI_INT, &k, "cherries per row (overrides --k-rule)", CLI_POS },
+        { "k-rule", CLI_STR, &krule,
+          "paper: k = max(1, round(in/256)) (default); reference: floor(ceil(in/256)/8)*8 (0 below 1024 columns)",
+          .metavar = "RULE" },
+        { "frac", CLI_FLOAT, &frac, "cherries = this fraction of each matrix's weights, chosen matrix-wide",
+          CLI_RANGE, 0, 1 },
+        { "impact", CLI_STR, &impact_path, "impact file (cherryq impact); computed here when absent",
+          .metavar = "FILE" },
+        { "save-impact", CLI_STR, &save_impact, "write the impact computed here to FILE", .metavar = "FILE" },
+        { "samples", CLI_INT, &samples, "calibration windows for impact and GPTQ", CLI_POS },
+        { "seqlen", CLI_INT, &seqlen, "tokens per window (capped at the model's context)", CLI_RANGE, 2, 1 << 24 },
+        { "val-frac", CLI_FLOAT, &val_frac, "held-out fraction of the calibration tokens (QAT keep-best)",
+          CLI_RANGE, 0.001, 0.5 },
+        { "steps", CLI_INT, &steps, "QAT optimizer steps", CLI_POS },
+        { "batch", CLI_INT, &batch, "QAT sequences per micro-batch", CLI_POS },
+        { "accum", CLI_INT, &accum, "QAT micro-batches per step (gradient accumulation)", CLI_POS },
+        { "lr", CLI_FLOAT, &lr, "QAT peak learning rate (0: 2e-5 * 4096 / hidden_size, at most 1e-3)",
+          CLI_NONNEG },
+        { "warmup-frac", CLI_FLOAT, &warmup_frac, "QAT warmup as a fraction of the steps", CLI_RANGE, 0, 1 },
+        { "min-lr-ratio", CLI_FLOAT, &min_lr_ratio,
+          "cosine floor as a fraction of the peak (-1: 0.25 for <= 3 bits, 0.1 above)", CLI_RANGE, -1, 1 },
+        { "clip", CLI_FLOAT, &clip, "gradient-norm clip (0: none)", CLI_NONNEG },
+        { "wd", CLI_FLOAT, &wd, "AdamW weight decay", CLI_NONNEG },
+        { "beta1", CLI_FLOAT, &beta1, "AdamW beta1", CLI_RANGE, 0, 0.999999 },
+        { "beta2", CLI_FLOAT, &beta2, "AdamW beta2", CLI_RANGE, 0, 0.999999 },
+        { "max-epochs", CLI_FLOAT, &max_epochs,
+          "cap QAT at this many passes over the calibration tokens (overfitting guard)", CLI_POS },
+        { "eval-every", CLI_INT, &eval_every, "held-out evaluation every N steps (0: steps/10)", CLI_NONNEG },
+        { "eval-tokens", CLI_INT, &eval_tokens, "held-out tokens evaluated (0: all)", CLI_NONNEG },
+        { "ckpt", CLI_STR, &ckpt, "QAT checkpoint directory (default: <out>.ckpt)", .metavar = "DIR" },
+        { "resume", CLI_BOOL, &resume, "continue QAT from the checkpoint" },
+        { "gptq-damp", CLI_FLOAT, &damp, "GPTQ dampening (fraction of mean diag H)", CLI_RANGE, 0, 1 },
+        { "gptq-block", CLI_INT, &gblock, "GPTQ lazy-batch columns", CLI_POS },
+        { "seed", CLI_INT, &seed, "seed for windows, random selection and QAT", CLI_NONNEG },
+        { "json", CLI_BOOL, &json, "print one machine-readable JSON line on stdout" },
+        { "tokenizer", CLI_STR, &tokp, "tokenizer.json (default: next to the model)", .metavar = "FILE" },
+        { "threads", CLI_INT, &threads, "CPU threads (0: all cores)", CLI_NONNEG },
+        { "backend", CLI_STR, &backend, "cpu, vulkan, cuda or auto" },
+        { "device", CLI_INT, &device, "device index (-1: default)", CLI_RANGE, -1, 1024 },
+    };
+    const int nfl = (int)(sizeof fl / sizeof fl[0]);
+    int r = cli_parse("quantize", USAGE,
+                      "Quantize the 7 linear projections of every decoder layer with CherryQ or a baseline.\n"
+                      "QAT (cherryq, qat): AdamW (0.9, 0.95), wd 0, warmup 5%, cosine to a floor, clip 1.0,\n"
+                      "every parameter trains; the best weights on the held-out slice are kept.",
+                      fl, nfl, argc, argv);
+    if (r == CLI_HELP) return CQ_EXIT_OK;
+    if (r) return r;
+    if ((r = cli_check_backend_name("quantize", USAGE, backend))) return r;
+    if (!model) return cli_usage_error("quantize", USAGE, "--model is required");
+    if (!out) return cli_usage_error("quantize", USAGE, "--out is required");
+    if (!method) return cli_usage_error("quantize", USAGE, "--method is required");
+    int meth = !strcmp(method, "rtn") ? 0 : !strcmp(method, "gptq") ? 1 : !strcmp(method, "qat") ? 2
+             : !strcmp(method, "cherryq") ? 3 : -1;
+    if (meth < 0) return cli_usage_error("quantize", USAGE, "--method must be cherryq, qat, rtn or gptq (got '%s')", method);
+    if (!data && !self_gen)
+        return cli_usage_error("quantize", USAGE, "calibration data is required: --data FILE or --self-generate N");
+    if (data && self_gen) return cli_usage_error("quantize", USAGE, "give --data or --self-generate, not both");
+    if (cq_quant_check((int)bits, (int)group))
+        return cli_usage_error("quantize", USAGE, "unsupported grid --bits %lld --group %lld (bits 2, 3, 4, 8; "
+                               "group 32, 64, 128 or 0)", (long long)bits, (long long)group);
+    cq_qspec qs;
+    memset(&qs, 0, sizeof qs);
+    qs.bits = (int)bits;
+    qs.group = (int)group;
+    qs.sel.seed = (uint64_t)seed;
+    if (!select) select = meth == 3 ? "impact" : "none";
+    if (!strcmp(select, "none")) qs.cherries = false;
+    else {
+        qs.cherries = true;
+        if (!strcmp(select, "impact")) qs.sel.criterion = CQ_SEL_IMPACT;
+        else if (!strcmp(select, "magnitude")) qs.sel.criterion = CQ_SEL_MAGNITUDE;
+        else if (!strcmp(select, "random")) qs.sel.criterion = CQ_SEL_RANDOM;
+        else if (!strcmp(select, "loss-aware")) qs.sel.criterion = CQ_SEL_LOSS_AWARE;
+        else return cli_usage_error("quantize", USAGE, "--select must be impact, magnitude, random, loss-aware or none");
+    }
+    if (meth == 2 && qs.cherries)
+        return cli_usage_error("quantize", USAGE, "--method qat is QAT without cherries; use --method cherryq "
+                               "for QAT with cherries");
+    if (meth == 3 && !qs.cherries)
+        return cli_usage_error("quantize", USAGE, "--method cherryq needs cherries; --select none is --method qat");
+    int nk = (k > 0) + (krule != NULL) + (frac > 0);
+    if (nk > 1) return cli_usage_error("quantize", USAGE, "give at most one of --k, --k-rule and --frac");
+    if (nk && !qs.cherries) return cli_usage_error("quantize", USAGE, "--k/--k-rule/--frac need cherries (--select)");
+    const char *krule_name = "paper";
+    qs.sel.k_rule = CQ_K_DEFAULT;
+    if (k > 0) qs.sel.k_rule = CQ_K_EXPLICIT, qs.sel.k = k, krule_name = "explicit";
+    else if (frac > 0) qs.sel.k_rule = CQ_K_FRACTION, qs.sel.fraction = frac, krule_name = "fraction";
+    else if (krule) {
+        if (!strcmp(krule, "paper")) qs.sel.k_rule = CQ_K_DEFAULT;
+        else if (!strcmp(krule, "reference")) qs.sel.k_rule = CQ_K_REFERENCE, krule_name = "reference";
+        else return cli_usage_error("quantize", USAGE, "--k-rule must be paper or reference");
+    }
+    if (!cq_file_exists(model)) {
+        fprintf(stderr, "cherryq quantize: %s: no such file or directory\n", model);
+        return CQ_EXIT_RUNTIME;
+    }
+    cli_set_threads(threads);
+    double t_start = cq_time_sec();
+    cq_backend *be = NULL;
+    cq_tokenizer *tok = NULL;
+    cq_llama *m = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    cq_calib cal = { 0 };
+    cq_impact imp = { 0 };
+    cq_qplan plan = { 0 };
+    cq_qpacked q = { 0 };
+    cq_qat_result qr = { 0 };
+    int rc = CQ_EXIT_RUNTIME;
+    bool have_imp = false;
+    pipe_progress pp = { 0 };
+    char ckdir[4096], tokpath[4096];
+    if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
+    if ((r = cli_backend_open(backend, device, &be))) goto done;
+    if ((r = cq_llama_load(&m, model, be))) {
+        fprintf(stderr, "cherryq quantize: %s: cannot load the model: %s\n", model, cq_strerror(r));
+        goto done;
+    }
+    if (cq_qmodel_is_quantized(model)) {
+        fprintf(stderr, "cherryq quantize: %s is already quantized; give the full-precision model\n", model);
+        goto done;
+    }
+    if (seqlen > m->cfg.max_seq) {
+        fprintf(stderr, "cherryq: --seqlen %lld capped at the model's context of %lld\n", (long long)seqlen,
+                (long long)m->cfg.max_seq);
+        seqlen = m->cfg.max_seq;
+    }
+    if (data) {
+        if ((r = cli_tokenize_file(tok, data, &ids, &n))) goto done;
+    } else {
+        pp.tokens_per_unit = seqlen;
+        r = cq_self_generate(m, self_gen, seqlen, (uint64_t)seed, &ids, &n, pipe_progress_cb, &pp);
+        pipe_progress_end(&pp);
+        if (r) {
+            fprintf(stderr, "cherryq quantize: self-generation failed: %s\n", cq_strerror(r));
+            goto done;
+        }
+        fprintf(stderr, "cherryq: calibration text: %lld sequences of %lld tokens sampled from the model\n",
+                (long long)self_gen, (long long)seqlen);
+    }
+    size_t n_val = (size_t)((double)n * val_frac);
+    if (n_val < (size_t)seqlen) n_val = (size_t)seqlen;
+    if (n < n_val + (size_t)seqlen + 1) {
+        fprintf(stderr, "cherryq quantize: %zu calibration tokens are too few for a held-out slice and one window "
+                "of %lld tokens (lower --seqlen or give more data)\n", n, (long long)seqlen);
+        goto done;
+    }
+    size_t n_train = n - n_val;
+    const int32_t *val = ids + n_train;
+    bool need_imp = qs.cherries && (qs.sel.criterion == CQ_SEL_IMPACT || qs.sel.criterion == CQ_SEL_LOSS_AWARE);
+    bool need_cal = (need_imp && !impact_path) || meth == 1;
+    if (need_cal && (r = cq_calib_sample(&cal, ids, (int64_t)n_train, samples, seqlen, (uint64_t)seed))) goto done;
+    if (need_imp) {
+        if (impact_path) {
+            if ((r = cq_impact_load(&imp, impact_path, m))) {
+                fprintf(stderr, "cherryq quantize: %s: cannot use this impact file: %s\n", impact_path,
+                        cq_strerror(r));
+                goto done;
+            }
+        } else {
+            pp.tokens_per_unit = seqlen;
+            r = cq_impact_compute(&imp, m, &cal, pipe_progress_cb, &pp);
+            pipe_progress_end(&pp);
+            if (r) goto done;
+            if (save_impact && (r = cq_impact_save(&imp, save_impact))) goto done;
+        }
+        have_imp = true;
+    }
+    if ((r = cq_qplan_make(&plan, m, have_imp ? &imp : NULL, &qs))) goto done;
+    fprintf(stderr, "cherryq: %s %lld-bit g%lld, cherries: %s (%lld = %.3f%% of %lld weights)\n", method,
+            (long long)bits, (long long)group, qs.cherries ? crit_name(qs.sel.criterion) : "none",
+            (long long)plan.nnz, 100.0 * (double)plan.nnz / (double)plan.nweights, (long long)plan.nweights);
+    if (meth == 0) {
+        r = cq_quantize_rtn(&q, m, &plan, &qs);
+    } else if (meth == 1) {
+        cq_gptq_opts go = { (float)damp, (int)gblock };
+        r = cq_quantize_gptq(&q, m, &plan, &qs, &cal, &go, pipe_progress_cb, &pp);
+        pipe_progress_end(&pp);
+    } else {
+        cq_train_opts to;
+        cq_train_opts_default(&to);
+        to.seq = seqlen;
+        to.batch = batch;
+        to.accum = accum;
+        to.lr = (float)(lr > 0 ? lr : default_lr(m->cfg.dim));
+        to.min_lr_ratio = (float)(min_lr_ratio >= 0 ? min_lr_ratio : bits <= 3 ? 0.25 : 0.1);
+        to.beta1 = (float)beta1;
+        to.beta2 = (float)beta2;
+        to.weight_decay = (float)wd;
+        to.clip = (float)clip;
+        to.seed = (uint64_t)seed;
+        double tok_per_step = (double)(batch * seqlen * accum);
+        int64_t cap = (int64_t)floor(max_epochs * (double)n_train / tok_per_step);
+        if (cap < 1) cap = 1;
+        if (steps > cap) {
+            fprintf(stderr, "cherryq: %lld QAT steps would pass over the %zu calibration tokens %.2f times; capped "
+                    "at %lld steps (--max-epochs %.2g) against overfitting a small calibration set\n",
+                    (long long)steps, n_train, (double)steps * tok_per_step / (double)n_train, (long long)cap,
+                    max_epochs);
+            steps = cap;
+        }
+        to.steps = steps;
+        to.warmup = (int64_t)llround(warmup_frac * (double)steps);
+        to.eval_every = eval_every > 0 ? eval_every : (steps >= 10 ? steps / 10 : 1);
+        to.eval_tokens = eval_tokens;
+        to.save_every = to.eval_every;
+        if (!ckpt) {
+            snprintf(ckdir, sizeof ckdir, "%s.ckpt", out);
+            ckpt = ckdir;
+        }
+        to.ckpt_dir = ckpt;
+        if ((r = cq_mkdir_p(ckpt))) goto done;
+        cli_progress pr;
+        cli_progress_init(&pr, method, steps, steps / 20 > 0 ? steps / 20 : 1);
+        to.progress = qat_progress;
+        to.user = &pr;
+        fprintf(stderr, "cherryq: QAT %lld steps x %lld tokens, lr %.3g (floor %.2g x), warmup %lld, clip %.2g, "
+                "held-out %zu tokens\n", (long long)steps, (long long)tok_per_step, to.lr, to.min_lr_ratio,
+                (long long)to.warmup, to.clip, n_val);
+        r = cq_qat_train(m, &plan, &qs, &to, ids, n_train, val, n_val, resume, &qr);
+        cli_progress_done(&pr);
+        if (r) goto done;
+        fprintf(stderr, "cherryq: held-out NLL: RTN start %.4f, best %.4f, handed back %.4f%s; %.2f epochs of the "
+                "calibration tokens\n", qr.start_val, qr.best_val, qr.final_val,
+                qr.kept_start ? " (training never beat the start: RTN weights kept)" : "", qr.epochs);
+        r = cq_quantize_rtn(&q, m, &plan, &qs);
+    }
+    if (r) {
+        fprintf(stderr, "cherryq quantize: %s failed: %s\n", method, cq_strerror(r));
+        goto done;
+    }
+    double bpw = cq_qpacked_bpw(&q);
+    char qcfg[1024], kpart[96];
+    if (!qs.cherries) snprintf(kpart, sizeof kpart, "\"k_rule\": null, \"k\": 0");
+    else if (qs.sel.k_rule == CQ_K_EXPLICIT) snprintf(kpart, sizeof kpart, "\"k_rule\": \"explicit\", \"k\": %lld", (long long)k);
+    else if (qs.sel.k_rule == CQ_K_FRACTION) snprintf(kpart, sizeof kpart, "\"k_rule\": \"fraction\", \"fraction\": %.8g", frac);
+    else snprintf(kpart, sizeof kpart, "\"k_rule\": \"%s\"", krule_name);
+    snprintf(qcfg, sizeof qcfg,
+             "{\"quant_method\": \"cherryq\", \"method\": \"%s\", \"bits\": %lld, \"group_size\": %lld, "
+             "\"selection\": \"%s\", %s, \"cherries\": %lld, \"bits_per_weight\": %.6f, "
+             "\"cherry_cols_dtype\": \"U16\", \"format_version\": 1}",
+             method, (long long)bits, (long long)group, qs.cherries ? crit_name(qs.sel.criterion) : "none", kpart,
+             (long long)plan.nnz, bpw);
+    if (tokp) snprintf(tokpath, sizeof tokpath, "%s", tokp);
+    else snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", model);
+    if ((r = cq_qmodel_save(m, &q, out, qcfg, tokpath))) {
+        fprintf(stderr, "cherryq quantize: %s: cannot write the quantized model: %s\n", out, cq_strerror(r));
+        goto done;
+    }
+    double secs = cq_time_sec() - t_start;
+    if (json)
+        printf("{\"method\": \"%s\", \"bits\": %lld, \"group\": %lld, \"selection\": \"%s\", \"cherries\": %lld, "
+               "\"bpw\": %.6f, \"seconds\": %.2f, \"qat_start_nll\": %.6f, \"qat_best_nll\": %.6f, "
+               "\"qat_steps\": %lld, \"qat_kept_start\": %s, \"out\": \"%s\"}\n",
+               method, (long long)bits, (long long)group, qs.cherries ? crit_name(qs.sel.criterion) : "none",
+               (long long)plan.nnz, bpw, secs, qr.start_val, qr.best_val, (long long)qr.steps,
+               qr.kept_start ? "true" : "false", out);
+    else
+        printf("%s %lld-bit g%lld: %.4f bits per weight (%lld cherries) in %.1fs -> %s\n", method, (long long)bits,
+               (long long)group, bpw, (long long)plan.nnz, secs, out);
+    rc = CQ_EXIT_OK;
+done:
+    pipe_progress_end(&pp);
+    cq_qpacked_free(&q);
+    cq_qplan_free(&plan);
+    cq_impact_free(&imp);
+    cq_calib_free(&cal);
+    free(ids);
+    cq_llama_destroy(&m);
+    cq_backend_destroy(&be);
+    cq_tokenizer_destroy(&tok);
+    return rc;
+}
