@@ -8,7 +8,7 @@
 int cq_vulkan_probe(cq_backend_info *info)
 {
     info->n_devices = 0;
-    snprintf(info->reason, sizeof info->reason, "not built (configure with -Dvulkan=enabled)");
+    snprintf(info->reason, sizeof info->reason, "configure with -Dvulkan=enabled");
     return CQ_OK;
 }
 int cq_vulkan_devices(cq_device_info *devs, int max) { (void)devs; (void)max; return 0; }
@@ -26,7 +26,7 @@ int cq_vulkan_backend_create(cq_backend **out, int device)
 int cq_cuda_probe(cq_backend_info *info)
 {
     info->n_devices = 0;
-    snprintf(info->reason, sizeof info->reason, "not built (configure with -Dcuda=true)");
+    snprintf(info->reason, sizeof info->reason, "configure with -Dcuda=true");
     return CQ_OK;
 }
 int cq_cuda_devices(cq_device_info *devs, int max) { (void)devs; (void)max; return 0; }
