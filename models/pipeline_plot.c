@@ -103,6 +103,14 @@ static void axes(sbuf *b, const axis *ax, const axis *ay, int nx, int integer_x)
         double y = px_y(ay, pow(10.0, e));
         sb_printf(b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#dddddd\"/>\n", X0, y, X1, y);
         sb_printf(b, "<text x=\"%d\" y=\"%.2f\" text-anchor=\"end\">1e%d</text>\n", X0 - 6, y + 4, e);
+        /* few decades: intermediate ticks at 2 and 5 */
+        for (int k = 0; dec <= 3 && e < (int)ay->hi && k < 2; k++) {
+            double v = (k ? 5.0 : 2.0) * pow(10.0, e), yy = px_y(ay, v);
+            sb_printf(b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#eeeeee\"/>\n", X0, yy, X1,
+                      yy);
+            sb_printf(b, "<text x=\"%d\" y=\"%.2f\" text-anchor=\"end\">%de%d</text>\n", X0 - 6, yy + 4, k ? 5 : 2,
+                      e);
+        }
     }
     for (int i = 0; i <= nx; i++) {
         double v = ax->lo + (ax->hi - ax->lo) * i / nx;

@@ -1,0 +1,89 @@
+#!/bin/bash
+# CLI behaviour of the pipeline commands: a tiny train -> impact -> analyze ->
+# quantize (rtn, gptq, cherryq, qat) -> eval -> export run, and bad inputs
+# (exit codes, messages, nothing half-written).
+#   tests/cli_pipeline_test.sh /path/to/cherryq
+set -u
+CQ=$1
+T=$(mktemp -d "${TMPDIR:-/tmp}/cqpipe.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+fails=0
+
+expect() { # expect CODE PATTERN -- cmd...
+    local code=$1 pat=$2
+    shift 3
+    "$@" > "$T/out" 2>&1
+    local rc=$?
+    if [ "$rc" != "$code" ]; then
+        echo "FAIL: '$*' exited $rc, expected $code"; sed 's/^/    /' "$T/out" | tail -20; fails=$((fails + 1)); return
+    fi
+    if [ -n "$pat" ] && ! grep -Eq -- "$pat" "$T/out"; then
+        echo "FAIL: '$*': output does not match /$pat/"; sed 's/^/    /' "$T/out" | tail -20; fails=$((fails + 1)); return
+    fi
+    echo "ok: $*"
+}
+check() { if eval "$1"; then echo "ok: $1"; else echo "FAIL: $1"; fails=$((fails + 1)); fi; }
+
+# a corpus with structure: counting in words
+for i in $(seq 1 3000); do printf 'the number %d is followed by %d and then %d. ' $i $((i + 1)) $((i + 2)); done > "$T/c.txt"
+M=$T/fp
+expect 0 "" -- "$CQ" train --data "$T/c.txt" --vocab 300 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ffn 128 \
+    --seq 64 --steps 40 --batch 8 --lr 0.005 --warmup 4 --eval-every 0 --out "$M" --threads 2
+expect 0 "impact of 16 weights" -- "$CQ" impact --model "$M" --data "$T/c.txt" --out "$T/imp.st" --samples 8 --threads 2
+expect 0 "impact score above magnitude score in [0-9]+ of 14" -- "$CQ" analyze --model "$M" --impact "$T/imp.st" \
+    --out-dir "$T/an" --matrix layers.1.mlp.down_proj
+check "[ -s '$T/an/hetero.csv' ] && [ \$(wc -l < '$T/an/hetero.csv') = 15 ]"
+check "grep -q '</svg>' '$T/an/impact_scatter.svg' && grep -q '</svg>' '$T/an/hetero_scores.svg'"
+expect 0 "rtn 3-bit g64: 3.2500 bits per weight" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/q_rtn" \
+    --method rtn --bits 3 --group 64
+expect 0 "gptq 4-bit g32" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/q_gptq" --method gptq --bits 4 \
+    --group 32 --samples 8
+expect 0 "\"method\": \"cherryq\".*\"qat_steps\": 6" -- "$CQ" quantize --model "$M" --data "$T/c.txt" \
+    --out "$T/q_cq" --method cherryq --bits 3 --group 64 --impact "$T/imp.st" --steps 6 --batch 2 --json
+check "[ -d '$T/q_cq.ckpt' ] && [ ! -e '$T/q_cq.tmp' ]"
+expect 0 "handed back" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/q_qat" --method qat --bits 4 \
+    --group 128 --steps 4 --batch 2
+expect 0 "capped at" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/q_cap" --method cherryq \
+    --select magnitude --k 2 --bits 3 --group 64 --steps 100000 --batch 64 --max-epochs 0.5 --eval-every 1000
+expect 0 "perplexity" -- "$CQ" eval --model "$T/q_cq" --data "$T/c.txt" --seqlen 64 --max-windows 4
+expect 0 "" -- "$CQ" generate --model "$T/q_rtn" --prompt "the number" --max-tokens 8
+expect 0 "wrote" -- "$CQ" export --dequantize --model "$T/q_cq" --out "$T/q_cq_fp16"
+check "! grep -q quantization_config '$T/q_cq_fp16/config.json' && [ -s '$T/q_cq_fp16/tokenizer.json' ]"
+expect 0 "perplexity" -- "$CQ" eval --model "$T/q_cq_fp16" --data "$T/c.txt" --seqlen 64 --max-windows 4
+
+# bad inputs
+expect 2 "--method must be" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/x" --method awq
+expect 2 "unsupported grid --bits 5" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/x" --method rtn --bits 5
+expect 2 "unsupported grid --bits 3 --group 48" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/x" \
+    --method rtn --group 48
+expect 2 "at most one of --k, --k-rule and --frac" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/x" \
+    --method cherryq --k 2 --frac 0.01
+expect 2 "calibration data is required" -- "$CQ" quantize --model "$M" --out "$T/x" --method rtn
+expect 2 "--dequantize is required" -- "$CQ" export --model "$T/q_cq" --out "$T/x"
+# an impact file of another model
+expect 0 "" -- "$CQ" train --data "$T/c.txt" --vocab 300 --dim 64 --layers 1 --heads 4 --kv-heads 2 --ffn 128 \
+    --seq 64 --steps 2 --batch 2 --eval-every 0 --out "$T/other" --threads 2
+expect 0 "" -- "$CQ" impact --model "$T/other" --data "$T/c.txt" --out "$T/imp_other.st" --samples 2
+expect 1 "does not match the model" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/x" --method rtn \
+    --select impact --impact "$T/imp_other.st"
+expect 1 "does not match the model" -- "$CQ" analyze --model "$M" --impact "$T/imp_other.st" --out-dir "$T/an2"
+check "[ ! -e '$T/x' ] && [ ! -e '$T/x.tmp' ]"
+# corrupt quantized directories
+cp -r "$T/q_rtn" "$T/bad1"
+head -c 1000 "$T/q_rtn/model.safetensors" > "$T/bad1/model.safetensors"
+expect 1 "cannot load the model" -- "$CQ" eval --model "$T/bad1" --data "$T/c.txt" --seqlen 64
+cp -r "$T/q_rtn" "$T/bad2"
+sed -i 's/"quant_method":[^,]*/"quant_method": "gptq"/' "$T/bad2/config.json"
+expect 1 "not \"cherryq\"" -- "$CQ" eval --model "$T/bad2" --data "$T/c.txt" --seqlen 64
+cp -r "$T/q_rtn" "$T/bad3"
+sed -i 's/"bits":[^,]*/"bits": 4/' "$T/bad3/config.json"
+expect 1 "expected \[" -- "$CQ" eval --model "$T/bad3" --data "$T/c.txt" --seqlen 64
+expect 1 "" -- "$CQ" export --dequantize --model "$T/bad3" --out "$T/bad3_out"
+check "[ ! -e '$T/bad3_out' ] && [ ! -e '$T/bad3_out.tmp' ]"
+# a directory that is not a model is never replaced
+mkdir -p "$T/notmodel" && echo keep > "$T/notmodel/keep.txt"
+expect 1 "refusing to replace" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/notmodel" --method rtn
+check "[ -f '$T/notmodel/keep.txt' ]"
+
+echo "$fails failure(s)"
+[ "$fails" = 0 ]
