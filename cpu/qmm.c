@@ -1,11 +1,11 @@
 /* cherryq: dispatcher of the mixed int-k + FP16-sparse matmul.
  *
  * GEMV: x is permuted/prescaled once per call (O(in), shared by every row)
- * together with per-group sums of x, then the rows are split in contiguous
- * chunks over the OpenMP threads and the per-ISA kernel computes
+ * together with per-group sums of x, then chunks of contiguous rows go to the
+ * OpenMP threads and the per-ISA kernel computes
  *   y_r = sum_g s_g * (sum_{j in g} u_j x_j + c * sum_{j in g} x_j) + cherries.
- * GEMM (n >= CQ_QMM_GEMM_MIN_N): X is permuted the same way once; then each
- * OpenMP thread walks its own rows in tiles, dequantizing a tile into a
+ * GEMM (n >= CQ_QMM_GEMM_MIN_N): X is permuted the same way once; then the
+ * OpenMP threads take tiles of rows, each dequantizing its tile into a
  * per-thread f32 buffer and multiplying it with a single-threaded OpenBLAS
  * sgemm (OpenBLAS is set to 1 thread for the duration of the call and
  * restored after: one pool of threads, no oversubscription).
@@ -252,18 +252,25 @@ int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y)
     float *gsum = xp + p.ncols_blk;
     prep_x(&p, x, xp, gsum);
 
-    /* contiguous chunks of whole row-quads per thread */
-    const int64_t quads = (w->out + 3) / 4;
+    /* Chunks of contiguous rows (whole quads), about 8 per thread, handed
+     * out dynamically: each chunk is one sequential stream, and a thread that
+     * loses its core to another process does not hold the others up. */
+    int64_t cr = w->out / ((int64_t)nt * 8) / 4 * 4;
+    if (cr < 16) cr = 16;
+    if (cr > 512) cr = 512;
+    const int64_t nchunk = (w->out + cr - 1) / cr;
 #pragma omp parallel num_threads(nt)
     {
 #ifdef _OPENMP
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        const int t = omp_get_thread_num();
 #else
-        int t = 0, T = 1;
+        const int t = 0;
 #endif
-        int64_t q0 = quads * t / T, q1 = quads * (t + 1) / T;
-        int64_t r0 = q0 * 4, r1 = q1 * 4 < w->out ? q1 * 4 : w->out;
-        if (r0 < r1) gv(&p, xp, gsum, x, y, r0, r1, ws + (size_t)t * wsn);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < nchunk; c++) {
+            int64_t r0 = c * cr, r1 = r0 + cr < w->out ? r0 + cr : w->out;
+            gv(&p, xp, gsum, x, y, r0, r1, ws + (size_t)t * wsn);
+        }
     }
     free(xp);
     free(ws);
@@ -325,8 +332,8 @@ int cq_qmm_gemm(const cq_qmm_w *w, const float *X, int64_t n, float *Y)
     }
 
     const int64_t in = w->in;
-    /* Each thread owns a contiguous range of rows and walks it in tiles of tr
-     * rows: dequantize the tile into its own f32 buffer, then one
+    /* Tiles of tr rows are handed out dynamically to the threads; a thread
+     * dequantizes its tile into its own f32 buffer, then runs one
      * single-threaded sgemm Y[:, tile] = A tile^T. tr is large enough that
      * sgemm's packing of A (n x in, once per call) stays a few percent of the
      * FLOPs, small enough that the tiles of all threads sit in the LLC. */
@@ -356,19 +363,18 @@ int cq_qmm_gemm(const cq_qmm_w *w, const float *X, int64_t n, float *Y)
      * run it single-threaded in our threads, restore the caller's setting. */
     const int blas_nt = openblas_get_num_threads();
     if (nt > 1) openblas_set_num_threads(1);
+    const int64_t ntile = (w->out + tr - 1) / tr;
 #pragma omp parallel num_threads(nt)
     {
 #ifdef _OPENMP
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        const int t = omp_get_thread_num();
 #else
-        int t = 0, T = 1;
+        const int t = 0;
 #endif
-        int64_t q = (w->out + 15) / 16;
-        int64_t a = q * t / T * 16, b = q * (t + 1) / T * 16;
-        if (b > w->out) b = w->out;
         float *tl = tile + (size_t)t * tilen;
-        for (int64_t r0 = a; r0 < b; r0 += tr) {
-            const int64_t nr = r0 + tr <= b ? tr : b - r0;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ti = 0; ti < ntile; ti++) {
+            const int64_t r0 = ti * tr, nr = r0 + tr <= w->out ? tr : w->out - r0;
             if (dq)
                 dq(&p, r0, nr, tl, in, ws + (size_t)t * wsn);
             else
