@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "cq_io.h"
+#include "cq_mem.h"
 #include "gguf.h"
 #include "hfconfig.h"
 #include "llama.h"
@@ -33,6 +34,40 @@ static void cfg_from_hf(cq_llama_config *c, const cq_hf_config *h)
     c->tie_embeddings = h->tie_word_embeddings;
     c->bos = (int32_t)h->bos_token_id;
     c->eos = (int32_t)h->eos_token_id;
+}
+
+/* Memory estimate before allocating (issue 8, resource limits): refuse with
+ * the figure instead of dying half-way. Parameters are f32 master weights:
+ * on a host backend they are all in host memory; on a device backend the
+ * host holds at most two f32 copies of the largest tensor while converting
+ * (Q/K unpermute), and the device must hold the parameters when its free
+ * memory is known. Computed in double: the config is not validated yet. */
+static int check_model_memory(const cq_llama_config *c, const cq_backend *be, const char *what)
+{
+    if (cq_llama_config_validate(c)) return CQ_OK; /* cq_llama_alloc reports it */
+    double qd = (double)c->n_heads * (double)c->head_dim, kvd = (double)c->n_kv_heads * (double)c->head_dim;
+    double dim = (double)c->dim, ffn = (double)c->ffn, vocab = (double)c->vocab;
+    double per_layer = 2 * dim + 2 * dim * qd + 2 * dim * kvd + 3 * dim * ffn;
+    double params = vocab * dim * (c->tie_embeddings ? 1 : 2) + (double)c->n_layers * per_layer + dim;
+    double largest = vocab * dim;
+    if (dim * qd > largest) largest = dim * qd;
+    if (dim * ffn > largest) largest = dim * ffn;
+    const double overhead = 64.0 * 1024 * 1024;
+    int host = !strcmp(be->name, "cpu");
+    double need = (host ? 4 * params : 8 * largest) + overhead;
+    char msg[4200], count[32];
+    if (params >= 1e9) snprintf(count, sizeof count, "%.2fB", params / 1e9);
+    else if (params >= 1e6) snprintf(count, sizeof count, "%.1fM", params / 1e6);
+    else snprintf(count, sizeof count, "%.0f", params);
+    snprintf(msg, sizeof msg, "%s: loading this model (%s parameters, f32)", what, count);
+    if (need > 1.8e19) need = 1.8e19;
+    int r = cq_mem_check((uint64_t)need, msg);
+    if (!r && !host && be->mem_free && 4 * params > (double)be->mem_free) {
+        cq_error("%s needs ~%.2f GiB of device memory, only %.2f GiB free on %s", msg, 4 * params / 1073741824.0,
+                 (double)be->mem_free / 1073741824.0, be->device);
+        r = CQ_ENOMEM;
+    }
+    return r;
 }
 
 /* Copy a file tensor (f32/f16/bf16 data) into parameter p after checking
@@ -84,7 +119,8 @@ static int load_hf_dir(cq_llama **out, const char *dir, cq_backend *be)
     if (r) return r;
     int quantized = cq_qmodel_is_quantized(dir);
     cq_llama *m = NULL;
-    r = cq_llama_alloc(&m, &cfg, be);
+    r = check_model_memory(&cfg, be, dir);
+    if (!r) r = cq_llama_alloc(&m, &cfg, be);
     for (int i = 0; m && !r && i < m->n_params; i++) {
         cq_tensor *p = m->params[i];
         const cq_st_tensor *t = cq_st_set_find(st, p->name);
@@ -177,6 +213,7 @@ static int load_gguf(cq_llama **out, const char *path, cq_backend *be)
         r = gguf_u32(g, "llama.attention.key_length", &c.head_dim, 0);
     }
     cq_llama *m = NULL;
+    if (!r) r = check_model_memory(&c, be, path);
     if (!r) r = cq_llama_alloc(&m, &c, be);
     static const char *const gg[CQ_LLAMA_N_LINEAR] = { "attn_q", "attn_k", "attn_v", "attn_output",
                                                        "ffn_gate", "ffn_up", "ffn_down" };
