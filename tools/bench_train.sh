@@ -8,6 +8,7 @@
 # PyTorch is Debian's python3-torch, run with /usr/bin/python3. The CPU
 # kernels' OpenMP runs with OMP_WAIT_POLICY=passive as the cherryq CLI does.
 set -eu
+# (pipelines below end in tee: failures are caught by the figure check)
 cd "$(dirname "$0")/.."
 build=build
 [ $# -gt 0 ] && [ "${1#--}" = "$1" ] && { build=$1; shift; }
@@ -26,5 +27,6 @@ OMP_WAIT_POLICY=passive "$build/tools/bench_train" --config "$config" --steps "$
 a=$(tail -1 /tmp/cq_bench_train.$$ | sed 's/.*"tokens_per_s": \([0-9.]*\).*/\1/')
 b=$(tail -1 /tmp/cq_bench_torch.$$ | sed 's/.*"tokens_per_s": \([0-9.]*\).*/\1/')
 rm -f /tmp/cq_bench_train.$$ /tmp/cq_bench_torch.$$
+case "$a$b" in *[!0-9.]*|"") echo "bench_train.sh: a benchmark failed (no tokens/s figure)" >&2; exit 1 ;; esac
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -v a="$a" -v b="$b" 'BEGIN { printf "ratio cherryq / PyTorch: %.2fx (%.0f vs %.0f tokens/s; target >= 2x)\n", a / b, a, b }'

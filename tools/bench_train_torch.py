@@ -3,7 +3,8 @@
 the training-throughput comparison of tools/bench_train.sh.
 
 Same LLaMA: untied lm_head, RMSNorm (eps 1e-5), rotate-half RoPE (theta 1e4),
-grouped-query attention (torch's scaled_dot_product_attention, causal), SwiGLU
+grouped-query attention (causal; torch's scaled_dot_product_attention where
+torch >= 2.0 has it, else softmax(QK^T/sqrt(d) + mask) V), SwiGLU
 MLP; same step: random windows of seq tokens, mean cross-entropy, backward,
 global-norm clipping at 1.0, AdamW (betas 0.9/0.95, eps 1e-8, weight decay 0.1
 on matrices only), f32 throughout. Prints one JSON line last.
@@ -54,7 +55,12 @@ class Block(torch.nn.Module):
         rep = s.h // s.kv
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if hasattr(F, "scaled_dot_product_attention"):
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # torch < 2.0
+            sc = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(s.hd))
+            mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+            a = sc.masked_fill(mask, float("-inf")).softmax(-1) @ v
         x = x + s.o(a.transpose(1, 2).reshape(B, T, C))
         h = s.norm(x, s.n2)
         return x + s.down(F.silu(s.gate(h)) * s.up(h))
