@@ -54,8 +54,10 @@ CQ_API int cq_qmm_check(const cq_qmm_w *w);
 /* y[out] = W x[in]. */
 CQ_API int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y);
 /* Y[n, out] = X[n, in] W^T (row-major): a linear layer on n tokens.
- * n < 8 runs repeated GEMV; larger n dequantizes tiles of rows into a cached
- * f32 buffer and multiplies them with OpenBLAS sgemm. */
+ * n < 8 runs repeated GEMV; larger n dequantizes tiles of rows into per-thread
+ * f32 buffers and multiplies them with single-threaded OpenBLAS sgemm calls
+ * from the OpenMP threads (OpenBLAS's thread count is set to 1 for the
+ * duration of the call and restored after). */
 CQ_API int cq_qmm_gemm(const cq_qmm_w *w, const float *X, int64_t n, float *Y);
 
 /* Scalar reference (the oracle): plain per-element decode, double sums. */
