@@ -470,6 +470,23 @@ int cq_cpu_compute(const cq_op *op)
     case CQ_OP_FAKEQUANT:
         return cq_quant_fakequant(P(d0), PC(s0), s1 ? cq_tensor_host(s1) : NULL, s0->ne[0], s0->ne[1],
                                   (int)op->i[0], (int)op->i[1], (int)op->i[2]);
+    case CQ_OP_QMATMUL: {
+        /* the fast mixed int-k + FP16-sparse kernels of cpu/qmm.c (GEMV for
+         * a few tokens, tiled dequant + sgemm above); the scalar reference
+         * in cpu/ref.c stays the oracle (tests/test_pipeline.c compares) */
+        cq_qmm_w w = {
+            .out = op->src[1]->ne[0],
+            .in = op->i[2],
+            .bits = (int)op->i[0],
+            .group = (int)op->i[1],
+            .codes = cq_tensor_host(op->src[1]),
+            .scales = cq_tensor_host(op->src[2]),
+            .rowptr = op->src[3] ? cq_tensor_host(op->src[3]) : NULL,
+            .cols = op->src[3] ? cq_tensor_host(op->src[4]) : NULL,
+            .delta = op->src[3] ? cq_tensor_host(op->src[5]) : NULL,
+        };
+        return cq_qmm_gemm(&w, PC(s0), s0->ne[0], P(d0));
+    }
     default: return cq_ref_compute(op);
     }
 }
