@@ -317,7 +317,7 @@ static void test_qmatmul_kernel(void **state)
     const cq_qlinear *ql = m->layers[1].q[6].packed; /* down_proj: in = 128 */
     cq_ctx *c = NULL;
     assert_int_equal(cq_ctx_create(&c, be), 0);
-    for (int64_t N = 1; N <= 33; N += 32) {
+    for (int64_t N = 1; N <= 65; N += 64) {
         int64_t ne[2] = { N, ql->in };
         cq_tensor *x = cq_new(c, CQ_F32, 2, ne);
         float *xh = malloc((size_t)(N * ql->in) * 4), *yr = malloc((size_t)(N * ql->out) * 4),
@@ -332,6 +332,13 @@ static void test_qmatmul_kernel(void **state)
         assert_int_equal(cq_qmm_gemm_ref(&w, xh, N, yr), 0);
         double d = max_rel_diff(yk, yr, N * ql->out);
         assert_true(d < 1e-5);
+        /* and it is the fast kernel (bit for bit cq_qmm_gemm), not the
+         * scalar reference, that the backend ran */
+        float *yf = malloc((size_t)(N * ql->out) * 4);
+        assert_int_equal(cq_qmm_gemm(&w, xh, N, yf), 0);
+        assert_memory_equal(yk, yf, (size_t)(N * ql->out) * 4);
+        assert_true(memcmp(yf, yr, (size_t)(N * ql->out) * 4) != 0);
+        free(yf);
         free(xh);
         free(yr);
         free(yk);
