@@ -10,9 +10,14 @@
 
 static inline float cq_fexp(float x)
 {
-    x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-    float kf = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
-    float r = x - kf * 0.693145752f;                          /* ln2 hi */
+    /* NaN-safe clamp: both comparisons are false for NaN, which lands on
+     * the lower bound, so the float -> int conversion below never sees a
+     * NaN (undefined behaviour, found by fuzz_llama_load on a model with a
+     * NaN weight); the NaN itself is passed through at the end */
+    float xc = x > -87.3f ? x : -87.3f;
+    xc = xc < 88.7f ? xc : 88.7f;
+    float kf = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
+    float r = xc - kf * 0.693145752f;                          /* ln2 hi */
     r = r - kf * 1.42860677e-06f;                             /* ln2 lo */
     float p = 1.0f / 720;
     p = p * r + 1.0f / 120;
@@ -25,7 +30,7 @@ static inline float cq_fexp(float x)
     int32_t bits = (ki + 127) << 23;
     float s;
     memcpy(&s, &bits, 4);
-    return p * s;
+    return x == x ? p * s : x;
 }
 
 static inline float cq_fsigmoid(float x) { return 1.0f / (1.0f + cq_fexp(-x)); }
