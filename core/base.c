@@ -151,12 +151,19 @@ float cq_bf16_to_f32(uint16_t h)
     return f;
 }
 
+/* Element loads and stores go through memcpy: src is often a pointer into a
+ * mapped file, aligned only as the file makes it (safetensors offsets may be
+ * odd), and a misaligned uint16_t/float access is undefined behaviour
+ * (found by fuzz_llama_load: a bf16 tensor at an odd data offset). The
+ * fixed-size memcpy compiles to a plain load/store. */
 static float load_as_f32(const void *p, cq_dtype t, size_t i)
 {
+    float f;
+    uint16_t h;
     switch (t) {
-    case CQ_F32: return ((const float *)p)[i];
-    case CQ_F16: return cq_f16_to_f32(((const uint16_t *)p)[i]);
-    case CQ_BF16: return cq_bf16_to_f32(((const uint16_t *)p)[i]);
+    case CQ_F32: memcpy(&f, (const uint8_t *)p + 4 * i, 4); return f;
+    case CQ_F16: memcpy(&h, (const uint8_t *)p + 2 * i, 2); return cq_f16_to_f32(h);
+    case CQ_BF16: memcpy(&h, (const uint8_t *)p + 2 * i, 2); return cq_bf16_to_f32(h);
     default: return 0.0f;
     }
 }
@@ -176,10 +183,11 @@ int cq_convert(void *dst, cq_dtype dt, const void *src, cq_dtype st, size_t n)
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         float v = load_as_f32(src, st, i);
+        uint16_t h;
         switch (dt) {
-        case CQ_F32: ((float *)dst)[i] = v; break;
-        case CQ_F16: ((uint16_t *)dst)[i] = cq_f32_to_f16(v); break;
-        default: ((uint16_t *)dst)[i] = cq_f32_to_bf16(v); break;
+        case CQ_F32: memcpy((uint8_t *)dst + 4 * i, &v, 4); break;
+        case CQ_F16: h = cq_f32_to_f16(v); memcpy((uint8_t *)dst + 2 * i, &h, 2); break;
+        default: h = cq_f32_to_bf16(v); memcpy((uint8_t *)dst + 2 * i, &h, 2); break;
         }
     }
     return CQ_OK;
