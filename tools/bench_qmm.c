@@ -148,7 +148,12 @@ __attribute__((target("avx512f"))) static uint64_t sum_avx512(const uint64_t *p,
         a2 = _mm512_add_epi64(a2, _mm512_load_si512((const void *)(p + i + 16)));
         a3 = _mm512_add_epi64(a3, _mm512_load_si512((const void *)(p + i + 24)));
     }
-    uint64_t s = (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    /* not _mm512_reduce_add_epi64: GCC implements it with signed long long
+     * adds, whose overflow is undefined (UBSan in build-asan); the wrapping
+     * sum is what this checksum wants, so add the lanes as uint64_t */
+    uint64_t t[8], s = 0;
+    _mm512_storeu_si512((void *)t, _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    for (int k = 0; k < 8; k++) s += t[k];
     for (; i < n; i++) s += p[i];
     return s;
 }
