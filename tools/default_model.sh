@@ -43,6 +43,6 @@ else
     echo "default model: trained in $(( $(date +%s) - start )) s (load average now: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 fi
 for split in valid test; do
-    printf '%s: ' "$split"
-    "$cq" eval --model "$out" --data "data/kjv_$split.txt" --seqlen 256 --threads "$threads" --json
+    res=$(CQ_NO_TTY=1 "$cq" eval --model "$out" --data "data/kjv_$split.txt" --seqlen 256 --threads "$threads" --json)
+    echo "$res" | sed -n "s/^{\"ppl\": \([0-9.]*\), .*\"tokens\": \([0-9]*\), .*\"windows\": \([0-9]*\), .*/$split perplexity \1 ($split split: \2 tokens, \3 windows of 256, GPTQ protocol)/p"
 done
