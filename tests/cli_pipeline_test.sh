@@ -45,6 +45,8 @@ expect 0 "handed back" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$
     --group 128 --steps 4 --batch 2
 expect 0 "capped at" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/q_cap" --method cherryq \
     --select magnitude --k 2 --bits 3 --group 64 --steps 100000 --batch 64 --max-epochs 0.5 --eval-every 1000
+expect 0 "sequences of 32 tokens sampled from the model" -- "$CQ" quantize --model "$M" --self-generate 8 \
+    --seqlen 32 --out "$T/q_sg" --method cherryq --select magnitude --bits 4 --group 32 --steps 2 --batch 2
 expect 0 "perplexity" -- "$CQ" eval --model "$T/q_cq" --data "$T/c.txt" --seqlen 64 --max-windows 4
 expect 0 "" -- "$CQ" generate --model "$T/q_rtn" --prompt "the number" --max-tokens 8
 expect 0 "wrote" -- "$CQ" export --dequantize --model "$T/q_cq" --out "$T/q_cq_fp16"
