@@ -5,9 +5,11 @@ Seeds are small valid (and a few nearly valid) inputs of each format, made
 here with the standard library only, plus the small checked-in fixtures of
 tests/fixtures. Input layouts are those documented at the top of each
 tests/fuzz/fuzz_<target>.c. Deterministic: rerunning rewrites the same
-files. Usage: python3 tools/fuzz_seeds.py [OUTDIR [REPLAY_CHECKPOINT]]   (default
-tests/fuzz/corpus; the trainer checkpoint seeds are written by the
-checkpoint target itself, given as its replay or fuzz binary)."""
+files. Usage: python3 tools/fuzz_seeds.py [OUTDIR [CHECKPOINT_BIN [LLAMA_LOAD_BIN]]]
+(default tests/fuzz/corpus). The trainer checkpoint seeds and the quantized
+model directory seed are real files written by the library: the checkpoint
+and llama_load targets write them (CQ_FUZZ_WRITE_SEED), given their replay
+or fuzz binaries, e.g. build/tests/fuzz/replay_checkpoint."""
 import json
 import os
 import struct
@@ -325,6 +327,12 @@ def main():
         os.makedirs(d, exist_ok=True)
         env = dict(os.environ, CQ_FUZZ_WRITE_SEED=d)
         subprocess.run([sys.argv[2], os.path.join(OUT, "cli_readers", "corpus_txt")], env=env, check=True)
+    # the quantized-directory seed is written by the llama_load target
+    # (cq_qmodel_save on a tiny model): third argument, its binary
+    if len(sys.argv) > 3:
+        import subprocess
+        env = dict(os.environ, CQ_FUZZ_WRITE_SEED=os.path.join(OUT, "llama_load"))
+        subprocess.run([sys.argv[3], os.path.join(OUT, "llama_load", "tiny_gguf_f32")], env=env, check=True)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,14 @@
  * quantized-directory loader, models/qmodel.c). The memory estimate is
  * capped by CQ_MEM_LIMIT (fuzz_common.h), so configs claiming huge models are
  * refused before allocation. A model that loads is run forward on a few
- * tokens. */
+ * tokens.
+ *
+ * CQ_FUZZ_WRITE_SEED=DIR writes a seed of the quantized directory (a tiny
+ * model, RTN 4-bit with magnitude cherries, saved by cq_qmodel_save) in this
+ * input format into DIR and exits. */
 #include "fuzz_common.h"
 #include "llama.h"
+#include "pipeline.h"
 
 #define SEP "\n==file==\n"
 
@@ -42,9 +47,58 @@ static void run_forward(cq_llama *m)
     cq_ctx_destroy(&c);
 }
 
+static void append_file(FILE *out, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) abort();
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        if (fwrite(buf, 1, n, out) != n) abort();
+    fclose(f);
+}
+
+static void write_qmodel_seed(const char *out)
+{
+    cq_llama_config c = { .vocab = 10, .dim = 8, .ffn = 12, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1,
+                          .head_dim = 4, .max_seq = 16, .norm_eps = 1e-5f, .rope_theta = 10000.0f,
+                          .tie_embeddings = true, .bos = 1, .eos = 2 };
+    cq_llama *m = NULL;
+    if (cq_llama_create(&m, &c, cpu(), 3) != 0) abort();
+    cq_qspec s;
+    memset(&s, 0, sizeof s);
+    s.bits = 4;
+    s.group = 0;
+    s.cherries = true;
+    s.sel.criterion = CQ_SEL_MAGNITUDE;
+    s.sel.k_rule = CQ_K_EXPLICIT;
+    s.sel.k = 2;
+    s.sel.seed = 7;
+    cq_qplan plan;
+    cq_qpacked q;
+    if (cq_qplan_make(&plan, m, NULL, &s) != 0 || cq_quantize_rtn(&q, m, &plan, &s) != 0) abort();
+    char dir[512], p[600];
+    snprintf(dir, sizeof dir, "%s/qmodel", fuzz_tmpdir());
+    const char *qcfg = "{\"quant_method\": \"cherryq\", \"method\": \"rtn\", \"bits\": 4, "
+                       "\"group_size\": 0, \"selection\": \"magnitude\", \"k\": 2, \"format_version\": 1}";
+    if (cq_qmodel_save(m, &q, dir, qcfg, NULL) != 0) abort();
+    snprintf(p, sizeof p, "%s/qmodel_rtn4_cherries", out);
+    FILE *f = fopen(p, "wb");
+    if (!f) abort();
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    append_file(f, p);
+    fputs(SEP, f);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    append_file(f, p);
+    fclose(f);
+    _exit(0); /* not exit(): libFuzzer reports a target that exits */
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_once_init();
+    const char *seeds = getenv("CQ_FUZZ_WRITE_SEED");
+    if (seeds) write_qmodel_seed(seeds);
     const char *path;
     if (size >= 4 && !memcmp(data, "GGUF", 4)) {
         path = fuzz_memfd(data, size);
