@@ -236,6 +236,16 @@ static void record(cq_ctx *c, int kind, const cq_op *op, cq_tensor *i0, cq_tenso
 }
 
 
+/* Runs op (its dst[0] is y) and records it on the tape with differentiable
+ * inputs i0..i2 when one of them needs a gradient. Returns y, or NULL. */
+static cq_tensor *run_rec(cq_ctx *c, const cq_op *op, int kind, cq_tensor *i0, cq_tensor *i1, cq_tensor *i2,
+                          cq_tensor *y, cq_tensor *aux)
+{
+    if (run(c, op)) return NULL;
+    if (needs_grad(c, i0, i1, i2)) record(c, kind, op, i0, i1, i2, y, aux);
+    return y;
+}
+
 /* --------------------------------------------------------------- params */
 int cq_param_enable_grad(cq_tensor *p)
 {
@@ -343,9 +353,7 @@ static cq_tensor *matmul_raw(cq_ctx *c, cq_tensor *a, cq_tensor *b, bool ta, boo
     op.f[0] = 1.0f;
     op.i[0] = ta;
     op.i[1] = tb;
-    if (run(c, &op)) return NULL;
-    if (needs_grad(c, a, b, NULL)) record(c, NODE_OP, &op, a, b, NULL, y, NULL);
-    return y;
+    return run_rec(c, &op, NODE_OP, a, b, NULL, y, NULL);
 }
 
 cq_tensor *cq_matmul(cq_ctx *c, cq_tensor *a, cq_tensor *b, bool ta, bool tb)
@@ -437,9 +445,7 @@ cq_tensor *cq_scale(cq_ctx *c, cq_tensor *a, float s)
     op.src[0] = a;
     op.dst[0] = y;
     op.f[0] = s;
-    if (run(c, &op)) return NULL;
-    if (needs_grad(c, a, NULL, NULL)) record(c, NODE_OP, &op, a, NULL, NULL, y, NULL);
-    return y;
+    return run_rec(c, &op, NODE_OP, a, NULL, NULL, y, NULL);
 }
 
 cq_tensor *cq_rmsnorm(cq_ctx *c, cq_tensor *x, cq_tensor *w, float eps)
@@ -452,9 +458,7 @@ cq_tensor *cq_rmsnorm(cq_ctx *c, cq_tensor *x, cq_tensor *w, float eps)
     op.src[1] = w;
     op.dst[0] = y;
     op.f[0] = eps;
-    if (run(c, &op)) return NULL;
-    if (needs_grad(c, x, w, NULL)) record(c, NODE_OP, &op, x, w, NULL, y, NULL);
-    return y;
+    return run_rec(c, &op, NODE_OP, x, w, NULL, y, NULL);
 }
 
 cq_tensor *cq_rope(cq_ctx *c, cq_tensor *x, int64_t pos0, float theta)
@@ -467,9 +471,7 @@ cq_tensor *cq_rope(cq_ctx *c, cq_tensor *x, int64_t pos0, float theta)
     op.dst[0] = y;
     op.f[0] = theta;
     op.i[0] = pos0;
-    if (run(c, &op)) return NULL;
-    if (needs_grad(c, x, NULL, NULL)) record(c, NODE_OP, &op, x, NULL, NULL, y, NULL);
-    return y;
+    return run_rec(c, &op, NODE_OP, x, NULL, NULL, y, NULL);
 }
 
 cq_tensor *cq_attention(cq_ctx *c, cq_tensor *q, cq_tensor *k, cq_tensor *v, int64_t pos0, float scale)
@@ -508,9 +510,7 @@ cq_tensor *cq_swiglu(cq_ctx *c, cq_tensor *gt, cq_tensor *u)
     op.src[0] = gt;
     op.src[1] = u;
     op.dst[0] = y;
-    if (run(c, &op)) return NULL;
-    if (needs_grad(c, gt, u, NULL)) record(c, NODE_OP, &op, gt, u, NULL, y, NULL);
-    return y;
+    return run_rec(c, &op, NODE_OP, gt, u, NULL, y, NULL);
 }
 
 cq_tensor *cq_embed(cq_ctx *c, cq_tensor *table, cq_tensor *ids)
@@ -531,9 +531,7 @@ cq_tensor *cq_embed(cq_ctx *c, cq_tensor *table, cq_tensor *ids)
     op.src[0] = table;
     op.src[1] = ids;
     op.dst[0] = y;
-    if (run(c, &op)) return NULL;
-    if (needs_grad(c, table, NULL, NULL)) record(c, NODE_OP, &op, table, NULL, NULL, y, NULL);
-    return y;
+    return run_rec(c, &op, NODE_OP, table, NULL, NULL, y, NULL);
 }
 
 cq_tensor *cq_cross_entropy(cq_ctx *c, cq_tensor *logits, cq_tensor *targets, float scale, cq_tensor **nll_out)
@@ -581,9 +579,7 @@ cq_tensor *cq_fakequant(cq_ctx *c, cq_tensor *w, cq_tensor *mask, int bits, int 
     op.i[0] = bits;
     op.i[1] = group;
     op.i[2] = fp16_scales;
-    if (run(c, &op)) return NULL;
-    if (needs_grad(c, w, NULL, NULL)) record(c, NODE_STE, &op, w, NULL, NULL, y, NULL);
-    return y;
+    return run_rec(c, &op, NODE_STE, w, NULL, NULL, y, NULL);
 }
 
 cq_tensor *cq_cast(cq_ctx *c, cq_tensor *x, cq_dtype dt)
