@@ -15,6 +15,7 @@
 
 #include "cq_base.h"
 #include "cq_tensor.h"
+#include "memplan.h"
 #include "tokenizer.h"
 
 enum { CQ_EXIT_OK = 0, CQ_EXIT_RUNTIME = 1, CQ_EXIT_USAGE = 2 };
@@ -34,7 +35,8 @@ typedef struct {
     X(impact, "impact", "Fisher-diagonal impact of every weight from calibration text")          \
     X(analyze, "analyze", "heterogeneity scores (table, CSV) and the paper's figures (SVG)")     \
     X(quantize, "quantize", "quantize with CherryQ, QAT, RTN or GPTQ into a packed directory")   \
-    X(export, "export", "dequantize a quantized directory into a plain FP16 HF directory")
+    X(export, "export", "dequantize a quantized directory into a plain FP16 HF directory")                \
+    X(plan, "plan", "estimated peak memory of every command for a model, and whether it fits")
 
 #define CQ_DECLARE_CMD(id, name, summary) int cmd_##id(int argc, char **argv);
 CQ_COMMANDS(CQ_DECLARE_CMD)
@@ -118,6 +120,20 @@ int cli_load_tokenizer(const char *model_path, const char *tok_path, cq_tokenize
 
 /* Reads a corpus and tokenizes it (no BOS). */
 int cli_tokenize_file(const cq_tokenizer *tok, const char *path, int32_t **ids, size_t *n);
+
+/* ------------------------------------------------------------ memory plan
+ * Up-front refusal (tools/cmd_plan.c): estimates cmd's peak memory
+ * (cq_memplan_estimate; opts->device is set from the backend) and, when the
+ * host part exceeds cq_mem_available() or the device part the backend's
+ * free memory, prints "cherryq <name>: needs ~X GiB on <backend>, only Y GiB
+ * available (see cherryq plan)" and returns CQ_EXIT_RUNTIME; with force it
+ * only warns. 0 when it fits or the available memory is unknown. */
+int cli_plan_check(const char *name, const cq_llama_config *cfg, cq_plan_cmd cmd, cq_plan_opts *opts,
+                   const cq_backend *be, bool force);
+/* The same with the config read from the model (cq_memplan_config_load);
+ * 0 when it cannot be read there (a .gguf: cq_llama_load checks then). */
+int cli_plan_check_model(const char *name, const char *model, cq_plan_cmd cmd, cq_plan_opts *opts,
+                         const cq_backend *be, bool force);
 
 /* ------------------------------------------------------------ progress
  * On a terminal (stderr): one \r-updated line "step/total loss tok/s ETA";

@@ -36,7 +36,7 @@ int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL, *tokp = NULL, *backend = "cpu";
     int64_t seqlen = 2048, max_windows = 0, batch = 0, threads = 0, device = -1;
-    bool json = false;
+    bool json = false, force = false;
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "model: Hugging Face directory, cherryq quantized directory or .gguf",
           .metavar = "PATH" },
@@ -45,6 +45,7 @@ int cmd_eval(int argc, char **argv)
         { "seqlen", CLI_INT, &seqlen, "window length (capped at the model's context)", CLI_RANGE, 2, 1 << 24 },
         { "max-windows", CLI_INT, &max_windows, "evaluate at most N windows (0: all)", CLI_NONNEG },
         { "batch", CLI_INT, &batch, "windows per forward pass (0: about 2048 tokens per pass)", CLI_NONNEG },
+        { "force", CLI_BOOL, &force, "run even when the memory plan says it will not fit" },
         { "json", CLI_BOOL, &json, "print one machine-readable JSON line on stdout" },
         { "threads", CLI_INT, &threads, "CPU threads (0: all cores)", CLI_NONNEG },
         { "backend", CLI_STR, &backend, "cpu, vulkan, cuda or auto" },
@@ -78,6 +79,8 @@ int cmd_eval(int argc, char **argv)
     if ((r = cli_tokenize_file(tok, data, &ids, &n))) goto done;
     double t_tok = cq_time_sec() - t0;
     if ((r = cli_backend_open(backend, device, &be))) goto done;
+    cq_plan_opts po = { .batch = batch, .seqlen = seqlen };
+    if ((r = cli_plan_check_model("eval", model, CQ_PLAN_EVAL, &po, be, force))) goto done;
     r = cq_llama_load(&m, model, be);
     if (r) {
         fprintf(stderr, "cherryq eval: %s: cannot load the model: %s\n", model, cq_strerror(r));

@@ -66,6 +66,7 @@ int cmd_generate(int argc, char **argv)
     const char *model = NULL, *prompt = NULL, *tokp = NULL, *backend = "cpu";
     int64_t max_tokens = 128, seed = 0, threads = 0, device = -1;
     double temperature = 0, top_p = 0.9;
+    bool force = false;
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "model: Hugging Face directory, cherryq quantized directory or .gguf",
           .metavar = "PATH" },
@@ -76,6 +77,7 @@ int cmd_generate(int argc, char **argv)
         { "top-p", CLI_FLOAT, &top_p, "nucleus sampling mass", CLI_RANGE, 1e-6, 1 },
         { "seed", CLI_INT, &seed, "sampling seed", CLI_NONNEG },
         { "threads", CLI_INT, &threads, "CPU threads (0: all cores)", CLI_NONNEG },
+        { "force", CLI_BOOL, &force, "run even when the memory plan says it will not fit" },
         { "backend", CLI_STR, &backend, "cpu, vulkan, cuda or auto" },
         { "device", CLI_INT, &device, "device index (-1: default)", CLI_RANGE, -1, 1024 },
     };
@@ -117,6 +119,9 @@ int cmd_generate(int argc, char **argv)
         goto done;
     }
     if ((r = cli_backend_open(backend, device, &be))) goto done;
+    /* KV cache of prompt + max-tokens positions, prefill over at most as many */
+    cq_plan_opts po = { .batch = 1, .seqlen = (int64_t)n + max_tokens };
+    if ((r = cli_plan_check_model("generate", model, CQ_PLAN_GENERATE, &po, be, force))) goto done;
     r = cq_llama_load(&m, model, be);
     if (r) {
         fprintf(stderr, "cherryq generate: %s: cannot load the model: %s\n", model, cq_strerror(r));

@@ -15,6 +15,7 @@ int cmd_impact(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL, *out = NULL, *tokp = NULL, *backend = "cpu";
     int64_t samples = 128, seqlen = 2048, seed = 0, threads = 0, device = -1;
+    bool force = false;
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "full-precision model (Hugging Face directory or .gguf)", .metavar = "PATH" },
         { "data", CLI_STR, &data, "calibration corpus: text, or JSONL with a \"text\" field", .metavar = "FILE" },
@@ -24,6 +25,7 @@ int cmd_impact(int argc, char **argv)
         { "seed", CLI_INT, &seed, "window sampling seed", CLI_NONNEG },
         { "tokenizer", CLI_STR, &tokp, "tokenizer.json (default: next to the model)", .metavar = "FILE" },
         { "threads", CLI_INT, &threads, "CPU threads (0: all cores)", CLI_NONNEG },
+        { "force", CLI_BOOL, &force, "run even when the memory plan says it will not fit" },
         { "backend", CLI_STR, &backend, "cpu, vulkan, cuda or auto" },
         { "device", CLI_INT, &device, "device index (-1: default)", CLI_RANGE, -1, 1024 },
     };
@@ -54,6 +56,8 @@ int cmd_impact(int argc, char **argv)
     if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
     if ((r = cli_tokenize_file(tok, data, &ids, &n))) goto done;
     if ((r = cli_backend_open(backend, device, &be))) goto done;
+    cq_plan_opts po = { .batch = 1, .seqlen = seqlen, .samples = samples };
+    if ((r = cli_plan_check_model("impact", model, CQ_PLAN_IMPACT, &po, be, force))) goto done;
     if ((r = cq_llama_load(&m, model, be))) {
         fprintf(stderr, "cherryq impact: %s: cannot load the model: %s\n", model, cq_strerror(r));
         goto done;

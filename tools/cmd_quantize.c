@@ -73,7 +73,7 @@ int cmd_quantize(int argc, char **argv)
     double frac = 0, lr = 0, warmup_frac = 0.05, min_lr_ratio = -1, clip = 1.0, wd = 0, beta1 = 0.9, beta2 = 0.95;
     double val_frac = 0.1, max_epochs = 1.0, damp = 0.01;
     int64_t gblock = 128;
-    bool resume = false, json = false;
+    bool resume = false, json = false, force = false;
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "full-precision model (Hugging Face directory or .gguf)", .metavar = "PATH" },
         { "data", CLI_STR, &data, "calibration corpus: text, or JSONL with a \"text\" field", .metavar = "FILE" },
@@ -125,6 +125,7 @@ int cmd_quantize(int argc, char **argv)
         { "json", CLI_BOOL, &json, "print one machine-readable JSON line on stdout" },
         { "tokenizer", CLI_STR, &tokp, "tokenizer.json (default: next to the model)", .metavar = "FILE" },
         { "threads", CLI_INT, &threads, "CPU threads (0: all cores)", CLI_NONNEG },
+        { "force", CLI_BOOL, &force, "run even when the memory plan says it will not fit" },
         { "backend", CLI_STR, &backend, "cpu, vulkan, cuda or auto" },
         { "device", CLI_INT, &device, "device index (-1: default)", CLI_RANGE, -1, 1024 },
     };
@@ -203,6 +204,17 @@ int cmd_quantize(int argc, char **argv)
     char ckdir[4096], tokpath[4096];
     if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
     if ((r = cli_backend_open(backend, device, &be))) goto done;
+    {
+        /* memory plan: QAT (qat, cherryq), GPTQ or RTN; cherryq computes the
+         * impact first when no --impact is given */
+        cq_plan_cmd pc = meth == 0 ? CQ_PLAN_RTN : meth == 1 ? CQ_PLAN_GPTQ : CQ_PLAN_QAT;
+        cq_plan_opts po = { .batch = batch, .seqlen = seqlen, .samples = samples, .bits = (int)bits,
+                            .group = (int)group };
+        if ((r = cli_plan_check_model("quantize", model, pc, &po, be, force))) goto done;
+        cq_plan_opts pi = { .batch = 1, .seqlen = seqlen, .samples = samples };
+        if (meth == 3 && !impact_path && (r = cli_plan_check_model("quantize", model, CQ_PLAN_IMPACT, &pi, be, force)))
+            goto done;
+    }
     if ((r = cq_llama_load(&m, model, be))) {
         fprintf(stderr, "cherryq quantize: %s: cannot load the model: %s\n", model, cq_strerror(r));
         goto done;

@@ -25,7 +25,7 @@ typedef struct train_args {
     int64_t vocab, dim, layers, heads, kv_heads, ffn, seq;
     int64_t steps, batch, accum, warmup, eval_every, eval_tokens, save_every, seed, threads, device;
     double lr, min_lr_ratio, clip, wd, holdout, rope_theta, norm_eps;
-    bool resume, tie;
+    bool resume, tie, force;
 } train_args;
 
 static int apply_config(const char *path, cli_flag *fl, int n)
@@ -140,6 +140,7 @@ int cmd_train(int argc, char **argv)
         { "resume", CLI_BOOL, &a.resume, "continue from DIR/checkpoint" },
         { "seed", CLI_INT, &a.seed, "seed for the initial weights and the data order", CLI_NONNEG },
         { "threads", CLI_INT, &a.threads, "CPU threads (0: all cores)", CLI_NONNEG },
+        { "force", CLI_BOOL, &a.force, "run even when the memory plan says it will not fit" },
         { "backend", CLI_STR, &a.backend, "cpu, vulkan, cuda or auto" },
         { "device", CLI_INT, &a.device, "device index (-1: default)", CLI_RANGE, -1, 1024 },
     };
@@ -251,6 +252,8 @@ int cmd_train(int argc, char **argv)
         .rope_theta = (float)a.rope_theta, .tie_embeddings = a.tie, .bos = cq_tokenizer_bos(tok),
         .eos = cq_tokenizer_eos(tok),
     };
+    cq_plan_opts po = { .batch = a.batch, .seqlen = a.seq };
+    if ((r = cli_plan_check("train", &cfg, CQ_PLAN_TRAIN, &po, be, a.force))) goto done;
     r = cq_llama_create(&m, &cfg, be, (uint64_t)a.seed);
     if (r) {
         fprintf(stderr, "cherryq train: cannot create the model: %s\n", cq_strerror(r));
