@@ -88,6 +88,10 @@ CQ_API int cq_tokenizer_from_spm_arrays(const char *const *tokens, const float *
                                         const int32_t *types, int n, int bos, int eos,
                                         int unk, cq_tokenizer **out);
 
+/* The LLaMA tokenizer from a GGUF file's metadata (tokenizer.ggml.model
+ * "llama" or absent; tokens, optional scores and token_type, bos/eos/unk
+ * ids). Other tokenizer models give CQ_ENOTSUP. */
+CQ_API int cq_tokenizer_load_gguf(const char *path, cq_tokenizer **out);
 CQ_API void cq_tokenizer_destroy(cq_tokenizer **t);
 
 /* Encodes len bytes of text (any bytes; no NUL needed). *ids is malloc'ed
