@@ -52,6 +52,10 @@ int cq_qmm_isa_supported(cq_isa isa)
     }
 }
 
+/* 1 when cq_qmm_set_isa named an ISA (tests, benchmarks): then exactly that
+ * ISA runs; otherwise a shape may pick a narrower one (pick_isa). */
+static atomic_int g_isa_forced;
+
 static cq_isa best_isa(void)
 {
     if (cq_qmm_isa_supported(CQ_ISA_AVX512)) return CQ_ISA_AVX512;
@@ -70,6 +74,7 @@ int cq_qmm_set_isa(cq_isa isa)
         return CQ_ENOTSUP;
     }
     atomic_store(&g_isa, (int)(isa == CQ_ISA_AUTO ? best_isa() : isa));
+    atomic_store(&g_isa_forced, isa != CQ_ISA_AUTO);
     return CQ_OK;
 }
 
@@ -199,6 +204,22 @@ static int max_threads(void)
 #endif
 }
 
+/* The ISA for a shape. AVX-512 covers 16 words per block (128 columns of
+ * 3/4-bit codes) and leaves the rest of a row to scalar code; for narrow
+ * rows (small models: in = 192 leaves 64 scalar columns of every row, which
+ * then dominate) AVX2's 8-word blocks cover more of the row, so an
+ * automatically chosen AVX-512 steps down when that leaves fewer scalar
+ * columns. */
+static cq_isa pick_isa(const cq_qmm_w *w)
+{
+    cq_isa isa = cq_qmm_get_isa();
+    if (isa != CQ_ISA_AVX512 || atomic_load(&g_isa_forced) || !cq_qmm_isa_supported(CQ_ISA_AVX2)) return isa;
+    cq_qmm_plan a, b;
+    int ok_a = cq_qmm_plan_init(&a, w, 16), ok_b = cq_qmm_plan_init(&b, w, 8);
+    int64_t tail_a = ok_a ? w->in - a.ncols_blk : w->in, tail_b = ok_b ? w->in - b.ncols_blk : w->in;
+    return tail_b < tail_a ? CQ_ISA_AVX2 : isa;
+}
+
 /* ------------------------------------------------------------ GEMV */
 
 typedef void (*gemv_rows_fn)(const cq_qmm_plan *, const float *, const float *, const float *,
@@ -229,7 +250,7 @@ int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y)
     CQ_CHECK_ARG(x && y, CQ_EINVAL);
     if (w->out == 0) return CQ_OK;
 
-    cq_isa isa = cq_qmm_get_isa();
+    cq_isa isa = pick_isa(w);
     gemv_rows_fn gv;
     dequant_fn dq;
     pick_kernels(isa, &gv, &dq);
@@ -321,7 +342,7 @@ int cq_qmm_gemm(const cq_qmm_w *w, const float *X, int64_t n, float *Y)
         return CQ_EINVAL;
     }
 
-    cq_isa isa = cq_qmm_get_isa();
+    cq_isa isa = pick_isa(w);
     gemv_rows_fn gv;
     dequant_fn dq;
     pick_kernels(isa, &gv, &dq);
