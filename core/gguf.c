@@ -683,9 +683,9 @@ int cq_gguf_get_arr_i32(const cq_gguf *g, const char *key, uint64_t i, int32_t *
     return e;
 }
 
-int cq_gguf_copy_arr_f32(const cq_gguf *g, const char *key, float *dst, uint64_t n)
+/* The array at key has at least n elements (logs and fails otherwise). */
+static int arr_has(const cq_gguf *g, const char *key, uint64_t n)
 {
-    CQ_CHECK_ARG(g && key && (dst || !n), CQ_EINVAL);
     uint64_t cnt;
     int e = cq_gguf_get_arr(g, key, NULL, &cnt);
     if (e) return e;
@@ -694,6 +694,14 @@ int cq_gguf_copy_arr_f32(const cq_gguf *g, const char *key, float *dst, uint64_t
                  key, n, cnt);
         return CQ_EINVAL;
     }
+    return CQ_OK;
+}
+
+int cq_gguf_copy_arr_f32(const cq_gguf *g, const char *key, float *dst, uint64_t n)
+{
+    CQ_CHECK_ARG(g && key && (dst || !n), CQ_EINVAL);
+    int e = arr_has(g, key, n);
+    if (e) return e;
     for (uint64_t i = 0; i < n; i++)
         if ((e = cq_gguf_get_arr_f32(g, key, i, &dst[i]))) return e;
     return CQ_OK;
@@ -702,14 +710,8 @@ int cq_gguf_copy_arr_f32(const cq_gguf *g, const char *key, float *dst, uint64_t
 int cq_gguf_copy_arr_i32(const cq_gguf *g, const char *key, int32_t *dst, uint64_t n)
 {
     CQ_CHECK_ARG(g && key && (dst || !n), CQ_EINVAL);
-    uint64_t cnt;
-    int e = cq_gguf_get_arr(g, key, NULL, &cnt);
+    int e = arr_has(g, key, n);
     if (e) return e;
-    if (n > cnt) {
-        cq_error("%s: key '%s': asked for %" PRIu64 " elements of an array of %" PRIu64, g->path,
-                 key, n, cnt);
-        return CQ_EINVAL;
-    }
     for (uint64_t i = 0; i < n; i++)
         if ((e = cq_gguf_get_arr_i32(g, key, i, &dst[i]))) return e;
     return CQ_OK;
