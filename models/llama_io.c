@@ -153,19 +153,18 @@ static int load_hf_dir(cq_llama **out, const char *dir, cq_backend *be)
     return CQ_OK;
 }
 
+/* An integer metadata value of any GGUF integer type (the getter converts
+ * and range-checks; a wrong type is reported by it). A missing optional key
+ * leaves *v unchanged. */
 static int gguf_u32(const cq_gguf *g, const char *key, int64_t *v, int required)
 {
-    uint32_t u;
-    uint64_t u64;
-    int32_t i32;
-    if (cq_gguf_get_u32(g, key, &u) == 0) *v = u;
-    else if (cq_gguf_get_i32(g, key, &i32) == 0) *v = i32;
-    else if (cq_gguf_get_u64(g, key, &u64) == 0) *v = (int64_t)u64;
-    else if (required) {
+    int r = cq_gguf_get_i64(g, key, v);
+    if (r == CQ_ENOENT && !required) return CQ_OK;
+    if (r == CQ_ENOENT) {
         cq_error("%s: GGUF metadata key '%s' is missing", cq_gguf_path(g), key);
         return CQ_EBADMSG;
     }
-    return CQ_OK;
+    return r;
 }
 
 static int load_gguf(cq_llama **out, const char *path, cq_backend *be)
