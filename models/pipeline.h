@@ -81,6 +81,35 @@ CQ_API int cq_impact_load(cq_impact *imp, const char *path, const cq_llama *m);
 CQ_API const float *cq_impact_get(const cq_impact *imp, const char *name, int64_t rows, int64_t cols);
 CQ_API void cq_impact_free(cq_impact *imp);
 
+/* Crash-safe impact (issue 8). With a checkpoint path and every > 0 the
+ * running mean is written atomically (temp file, fsync, rename; cq_afile)
+ * to path after every `every` windows, and after the last one too when
+ * save_final is set (so a job that goes on after the impact, like quantize,
+ * does not redo it when killed later). The file records what it belongs to:
+ * a hash of every parameter of the model (names, shapes, values), a hash of
+ * the calibration windows (count, length, token ids: the corpus, tokenizer,
+ * seed and sampling), the number of windows accumulated and the 2-D weights'
+ * names and shapes, with a checksum over the whole file. With resume set and
+ * a checkpoint at path, the accumulation continues after its windows; a
+ * checkpoint of another model or other windows, or a corrupt one, is refused
+ * with CQ_EBADMSG and a message naming the difference. The result equals an
+ * uninterrupted run's bit for bit when the backward pass is deterministic
+ * (the CPU backend with the same thread count). The caller removes the
+ * checkpoint once the result is safely written. */
+typedef struct cq_impact_ckpt {
+    const char *path;       /* checkpoint file; NULL: no checkpoints */
+    int64_t every;          /* windows between checkpoints; 0: none written */
+    bool save_final;        /* also write one after the last window */
+    bool resume;            /* continue from path when it exists */
+    int64_t resumed_at;     /* out: windows taken from the checkpoint (0: none) */
+} cq_impact_ckpt;
+
+CQ_API int cq_impact_compute_ckpt(cq_impact *imp, cq_llama *m, const cq_calib *cal, cq_impact_ckpt *ck,
+                                  cq_progress_fn fn, void *user);
+/* Reads only the header of a checkpoint: windows accumulated and in all.
+ * CQ_ENOENT when there is none, CQ_EBADMSG when it is not one. */
+CQ_API int cq_impact_ckpt_peek(const char *path, int64_t *done, int64_t *total);
+
 /* "model.layers.<l>.<proj>.weight" */
 CQ_API const char *cq_linear_name(char *buf, size_t n, int64_t layer, int lin);
 /* The dense weight of quantized linear idx (l*7 + i), NULL when packed-only. */
@@ -178,6 +207,7 @@ typedef struct cq_qat_result {
     double best_val;        /* best held-out NLL seen during training */
     double final_val;       /* held-out NLL of the weights handed back */
     int64_t steps;          /* optimizer steps done (all runs) */
+    int64_t resumed_at;     /* step the checkpoint resumed at (0: started fresh) */
     double epochs;          /* passes over the training tokens */
     bool kept_start;        /* training never beat the RTN start: start kept */
     double seconds;

@@ -1,9 +1,12 @@
 /* cherryq: calibration windows, evaluation NLL, and the Fisher-diagonal
  * impact of CHERRYQ.md section 1. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "cq_io.h"
 #include "pipeline.h"
 #include "safetensors.h"
 
@@ -221,10 +224,279 @@ const float *cq_impact_get(const cq_impact *imp, const char *name, int64_t rows,
     return NULL;
 }
 
+/* ------------------------------------------------------------ impact checkpoints
+ *
+ * Layout (little-endian; every field a multiple of 4 bytes):
+ *   "CQIMPCK\0", u64 version, u64 model hash, u64 windows hash,
+ *   u64 windows in all, u64 window length, u64 windows done, u64 n,
+ *   n x (name[96] NUL-padded, u64 rows, u64 cols),
+ *   n x F (f32, rows*cols), u64 checksum of everything before it. */
+
+#define ICK_MAGIC "CQIMPCK"
+#define ICK_VERSION 1u
+#define ICK_HEAD 64u
+
+/* FNV-1a over 32-bit words: 4x faster than bytewise on big F arrays; every
+ * field is a whole number of words */
+static void hash32(uint64_t *h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t w;
+        memcpy(&w, b + i, 4);
+        *h = (*h ^ w) * 0x100000001b3ull;
+    }
+    for (; i < n; i++) *h = (*h ^ b[i]) * 0x100000001b3ull;
+}
+#define HASH_INIT 0xcbf29ce484222325ull
+
+/* every parameter: name, shape, values (on the host) */
+static int model_hash(const cq_llama *m, uint64_t *out)
+{
+    uint64_t h = HASH_INIT;
+    size_t maxb = 0;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i] && cq_tensor_nbytes(m->params[i]) > maxb) maxb = cq_tensor_nbytes(m->params[i]);
+    uint8_t *tmp = malloc(maxb + 8);
+    if (!tmp) return CQ_ENOMEM;
+    int r = CQ_OK;
+    for (int i = 0; !r && i < m->n_params; i++) {
+        const cq_tensor *p = m->params[i];
+        if (!p) continue;
+        char nm[96] = { 0 };
+        snprintf(nm, sizeof nm, "%s", p->name);
+        hash32(&h, nm, sizeof nm);
+        int64_t sh[5] = { p->ndim, p->ndim > 0 ? p->ne[0] : 0, p->ndim > 1 ? p->ne[1] : 0,
+                          p->ndim > 2 ? p->ne[2] : 0, (int64_t)p->dtype };
+        hash32(&h, sh, sizeof sh);
+        size_t nb = cq_tensor_nbytes(p);
+        r = cq_tensor_get(p, tmp, nb);
+        if (!r) hash32(&h, tmp, nb);
+    }
+    free(tmp);
+    *out = h;
+    return r;
+}
+
+static uint64_t calib_hash(const cq_calib *cal)
+{
+    uint64_t h = HASH_INIT;
+    int64_t hd[2] = { cal->n, cal->seqlen };
+    hash32(&h, hd, sizeof hd);
+    hash32(&h, cal->ids, (size_t)(cal->n * (cal->seqlen + 1)) * sizeof(int32_t));
+    return h;
+}
+
+typedef struct ick_w {
+    cq_afile f;
+    uint64_t h;
+} ick_w;
+
+static int ick_bytes(ick_w *w, const void *p, size_t n)
+{
+    hash32(&w->h, p, n);
+    return cq_afile_write(&w->f, p, n);
+}
+static int ick_u64(ick_w *w, uint64_t v)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+    return ick_bytes(w, b, 8);
+}
+static uint64_t rd_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static int ick_save(const char *path, const cq_impact *imp, cq_tensor *const *F, uint64_t mh, uint64_t ch,
+                    const cq_calib *cal, int64_t done)
+{
+    size_t maxb = 0;
+    for (int k = 0; k < imp->n; k++)
+        if (cq_tensor_nbytes(F[k]) > maxb) maxb = cq_tensor_nbytes(F[k]);
+    uint8_t *tmp = malloc(maxb + 8);
+    if (!tmp) return CQ_ENOMEM;
+    ick_w w = { .h = HASH_INIT };
+    int r = cq_afile_open(&w.f, path);
+    if (r) {
+        cq_error("%s: cannot write the impact checkpoint (%s)", path, cq_strerror(r));
+        free(tmp);
+        return r;
+    }
+    char magic[8] = ICK_MAGIC;
+    ick_bytes(&w, magic, 8);
+    ick_u64(&w, ICK_VERSION);
+    ick_u64(&w, mh);
+    ick_u64(&w, ch);
+    ick_u64(&w, (uint64_t)cal->n);
+    ick_u64(&w, (uint64_t)cal->seqlen);
+    ick_u64(&w, (uint64_t)done);
+    ick_u64(&w, (uint64_t)imp->n);
+    for (int k = 0; k < imp->n; k++) {
+        char nm[96] = { 0 };
+        snprintf(nm, sizeof nm, "%s", imp->names[k]);
+        ick_bytes(&w, nm, sizeof nm);
+        ick_u64(&w, (uint64_t)imp->shape[k][0]);
+        ick_u64(&w, (uint64_t)imp->shape[k][1]);
+    }
+    for (int k = 0; !r && k < imp->n; k++) {
+        size_t nb = cq_tensor_nbytes(F[k]);
+        r = cq_tensor_get(F[k], tmp, nb);
+        if (!r) r = ick_bytes(&w, tmp, nb);
+    }
+    uint64_t h = w.h;
+    if (!r) r = ick_u64(&w, h);
+    if (!r && w.f.failed) r = w.f.err == ENOSPC ? CQ_ENOSPC : CQ_EIO;
+    if (r) cq_afile_abort(&w.f);
+    else r = cq_afile_commit(&w.f);
+    if (r) cq_error("%s: cannot write the impact checkpoint (%s)", path, cq_strerror(r));
+    free(tmp);
+    return r;
+}
+
+/* Validates the checkpoint at path fully (size, magic, checksum, version,
+ * header) against the run (expect non-NULL) and loads F; with expect NULL
+ * only the header is checked and done/total returned. */
+typedef struct ick_expect {
+    const cq_impact *imp;
+    cq_tensor *const *F;
+    uint64_t mh, ch;
+    const cq_calib *cal;
+} ick_expect;
+
+static int ick_load(const char *path, const ick_expect *ex, int64_t *done_out, int64_t *total_out)
+{
+    if (!cq_file_exists(path)) return CQ_ENOENT;
+    cq_mmap mm;
+    int r = cq_mmap_open(&mm, path);
+    if (r) return r;
+    const uint8_t *d = mm.data;
+    size_t sz = mm.size;
+    r = CQ_EBADMSG;
+    if (sz < ICK_HEAD + 8 || memcmp(d, ICK_MAGIC, 8) != 0) {
+        cq_error("%s: not a cherryq impact checkpoint%s", path, sz < ICK_HEAD + 8 ? " (too short: truncated?)" : "");
+        goto done;
+    }
+    uint64_t ver = rd_u64(d + 8), mh = rd_u64(d + 16), ch = rd_u64(d + 24), total = rd_u64(d + 32),
+             seqlen = rd_u64(d + 40), done = rd_u64(d + 48), n = rd_u64(d + 56);
+    if (ver != ICK_VERSION) {
+        cq_error("%s: impact checkpoint version %llu, this build reads version %u", path, (unsigned long long)ver,
+                 ICK_VERSION);
+        goto done;
+    }
+    if (total < 1 || total > ((uint64_t)1 << 40) || done < 1 || done > total || seqlen < 1 ||
+        seqlen > ((uint64_t)1 << 40) || n < 1 || n > 100000 || n * 112 > sz - ICK_HEAD - 8) {
+        cq_error("%s: impact checkpoint header is inconsistent (%llu of %llu windows, %llu tensors)", path,
+                 (unsigned long long)done, (unsigned long long)total, (unsigned long long)n);
+        goto done;
+    }
+    /* the expected size from the tensor table, overflow-checked */
+    uint64_t need = ICK_HEAD + n * 112 + 8;
+    for (uint64_t k = 0; k < n; k++) {
+        const uint8_t *e = d + ICK_HEAD + k * 112;
+        uint64_t r0 = rd_u64(e + 96), c0 = rd_u64(e + 104);
+        if (memchr(e, 0, 96) == NULL || r0 < 1 || c0 < 1 || r0 > ((uint64_t)1 << 30) || c0 > ((uint64_t)1 << 30) ||
+            r0 * c0 * 4 > sz - need) {
+            cq_error("%s: impact checkpoint tensor %llu has a bad name or shape, or the file is truncated", path,
+                     (unsigned long long)k);
+            goto done;
+        }
+        need += r0 * c0 * 4;
+    }
+    if (need != sz) {
+        cq_error("%s: impact checkpoint is %zu bytes, its header says %llu (truncated or corrupt)", path, sz,
+                 (unsigned long long)need);
+        goto done;
+    }
+    uint64_t h = HASH_INIT;
+    hash32(&h, d, sz - 8);
+    if (h != rd_u64(d + sz - 8)) {
+        cq_error("%s: impact checkpoint checksum mismatch (corrupt file)", path);
+        goto done;
+    }
+    if (ex) {
+        const cq_impact *imp = ex->imp;
+        if (n != (uint64_t)imp->n) {
+            cq_error("%s: the checkpoint holds %llu weight matrices, the model %d: it belongs to another model", path,
+                     (unsigned long long)n, imp->n);
+            goto done;
+        }
+        for (int k = 0; k < imp->n; k++) {
+            const uint8_t *e = d + ICK_HEAD + (size_t)k * 112;
+            if (strcmp((const char *)e, imp->names[k]) || rd_u64(e + 96) != (uint64_t)imp->shape[k][0] ||
+                rd_u64(e + 104) != (uint64_t)imp->shape[k][1]) {
+                cq_error("%s: the checkpoint's weight %d is '%s' [%llu, %llu], the model's '%s' [%lld, %lld]: it "
+                         "belongs to another model",
+                         path, k, (const char *)e, (unsigned long long)rd_u64(e + 96),
+                         (unsigned long long)rd_u64(e + 104), imp->names[k], (long long)imp->shape[k][0],
+                         (long long)imp->shape[k][1]);
+                goto done;
+            }
+        }
+        if (mh != ex->mh) {
+            cq_error("%s: the checkpoint was made with other model weights (same shapes): it belongs to another "
+                     "model",
+                     path);
+            goto done;
+        }
+        if (total != (uint64_t)ex->cal->n || seqlen != (uint64_t)ex->cal->seqlen || ch != ex->ch) {
+            cq_error("%s: the checkpoint was made on other calibration windows (it has %llu windows of %llu tokens, "
+                     "this run %lld of %lld%s): the corpus, tokenizer, --samples, --seqlen or --seed differ",
+                     path, (unsigned long long)total, (unsigned long long)seqlen, (long long)ex->cal->n,
+                     (long long)ex->cal->seqlen,
+                     total == (uint64_t)ex->cal->n && seqlen == (uint64_t)ex->cal->seqlen ? ", other tokens" : "");
+            goto done;
+        }
+        const uint8_t *fd = d + ICK_HEAD + n * 112;
+        for (int k = 0; k < imp->n; k++) {
+            size_t cnt = (size_t)(imp->shape[k][0] * imp->shape[k][1]);
+            for (size_t j = 0; j < cnt; j++) {
+                float v;
+                memcpy(&v, fd + j * 4, 4);
+                if (!isfinite(v) || v < 0) {
+                    cq_error("%s: impact checkpoint value %zu of '%s' is negative or not finite", path, j,
+                             imp->names[k]);
+                    goto done;
+                }
+            }
+            int sr = cq_tensor_set(ex->F[k], fd, cnt * 4);
+            if (sr) {
+                r = sr;
+                goto done;
+            }
+            fd += cnt * 4;
+        }
+    }
+    if (done_out) *done_out = (int64_t)done;
+    if (total_out) *total_out = (int64_t)total;
+    r = CQ_OK;
+done:
+    cq_mmap_close(&mm);
+    return r;
+}
+
+int cq_impact_ckpt_peek(const char *path, int64_t *done, int64_t *total)
+{
+    CQ_CHECK_ARG(path, CQ_EINVAL);
+    return ick_load(path, NULL, done, total);
+}
+
 int cq_impact_compute(cq_impact *imp, cq_llama *m, const cq_calib *cal, cq_progress_fn fn, void *user)
 {
+    return cq_impact_compute_ckpt(imp, m, cal, NULL, fn, user);
+}
+
+int cq_impact_compute_ckpt(cq_impact *imp, cq_llama *m, const cq_calib *cal, cq_impact_ckpt *ck, cq_progress_fn fn,
+                           void *user)
+{
     CQ_CHECK_ARG(imp && m && cal && cal->n > 0, CQ_EINVAL);
+    CQ_CHECK_ARG(!ck || ck->every >= 0, CQ_EINVAL);
     memset(imp, 0, sizeof *imp);
+    if (ck) ck->resumed_at = 0;
+    bool use_ck = ck && ck->path && (ck->every > 0 || ck->resume);
     for (int64_t i = 0; i < cq_n_linears(m); i++) {
         const cq_llama_qstate *q = &m->layers[i / CQ_LLAMA_N_LINEAR].q[i % CQ_LLAMA_N_LINEAR];
         if (q->bits || q->packed || !cq_linear_weight(m, i)) {
@@ -253,11 +525,24 @@ int cq_impact_compute(cq_impact *imp, cq_llama *m, const cq_calib *cal, cq_progr
         r = cq_tensor_new(&F[k], m->be, CQ_F32, 2, p->ne);
         k++;
     }
+    /* what a checkpoint belongs to: the weights (before gradients are
+     * enabled: only the values count) and the windows */
+    uint64_t mh = 0, ch = 0;
+    int64_t w0 = 0;
+    if (!r && use_ck) {
+        r = model_hash(m, &mh);
+        ch = calib_hash(cal);
+    }
+    if (!r && use_ck && ck->resume) {
+        ick_expect ex = { imp, F, mh, ch, cal };
+        int lr = ick_load(ck->path, &ex, &w0, NULL);
+        if (lr == CQ_ENOENT) w0 = 0;
+        else if (lr) r = lr;
+        else ck->resumed_at = w0;
+    }
     if (!r) r = cq_llama_enable_grad(m);
     if (!r) r = cq_ctx_create(&c, m->be);
-    double t0 = cq_time_sec();
-    (void)t0;
-    for (int64_t w = 0; !r && w < cal->n; w++) {
+    for (int64_t w = w0; !r && w < cal->n; w++) {
         cq_ctx_reset(c);
         r = cq_llama_zero_grad(m);
         cq_tensor *ids = NULL, *tg = NULL;
@@ -277,6 +562,9 @@ int cq_impact_compute(cq_impact *imp, cq_llama *m, const cq_calib *cal, cq_progr
         }
         if (!r) r = cq_backward(c, loss);
         for (int k = 0; !r && k < n2; k++) r = cq_sqr_accum(c, F[k], P[k]->grad, w);
+        if (!r && use_ck && ck->every > 0 && (((w + 1) % ck->every == 0 && w + 1 < cal->n) ||
+                                              (w + 1 == cal->n && ck->save_final)))
+            r = ick_save(ck->path, imp, F, mh, ch, cal, w + 1);
         if (!r && fn) fn(user, "impact", w + 1, cal->n, (double)l / (double)cal->seqlen);
     }
     for (int k = 0; !r && k < n2; k++) {

@@ -3,7 +3,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "cq_io.h"
 #include "pipeline.h"
 #include "train.h"
 
@@ -65,10 +67,18 @@ int cq_qat_train(cq_llama *m, const cq_qplan *p, const cq_qspec *s, const struct
     if (!r) r = cq_trainer_eval(t, &res->start_val);
     if (!r) r = snapshot(m, &start);
     if (!r && resume && to.ckpt_dir) {
-        int lr = cq_trainer_load(t, to.ckpt_dir);
-        if (lr == CQ_ENOENT) cq_info("qat: no checkpoint in %s; starting from step 0", to.ckpt_dir);
-        else if (lr) r = lr;
-        else cq_info("qat: resumed at step %lld", (long long)cq_trainer_step_count(t));
+        /* no checkpoint yet (killed before the first one) is not an error */
+        size_t pl = strlen(to.ckpt_dir) + sizeof "/trainer.ckpt";
+        char *ck = malloc(pl);
+        if (!ck) r = CQ_ENOMEM;
+        else snprintf(ck, pl, "%s/trainer.ckpt", to.ckpt_dir);
+        if (!r && !cq_file_exists(ck)) {
+            cq_info("qat: no checkpoint in %s; starting from step 0", to.ckpt_dir);
+        } else if (!r) {
+            r = cq_trainer_load(t, to.ckpt_dir);
+            if (!r) res->resumed_at = cq_trainer_step_count(t);
+        }
+        free(ck);
     }
     if (!r) r = cq_trainer_run(t);
     if (!r) {

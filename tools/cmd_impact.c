@@ -2,20 +2,27 @@
  * (CHERRYQ.md section 1): per-sample gradients of the summed next-token NLL
  * (batch 1), running mean of their squares over --samples calibration
  * windows of --seqlen tokens drawn deterministically (--seed) from a corpus.
- * Saved as safetensors keyed by the weight names (F32), atomically. */
+ * Saved as safetensors keyed by the weight names (F32), atomically.
+ * Crash safety: the running mean is checkpointed atomically every
+ * --ckpt-every windows to --ckpt (default <out>.ckpt); --resume continues
+ * from it (bitwise equal to an uninterrupted run on the CPU backend with the
+ * same --threads); the checkpoint is removed once the impact file is
+ * written. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cq_io.h"
 #include "pipe_cli.h"
 
-#define USAGE "--model PATH --data FILE --out FILE [--samples N] [--seqlen N] [options]"
+#define USAGE "--model PATH --data FILE --out FILE [--samples N] [--seqlen N] [--ckpt-every N] [--resume] [options]"
 
 int cmd_impact(int argc, char **argv)
 {
-    const char *model = NULL, *data = NULL, *out = NULL, *tokp = NULL, *backend = "cpu";
-    int64_t samples = 128, seqlen = 2048, seed = 0, threads = 0, device = -1;
-    bool force = false;
+    const char *model = NULL, *data = NULL, *out = NULL, *tokp = NULL, *ckpt = NULL, *backend = "cpu";
+    int64_t samples = 128, seqlen = 2048, seed = 0, threads = 0, device = -1, ckpt_every = 32;
+    bool force = false, resume = false;
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "full-precision model (Hugging Face directory or .gguf)", .metavar = "PATH" },
         { "data", CLI_STR, &data, "calibration corpus: text, or JSONL with a \"text\" field", .metavar = "FILE" },
@@ -25,6 +32,9 @@ int cmd_impact(int argc, char **argv)
         { "seed", CLI_INT, &seed, "window sampling seed", CLI_NONNEG },
         { "tokenizer", CLI_STR, &tokp, "tokenizer.json (default: next to the model)", .metavar = "FILE" },
         { "threads", CLI_INT, &threads, "CPU threads (0: all cores)", CLI_NONNEG },
+        { "ckpt", CLI_STR, &ckpt, "checkpoint file of the running mean (default: <out>.ckpt)", .metavar = "FILE" },
+        { "ckpt-every", CLI_INT, &ckpt_every, "checkpoint every N windows (0: no checkpoints)", CLI_NONNEG },
+        { "resume", CLI_BOOL, &resume, "continue from the checkpoint of an interrupted run" },
         { "force", CLI_BOOL, &force, "run even when the memory plan says it will not fit" },
         { "backend", CLI_STR, &backend, "cpu, vulkan, cuda or auto" },
         { "device", CLI_INT, &device, "device index (-1: default)", CLI_RANGE, -1, 1024 },
@@ -43,6 +53,35 @@ int cmd_impact(int argc, char **argv)
     if (!cq_file_exists(model)) {
         fprintf(stderr, "cherryq impact: %s: no such file or directory\n", model);
         return CQ_EXIT_RUNTIME;
+    }
+    char ckbuf[4200];
+    if (!ckpt) {
+        if ((size_t)snprintf(ckbuf, sizeof ckbuf, "%s.ckpt", out) >= sizeof ckbuf)
+            return cli_usage_error("impact", USAGE, "--out path too long");
+        ckpt = ckbuf;
+    }
+    if (!strcmp(ckpt, out) || !strcmp(ckpt, model) || !strcmp(ckpt, data))
+        return cli_usage_error("impact", USAGE, "--ckpt must be a file of its own (not --out, --model or --data)");
+    {
+        /* an interrupted run's checkpoint is never overwritten silently */
+        int64_t done = 0, total = 0;
+        int pr = cq_impact_ckpt_peek(ckpt, &done, &total);
+        if (!resume && pr != CQ_ENOENT) {
+            if (pr == CQ_OK)
+                fprintf(stderr, "cherryq impact: %s: a checkpoint of an interrupted run exists (%lld of %lld windows);"
+                        " pass --resume to continue it, or remove it to start over\n", ckpt, (long long)done,
+                        (long long)total);
+            else
+                fprintf(stderr, "cherryq impact: %s exists and is not a usable impact checkpoint; remove it or give"
+                        " another --ckpt\n", ckpt);
+            return CQ_EXIT_RUNTIME;
+        }
+        if (resume && pr != CQ_OK && pr != CQ_ENOENT) {
+            fprintf(stderr, "cherryq impact: %s: cannot resume from this checkpoint: %s\n", ckpt, cq_strerror(pr));
+            return CQ_EXIT_RUNTIME;
+        }
+        if (resume && pr == CQ_ENOENT)
+            fprintf(stderr, "cherryq: no checkpoint at %s; starting from the first window\n", ckpt);
     }
     cli_set_threads(threads);
     cq_backend *be = NULL;
@@ -73,16 +112,27 @@ int cmd_impact(int argc, char **argv)
     }
     double t0 = cq_time_sec();
     pipe_progress pp = { .tokens_per_unit = seqlen };
-    r = cq_impact_compute(&imp, m, &cal, pipe_progress_cb, &pp);
+    cq_impact_ckpt ck = { .path = ckpt, .every = ckpt_every, .resume = resume };
+    r = cq_impact_compute_ckpt(&imp, m, &cal, &ck, pipe_progress_cb, &pp);
     pipe_progress_end(&pp);
     if (r) {
-        fprintf(stderr, "cherryq impact: failed: %s\n", cq_strerror(r));
+        if (r == CQ_EBADMSG && resume)
+            fprintf(stderr, "cherryq impact: %s: cannot resume from this checkpoint (see above); remove it to start "
+                    "over\n", ckpt);
+        else
+            fprintf(stderr, "cherryq impact: failed: %s\n", cq_strerror(r));
         goto done;
     }
+    if (ck.resumed_at > 0)
+        fprintf(stderr, "cherryq: resumed from %s after %lld of %lld windows\n", ckpt, (long long)ck.resumed_at,
+                (long long)samples);
     if ((r = cq_impact_save(&imp, out))) {
         fprintf(stderr, "cherryq impact: %s: cannot write: %s\n", out, cq_strerror(r));
         goto done;
     }
+    /* the result is safely on disk: the checkpoint has served its purpose */
+    if (unlink(ckpt) != 0 && errno != ENOENT)
+        fprintf(stderr, "cherryq: warning: cannot remove the checkpoint %s: %s\n", ckpt, strerror(errno));
     printf("impact of %d weights from %lld windows of %lld tokens (%.1fs) -> %s\n", imp.n, (long long)samples,
            (long long)seqlen, cq_time_sec() - t0, out);
     rc = CQ_EXIT_OK;

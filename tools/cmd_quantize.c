@@ -14,10 +14,17 @@
  * there, never worse than the RTN start); the rest gives the impact / GPTQ
  * windows and the QAT training windows.
  * Output: a quantized model directory (docs/format.md), written as <out>.tmp
- * and renamed into place at the end. */
+ * and renamed into place at the end.
+ * Crash safety: the impact computed here is checkpointed every --ckpt-every
+ * windows (and once complete) to <ckpt>/impact.ckpt, QAT at every held-out
+ * evaluation to <ckpt>/trainer.ckpt (<ckpt> = --ckpt, default <out>.ckpt);
+ * --resume continues from both. impact.ckpt is removed when the quantized
+ * model is written. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cq_io.h"
 #include "pipe_cli.h"
@@ -72,7 +79,7 @@ int cmd_quantize(int argc, char **argv)
     int64_t steps = 200, batch = 8, accum = 1, eval_every = 0, self_gen = 0, eval_tokens = 16384;
     double frac = 0, lr = 0, warmup_frac = 0.05, min_lr_ratio = -1, clip = 1.0, wd = 0, beta1 = 0.9, beta2 = 0.95;
     double val_frac = 0.1, max_epochs = 1.0, damp = 0.01;
-    int64_t gblock = 128;
+    int64_t gblock = 128, ckpt_every = 32;
     bool resume = false, json = false, force = false;
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "full-precision model (Hugging Face directory or .gguf)", .metavar = "PATH" },
@@ -118,7 +125,8 @@ int cmd_quantize(int argc, char **argv)
         { "eval-every", CLI_INT, &eval_every, "held-out evaluation every N steps (0: steps/10)", CLI_NONNEG },
         { "eval-tokens", CLI_INT, &eval_tokens, "held-out tokens evaluated (0: all)", CLI_NONNEG },
         { "ckpt", CLI_STR, &ckpt, "QAT checkpoint directory (default: <out>.ckpt)", .metavar = "DIR" },
-        { "resume", CLI_BOOL, &resume, "continue QAT from the checkpoint" },
+        { "resume", CLI_BOOL, &resume, "continue the impact and QAT from their checkpoints" },
+        { "ckpt-every", CLI_INT, &ckpt_every, "impact checkpoint every N windows (0: none)", CLI_NONNEG },
         { "gptq-damp", CLI_FLOAT, &damp, "GPTQ dampening (fraction of mean diag H)", CLI_RANGE, 0, 1 },
         { "gptq-block", CLI_INT, &gblock, "GPTQ lazy-batch columns", CLI_POS },
         { "seed", CLI_INT, &seed, "seed for windows, random selection and QAT", CLI_NONNEG },
@@ -201,7 +209,7 @@ int cmd_quantize(int argc, char **argv)
     int rc = CQ_EXIT_RUNTIME;
     bool have_imp = false;
     pipe_progress pp = { 0 };
-    char ckdir[4096], tokpath[4096];
+    char ckdir[4096], tokpath[4096], ickpt[4200] = "";
     if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
     if ((r = cli_backend_open(backend, device, &be))) goto done;
     {
@@ -293,10 +301,33 @@ int cmd_quantize(int argc, char **argv)
                 goto done;
             }
         } else {
+            if (!ckpt) {
+                snprintf(ckdir, sizeof ckdir, "%s.ckpt", out);
+                ckpt = ckdir;
+            }
+            if ((size_t)snprintf(ickpt, sizeof ickpt, "%s/impact.ckpt", ckpt) >= sizeof ickpt) {
+                fprintf(stderr, "cherryq quantize: --ckpt path too long\n");
+                goto done;
+            }
+            if (ckpt_every > 0 && (r = cq_mkdir_p(ckpt))) goto done;
+            if (!resume && cq_file_exists(ickpt))
+                fprintf(stderr, "cherryq: %s: an earlier run's impact checkpoint is replaced (pass --resume to "
+                        "continue it)\n", ickpt);
+            cq_impact_ckpt ck = { .path = ickpt, .every = ckpt_every, .save_final = true, .resume = resume };
             pp.tokens_per_unit = seqlen;
-            r = cq_impact_compute(&imp, m, &cal, pipe_progress_cb, &pp);
+            r = cq_impact_compute_ckpt(&imp, m, &cal, &ck, pipe_progress_cb, &pp);
             pipe_progress_end(&pp);
-            if (r) goto done;
+            if (r) {
+                if (r == CQ_EBADMSG && resume)
+                    fprintf(stderr, "cherryq quantize: %s: cannot resume from this impact checkpoint (see above); "
+                            "remove it to start over\n", ickpt);
+                else
+                    fprintf(stderr, "cherryq quantize: impact failed: %s\n", cq_strerror(r));
+                goto done;
+            }
+            if (ck.resumed_at > 0)
+                fprintf(stderr, "cherryq: impact resumed from %s after %lld of %lld windows\n", ickpt,
+                        (long long)ck.resumed_at, (long long)cal.n);
             if (save_impact && (r = cq_impact_save(&imp, save_impact))) goto done;
         }
         have_imp = true;
@@ -355,6 +386,8 @@ int cmd_quantize(int argc, char **argv)
         r = cq_qat_train(m, &plan, &qs, &to, ids, n_train, val, n_val, resume, &qr);
         cli_progress_done(&pr);
         if (r) goto done;
+        if (qr.resumed_at > 0)
+            fprintf(stderr, "cherryq: QAT resumed from %s at step %lld\n", ckpt, (long long)qr.resumed_at);
         fprintf(stderr, "cherryq: held-out NLL: RTN start %.4f, best %.4f, handed back %.4f%s; %.2f epochs of the "
                 "calibration tokens\n", qr.start_val, qr.best_val, qr.final_val,
                 qr.kept_start ? " (training never beat the start: RTN weights kept)" : "", qr.epochs);
@@ -382,6 +415,9 @@ int cmd_quantize(int argc, char **argv)
         fprintf(stderr, "cherryq quantize: %s: cannot write the quantized model: %s\n", out, cq_strerror(r));
         goto done;
     }
+    /* the model is written: the impact checkpoint is no longer needed */
+    if (ickpt[0] && unlink(ickpt) != 0 && errno != ENOENT)
+        fprintf(stderr, "cherryq: warning: cannot remove the checkpoint %s: %s\n", ickpt, strerror(errno));
     double secs = cq_time_sec() - t_start;
     if (json)
         printf("{\"method\": \"%s\", \"bits\": %lld, \"group\": %lld, \"selection\": \"%s\", \"cherries\": %lld, "
