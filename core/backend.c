@@ -77,6 +77,28 @@ int cq_backend_sync(cq_backend *be)
     return be->ops->sync ? be->ops->sync(be) : CQ_OK;
 }
 
+int cq_backend_host_alloc(cq_backend *be, size_t size, void **ptr)
+{
+    CQ_CHECK_ARG(be && ptr, CQ_EINVAL);
+    *ptr = NULL;
+    if (size == 0) size = 1;
+    if (be->ops->host_alloc && be->ops->host_free) return be->ops->host_alloc(be, size, ptr);
+    void *p = NULL;
+    if (posix_memalign(&p, 64, size)) {
+        cq_error("cannot allocate %zu bytes of host memory", size);
+        return CQ_ENOMEM;
+    }
+    *ptr = p;
+    return CQ_OK;
+}
+
+void cq_backend_host_free(cq_backend *be, void *ptr)
+{
+    if (!be || !ptr) return;
+    if (be->ops->host_alloc && be->ops->host_free) be->ops->host_free(be, ptr);
+    else free(ptr);
+}
+
 int cq_backend_supports(cq_backend *be, const cq_op *op)
 {
     if (!be || !op) return 0;

@@ -34,6 +34,10 @@ CQ_API cq_backend *cq_ctx_backend(const cq_ctx *c);
 CQ_API bool cq_ctx_set_grad(cq_ctx *c, bool enabled);
 /* Bytes currently held by temporaries and by the cache. */
 CQ_API size_t cq_ctx_bytes_used(const cq_ctx *c);
+/* The highest cq_ctx_bytes_used since creation or cq_ctx_reset_peak: the
+ * activation (and activation-gradient) memory of a step, measured. */
+CQ_API size_t cq_ctx_peak_bytes(const cq_ctx *c);
+CQ_API void cq_ctx_reset_peak(cq_ctx *c);
 
 /* Parameters: mark a user-owned tensor as trainable; allocates its grad
  * (f32, zeroed) on the tensor's backend. */
@@ -69,8 +73,34 @@ CQ_API cq_tensor *cq_cross_entropy(cq_ctx *c, cq_tensor *logits, cq_tensor *targ
  * backward identity (cherries get their true gradient, normal weights the STE). */
 CQ_API cq_tensor *cq_fakequant(cq_ctx *c, cq_tensor *w, cq_tensor *mask, int bits,
                                int group, bool fp16_scales);
-/* Copy with dtype conversion (differentiable for float dtypes). */
+/* Copy with dtype conversion (differentiable between float dtypes: the
+ * gradient passes through unchanged, as f32). */
 CQ_API cq_tensor *cq_cast(cq_ctx *c, cq_tensor *x, cq_dtype dt);
+
+/* Activation checkpointing. y = fn(c, user, arg, x) runs without recording
+ * and every temporary it made except y is released at once (buffers back to
+ * the ctx cache), so only x and y outlive the region. When gradients are
+ * recorded, one tape node stands for the region: the backward runs fn again
+ * on x (recording a sub-tape), back-propagates y's gradient through it
+ * (parameter gradients accumulate as usual), gives x its gradient and
+ * releases the region's temporaries again. fn must be deterministic, read
+ * only x and user-owned tensors, and return a new tensor of this ctx. With
+ * the same ops in the same order, gradients are bitwise those of the
+ * uncheckpointed graph. */
+typedef cq_tensor *(*cq_region_fn)(cq_ctx *c, void *user, int64_t arg, cq_tensor *x);
+CQ_API cq_tensor *cq_checkpoint(cq_ctx *c, cq_region_fn fn, void *user, int64_t arg, cq_tensor *x);
+
+/* Chunked cross-entropy of a linear head: scalar [1] loss = scale * sum of
+ * the NLLs of logits = x w^T (x [..., K], w [V, K], targets i32 with x's row
+ * count, < 0 ignored), computed `chunk` rows at a time, so at most [chunk, V]
+ * logits (and in the backward, which recomputes them, their gradient) exist
+ * at once. mm is the dtype of the GEMM inputs (f32, or bf16/f16: x rows and
+ * w converted, f32 accumulation and output). chunk <= 0 or >= rows: one chunk,
+ * the ops of cq_linear + cq_cross_entropy (bitwise equal for f32); more
+ * chunks sum the per-chunk losses and accumulate dw chunk by chunk (rounding
+ * differs in the last bits). */
+CQ_API cq_tensor *cq_linear_xent(cq_ctx *c, cq_tensor *x, cq_tensor *w, cq_tensor *targets, float scale,
+                                 int64_t chunk, cq_dtype mm);
 
 /* Packed mixed-precision weight (all tensors on the ctx backend). */
 typedef struct cq_qlinear {

@@ -171,6 +171,11 @@ typedef struct cq_backend_ops {
     /* optional: wrap existing host memory (e.g. an mmap) without copying;
      * such buffers are marked external and never passed to free() */
     int (*wrap_host)(cq_backend *be, void *ptr, size_t size, void **handle);
+    /* optional: host memory the backend copies from/to fastest (CUDA: pinned,
+     * cudaHostAlloc) for state kept off the device; NULL: plain malloc.
+     * Both or neither. */
+    int (*host_alloc)(cq_backend *be, size_t size, void **ptr);
+    void (*host_free)(cq_backend *be, void *ptr);
 } cq_backend_ops;
 
 struct cq_backend {
@@ -209,6 +214,11 @@ CQ_API int cq_backend_create(cq_backend **out, const char *name, int device);
 CQ_API void cq_backend_destroy(cq_backend **be);
 CQ_API int cq_backend_supports(cq_backend *be, const cq_op *op);
 CQ_API int cq_backend_sync(cq_backend *be);
+/* Host memory for state held off the device (offloaded optimizer states):
+ * the backend's host_alloc hook (pinned on CUDA) or a 64-byte aligned malloc.
+ * Free it with cq_backend_host_free on the same backend. */
+CQ_API int cq_backend_host_alloc(cq_backend *be, size_t size, void **ptr);
+CQ_API void cq_backend_host_free(cq_backend *be, void *ptr);
 
 /* ------------------------------------------------------------ buffers */
 CQ_API int cq_buffer_alloc(cq_backend *be, size_t size, cq_buffer **out);

@@ -9,14 +9,17 @@
 
 cq_tensor *cq_tensor_header(cq_buffer *buf, size_t offset, cq_dtype dt, int ndim, const int64_t *ne);
 
-enum { NODE_OP = 0, NODE_RESHAPE, NODE_CAST, NODE_STE };
+enum { NODE_OP = 0, NODE_RESHAPE, NODE_CAST, NODE_STE, NODE_CKPT, NODE_LMXENT };
 
 typedef struct node {
     int kind;
     cq_op op;                  /* the forward op (for NODE_OP) */
     cq_tensor *in[3];          /* differentiable inputs (may be NULL) */
     cq_tensor *out;            /* differentiated output */
-    cq_tensor *aux;            /* saved tensor (lse) */
+    cq_tensor *aux;            /* saved tensor (lse; targets for NODE_LMXENT) */
+    cq_region_fn fn;           /* NODE_CKPT: the region, recomputed in the backward */
+    void *user;
+    int64_t arg;
 } node;
 
 typedef struct cached {
@@ -35,6 +38,7 @@ struct cq_ctx {
     cached *cache;
     size_t n_cache, cap_cache;
     size_t cache_bytes, live_bytes;
+    size_t peak_bytes;         /* max of live + cache since creation / cq_ctx_reset_peak */
 };
 
 int cq_ctx_create(cq_ctx **out, cq_backend *be)
@@ -121,6 +125,11 @@ bool cq_ctx_set_grad(cq_ctx *c, bool enabled)
     return old;
 }
 size_t cq_ctx_bytes_used(const cq_ctx *c) { return c ? c->live_bytes + c->cache_bytes : 0; }
+size_t cq_ctx_peak_bytes(const cq_ctx *c) { return c ? c->peak_bytes : 0; }
+void cq_ctx_reset_peak(cq_ctx *c)
+{
+    if (c) c->peak_bytes = c->live_bytes + c->cache_bytes;
+}
 
 static void fail(cq_ctx *c, int r)
 {
@@ -188,7 +197,42 @@ static cq_tensor *alloc_t(cq_ctx *c, cq_dtype dt, int ndim, const int64_t *ne)
         return NULL;
     }
     c->live_bytes += want;
+    if (c->live_bytes + c->cache_bytes > c->peak_bytes) c->peak_bytes = c->live_bytes + c->cache_bytes;
     return t;
+}
+
+/* Frees one ctx-owned tensor header; its buffer goes back to the cache when
+ * this was the last reference (as cq_ctx_reset does). */
+static void free_owned(cq_ctx *c, cq_tensor *t)
+{
+    cq_buffer *b = t->buf;
+    t->buf = NULL;
+    if (b && b->refcount == 1 && !b->external && b->be == c->be) {
+        c->live_bytes = c->live_bytes > b->size ? c->live_bytes - b->size : 0;
+        cache_put(c, b);
+    } else {
+        cq_buffer_release(&b);
+    }
+    free(t);
+}
+
+/* Releases every tensor the ctx made after `mark` (an n_owned value) except
+ * those in keep[], which move down to the mark in their order: the scoped
+ * release of checkpointed regions. No tape node may refer to the released
+ * tensors (callers record none, or truncate the tape first). */
+static void release_to(cq_ctx *c, size_t mark, cq_tensor *const *keep, int nkeep)
+{
+    cq_tensor *kept[4];
+    int nk = 0;
+    for (size_t i = c->n_owned; i-- > mark;) {
+        cq_tensor *t = c->owned[i];
+        bool k = false;
+        for (int j = 0; j < nkeep && !k; j++) k = keep[j] == t;
+        if (k && nk < 4) kept[nk++] = t;
+        else free_owned(c, t);
+    }
+    c->n_owned = mark;
+    for (int j = nk; j-- > 0;) c->owned[c->n_owned++] = kept[j];
 }
 
 static int run(cq_ctx *c, const cq_op *op)
@@ -591,7 +635,8 @@ cq_tensor *cq_cast(cq_ctx *c, cq_tensor *x, cq_dtype dt)
     op.src[0] = x;
     op.dst[0] = y;
     if (run(c, &op)) return NULL;
-    if (dt == CQ_F32 && needs_grad(c, x, NULL, NULL)) record(c, NODE_CAST, &op, x, NULL, NULL, y, NULL);
+    if ((dt == CQ_F32 || dt == CQ_F16 || dt == CQ_BF16) && needs_grad(c, x, NULL, NULL))
+        record(c, NODE_CAST, &op, x, NULL, NULL, y, NULL);
     return y;
 }
 
@@ -631,6 +676,245 @@ cq_tensor *cq_qlinear_fwd(cq_ctx *c, cq_tensor *x, const cq_qlinear *w)
     for (int i = 0; i < x->ndim; i++) ne[i] = x->ne[i];
     ne[x->ndim - 1] = w->out;
     return view_as(c, y, x->ndim, ne);
+}
+
+/* ------------------------------------------------ memory-saving regions */
+
+static void backward_node(cq_ctx *c, node *n);
+static void acc_grad(cq_ctx *c, cq_tensor *t, cq_tensor *g, bool fresh);
+
+cq_tensor *cq_checkpoint(cq_ctx *c, cq_region_fn fn, void *user, int64_t arg, cq_tensor *x)
+{
+    if (!c || c->status || !fn || !x) return NULL;
+    bool rec = c->grad;
+    size_t mark = c->n_owned, tape0 = c->n_tape;
+    c->grad = false;
+    cq_tensor *y = fn(c, user, arg, x);
+    c->grad = rec;
+    c->n_tape = tape0;
+    if (!y || c->status) {
+        fail(c, c->status);
+        return NULL;
+    }
+    if (y->owner != c || y == x) {
+        cq_error("checkpoint: the region must return a new tensor of this context");
+        fail(c, CQ_EINVAL);
+        return NULL;
+    }
+    release_to(c, mark, &y, 1);
+    if (!rec) return y;
+    record(c, NODE_CKPT, NULL, x, NULL, NULL, y, NULL);
+    if (!c->status) {
+        node *n = &c->tape[c->n_tape - 1];
+        n->fn = fn;
+        n->user = user;
+        n->arg = arg;
+    }
+    return c->status ? NULL : y;
+}
+
+/* Backward of a checkpointed region: recompute it from its input (recording
+ * on a sub-tape), back-propagate the output's gradient through the sub-tape,
+ * give the input its gradient, release the region's temporaries. */
+static void backward_ckpt(cq_ctx *c, node n)
+{
+    cq_tensor *x = n.in[0], *y = n.out, *dy = y->grad;
+    size_t mark = c->n_owned, tape0 = c->n_tape;
+    bool dy_on_top = mark > 0 && c->owned[mark - 1] == dy;
+    if (dy_on_top) mark--; /* the output's gradient dies with the region */
+    cq_tensor *xin = view_as(c, x, x->ndim, x->ne);
+    if (!xin) return;
+    xin->requires_grad = x->requires_grad;
+    c->grad = true;
+    cq_tensor *y2 = n.fn(c, n.user, n.arg, xin);
+    c->grad = false;
+    if (!y2 || c->status) {
+        fail(c, c->status);
+        return;
+    }
+    if (!cq_tensor_same_shape(y2, y)) {
+        char d1[96], d2[96];
+        cq_error("checkpoint: the recomputed region gave %s, the forward %s", cq_tensor_desc(y2, d1, sizeof d1),
+                 cq_tensor_desc(y, d2, sizeof d2));
+        fail(c, CQ_EINVAL);
+        return;
+    }
+    if (y2->tape_id >= (int)tape0 && y2->requires_grad) {
+        y2->grad = dy;
+        for (size_t i = c->n_tape; i-- > tape0 && !c->status;) {
+            node *m = &c->tape[i];
+            if (m->out->grad) backward_node(c, m);
+        }
+    }
+    c->n_tape = tape0;
+    if (c->status) return;
+    cq_tensor *dx = xin->grad;
+    release_to(c, mark, &dx, dx ? 1 : 0);
+    if (dy_on_top && dx != dy) y->grad = NULL;
+    if (dx) acc_grad(c, x, dx, true);
+}
+
+/* x rows [r0, r0 + n) of a contiguous 2-D tensor, ctx-owned */
+static cq_tensor *rows_of(cq_ctx *c, cq_tensor *x, int64_t r0, int64_t n)
+{
+    int64_t ne[2] = { n, x->ne[1] };
+    return cq_view(c, x, 2, ne, r0 * x->ne[1]);
+}
+
+static cq_tensor *as_dtype(cq_ctx *c, cq_tensor *x, cq_dtype dt)
+{
+    if (x->dtype == dt) return x;
+    cq_tensor *y = alloc_t(c, dt, x->ndim, x->ne);
+    if (y && cq_copy_into(c, y, x)) return NULL;
+    return y;
+}
+
+/* logits of one chunk: op(xc) w^T in dtype mm -> f32 [n, V] */
+static cq_tensor *chunk_logits(cq_ctx *c, cq_tensor *xc, cq_tensor *wm, cq_dtype mm)
+{
+    cq_tensor *xm = as_dtype(c, xc, mm);
+    if (!xm) return NULL;
+    int64_t ne[2] = { xc->ne[0], wm->ne[0] };
+    cq_tensor *lg = alloc_t(c, CQ_F32, 2, ne);
+    if (!lg) return NULL;
+    cq_op op = { .type = CQ_OP_MATMUL };
+    op.src[0] = xm;
+    op.src[1] = wm;
+    op.dst[0] = lg;
+    op.f[0] = 1.0f;
+    op.i[1] = 1;
+    return run(c, &op) ? NULL : lg;
+}
+
+static int xent_into(cq_ctx *c, cq_tensor *lg, cq_tensor *tg, float scale, cq_tensor *loss, cq_tensor *lse)
+{
+    cq_op op = { .type = CQ_OP_XENT };
+    op.src[0] = lg;
+    op.src[1] = tg;
+    op.dst[0] = loss;
+    op.dst[1] = lse;
+    op.f[0] = scale;
+    return run(c, &op);
+}
+
+cq_tensor *cq_linear_xent(cq_ctx *c, cq_tensor *x, cq_tensor *w, cq_tensor *targets, float scale, int64_t chunk,
+                          cq_dtype mm)
+{
+    if (!c || c->status || !x || !w || !targets) return NULL;
+    int64_t K = x->ne[x->ndim - 1], N = K ? cq_tensor_numel(x) / K : 0;
+    if (w->ndim != 2 || w->ne[1] != K || cq_tensor_numel(targets) != N || targets->dtype != CQ_I32 ||
+        !cq_tensor_is_contiguous(x) || !cq_tensor_is_contiguous(targets) ||
+        (mm != CQ_F32 && mm != CQ_F16 && mm != CQ_BF16)) {
+        char d1[96], d2[96], d3[96];
+        cq_error("linear_xent: x %s, w %s, targets %s: need x [.., K] contiguous, w [V, K], i32 targets of x's "
+                 "rows, f32/f16/bf16 compute",
+                 cq_tensor_desc(x, d1, sizeof d1), cq_tensor_desc(w, d2, sizeof d2),
+                 cq_tensor_desc(targets, d3, sizeof d3));
+        fail(c, CQ_EINVAL);
+        return NULL;
+    }
+    if (chunk <= 0 || chunk > N) chunk = N > 0 ? N : 1;
+    bool g = needs_grad(c, x, w, NULL);
+    int64_t ne2[2] = { N, K }, one = 1;
+    cq_tensor *x2 = x->ndim == 2 ? x : cq_reshape(c, x, 2, ne2); /* recorded: dx flows back through it */
+    if (!x2) return NULL;
+    bool old = c->grad;
+    c->grad = false;
+    cq_tensor *t1 = targets->ndim == 1 ? targets : view_as(c, targets, 1, &N);
+    cq_tensor *loss = alloc_t(c, CQ_F32, 1, &one);
+    cq_tensor *part = N > chunk ? alloc_t(c, CQ_F32, 1, &one) : NULL;
+    cq_tensor *wm = loss ? as_dtype(c, w, mm) : NULL;
+    for (int64_t r0 = 0; r0 < N && wm && !c->status; r0 += chunk) {
+        int64_t n = N - r0 < chunk ? N - r0 : chunk;
+        size_t mark = c->n_owned;
+        cq_tensor *xc = rows_of(c, x2, r0, n);
+        cq_tensor *tc = cq_view(c, t1, 1, &n, r0);
+        cq_tensor *lg = xc && tc ? chunk_logits(c, xc, wm, mm) : NULL;
+        cq_tensor *lse = lg ? alloc_t(c, CQ_F32, 1, &n) : NULL;
+        if (lse && !xent_into(c, lg, tc, scale, r0 ? part : loss, lse) && r0) cq_axpy(c, loss, 1.0f, part);
+        release_to(c, mark, NULL, 0);
+    }
+    c->grad = old;
+    if (c->status) return NULL;
+    if (g) {
+        record(c, NODE_LMXENT, NULL, x2, w, NULL, loss, t1);
+        if (c->status) return NULL;
+        node *nd = &c->tape[c->n_tape - 1];
+        nd->op.type = CQ_OP_XENT;
+        nd->op.f[0] = scale;
+        nd->op.i[0] = chunk;
+        nd->op.i[1] = mm;
+    }
+    return loss;
+}
+
+/* Backward of cq_linear_xent: per chunk, the logits again, then
+ * dlogits = XENT_BWD, dx rows = dlogits w, dw += dlogits^T x rows. */
+static void backward_lmxent(cq_ctx *c, const node *n)
+{
+    cq_tensor *x = n->in[0], *w = n->in[1], *t1 = n->aux, *dy = n->out->grad;
+    const float scale = n->op.f[0];
+    const int64_t chunk = n->op.i[0], N = x->ne[0];
+    const cq_dtype mm = (cq_dtype)n->op.i[1];
+    bool gx = x->requires_grad, gw = w->requires_grad;
+    cq_tensor *dx = gx ? alloc_t(c, CQ_F32, 2, x->ne) : NULL;
+    if (gw && !w->grad) {
+        if (w->owner != c) {
+            int r = cq_tensor_new(&w->grad, c->be, CQ_F32, w->ndim, w->ne);
+            if (r) {
+                fail(c, r);
+                return;
+            }
+        } else {
+            cq_tensor *z = alloc_t(c, CQ_F32, w->ndim, w->ne);
+            if (!z || cq_fill(c, z, 0.0f)) return;
+            w->grad = z;
+        }
+    }
+    size_t mark0 = c->n_owned;
+    cq_tensor *wm = (gx || gw) ? as_dtype(c, w, mm) : NULL;
+    int64_t one = 1;
+    cq_tensor *scratch = alloc_t(c, CQ_F32, 1, &one);
+    for (int64_t r0 = 0; r0 < N && wm && scratch && !c->status; r0 += chunk) {
+        int64_t nr = N - r0 < chunk ? N - r0 : chunk;
+        size_t mark = c->n_owned;
+        cq_tensor *xc = rows_of(c, x, r0, nr);
+        cq_tensor *tc = cq_view(c, t1, 1, &nr, r0);
+        cq_tensor *lg = xc && tc ? chunk_logits(c, xc, wm, mm) : NULL;
+        cq_tensor *lse = lg ? alloc_t(c, CQ_F32, 1, &nr) : NULL;
+        cq_tensor *dl = lse ? alloc_t(c, CQ_F32, 2, lg->ne) : NULL;
+        if (dl && !xent_into(c, lg, tc, scale, scratch, lse)) {
+            cq_op op = { .type = CQ_OP_XENT_BWD };
+            op.src[0] = lg;
+            op.src[1] = tc;
+            op.src[2] = lse;
+            op.src[3] = dy;
+            op.dst[0] = dl;
+            op.f[0] = scale;
+            if (!run(c, &op) && gx) { /* dx rows = dlogits @ w */
+                cq_op mo = { .type = CQ_OP_MATMUL };
+                mo.src[0] = dl;
+                mo.src[1] = wm;
+                mo.dst[0] = rows_of(c, dx, r0, nr);
+                mo.f[0] = 1.0f;
+                if (mo.dst[0]) run(c, &mo);
+            }
+            if (!c->status && gw) { /* dw += dlogits^T @ x rows (in the GEMM's dtype, as the plain path) */
+                cq_tensor *xm = mm == CQ_F32 ? xc : as_dtype(c, xc, mm);
+                cq_op mo = { .type = CQ_OP_MATMUL };
+                mo.src[0] = dl;
+                mo.src[1] = xm;
+                mo.dst[0] = w->grad;
+                mo.f[0] = 1.0f;
+                mo.f[1] = 1.0f;
+                mo.i[0] = 1;
+                if (xm) run(c, &mo);
+            }
+        }
+        release_to(c, mark, NULL, 0);
+    }
+    release_to(c, mark0, NULL, 0);
+    if (dx && !c->status) acc_grad(c, x, dx, true);
 }
 
 /* ------------------------------------------------ in-place helpers */
@@ -768,6 +1052,14 @@ static void backward_node(cq_ctx *c, node *n)
     cq_tensor *dy = n->out->grad;
     cq_tensor *a = n->in[0], *b = n->in[1], *d = n->in[2];
     const cq_op *f = &n->op;
+    if (n->kind == NODE_CKPT) {
+        backward_ckpt(c, *n); /* by value: the recomputation may grow (move) the tape */
+        return;
+    }
+    if (n->kind == NODE_LMXENT) {
+        backward_lmxent(c, n);
+        return;
+    }
     if (n->kind == NODE_RESHAPE || n->kind == NODE_CAST || n->kind == NODE_STE) {
         /* identity (the straight-through estimator: d Q(w)/dw = 1); the
          * output's gradient is final here, so the input may take it over */

@@ -246,15 +246,74 @@ void cq_llama_cache_reset(cq_llama *m)
     m->cache_len = m->cache_batch = 0;
 }
 
-static cq_tensor *linear(cq_ctx *c, cq_llama_layer *L, int i, cq_tensor *x)
+/* x @ w^T with the model's GEMM input dtype; xm: x already converted (or NULL) */
+static cq_tensor *mm_linear(cq_ctx *c, cq_dtype dt, cq_tensor *x, cq_tensor *xm, cq_tensor *w)
+{
+    if (dt == CQ_F32) return cq_linear(c, x, w);
+    return cq_linear(c, xm ? xm : cq_cast(c, x, dt), cq_cast(c, w, dt));
+}
+
+/* xm: x converted to the compute dtype (shared by the linears of one input) */
+static cq_tensor *linear(cq_ctx *c, const cq_llama *m, cq_llama_layer *L, int i, cq_tensor *x, cq_tensor *xm)
 {
     cq_llama_qstate *q = &L->q[i];
     if (q->packed) return cq_qlinear_fwd(c, x, q->packed);
-    if (q->bits) return cq_linear(c, x, cq_fakequant(c, L->lin[i], q->mask, q->bits, q->group, true));
-    return cq_linear(c, x, L->lin[i]);
+    cq_tensor *w = q->bits ? cq_fakequant(c, L->lin[i], q->mask, q->bits, q->group, true) : L->lin[i];
+    return mm_linear(c, m->compute, x, xm, w);
 }
 
-cq_tensor *cq_llama_forward(cq_ctx *c, cq_llama *m, cq_tensor *ids, int64_t pos0, bool use_cache)
+static bool uses_compute(const cq_llama *m, const cq_llama_layer *L, int i0, int n)
+{
+    if (m->compute == CQ_F32) return false;
+    for (int i = i0; i < i0 + n; i++)
+        if (!L->q[i].packed) return true;
+    return false;
+}
+
+/* One decoder layer on x [B, T, dim] at positions pos0.. */
+static cq_tensor *layer_fwd(cq_ctx *c, cq_llama *m, int64_t l, cq_tensor *x, int64_t pos0, bool use_cache)
+{
+    const cq_llama_config *cf = &m->cfg;
+    int64_t B = x->ne[0], T = x->ne[1];
+    int64_t H = cf->n_heads, Hk = cf->n_kv_heads, D = cf->head_dim;
+    float scale = 1.0f / sqrtf((float)D);
+    int64_t qs[4] = { B, T, H, D }, ks[4] = { B, T, Hk, D }, as[3] = { B, T, H * D };
+    cq_llama_layer *L = &m->layers[l];
+    cq_tensor *h = cq_rmsnorm(c, x, L->attn_norm, cf->norm_eps);
+    cq_tensor *hm = uses_compute(m, L, 0, 3) ? cq_cast(c, h, m->compute) : NULL;
+    cq_tensor *q = cq_reshape(c, linear(c, m, L, 0, h, hm), 4, qs);
+    cq_tensor *k = cq_reshape(c, linear(c, m, L, 1, h, hm), 4, ks);
+    cq_tensor *v = cq_reshape(c, linear(c, m, L, 2, h, hm), 4, ks);
+    q = cq_rope(c, q, pos0, cf->rope_theta);
+    k = cq_rope(c, k, pos0, cf->rope_theta);
+    cq_tensor *a;
+    if (use_cache) {
+        cq_tensor *kslot = cq_view(c, m->k_cache[l], 4, ks, pos0 * Hk * D);
+        cq_tensor *vslot = cq_view(c, m->v_cache[l], 4, ks, pos0 * Hk * D);
+        if (!kslot || !vslot || cq_copy_into(c, kslot, k) || cq_copy_into(c, vslot, v)) return NULL;
+        int64_t all[4] = { B, pos0 + T, Hk, D };
+        cq_tensor *ka = cq_view(c, m->k_cache[l], 4, all, 0);
+        cq_tensor *va = cq_view(c, m->v_cache[l], 4, all, 0);
+        a = cq_attention(c, q, ka, va, pos0, scale);
+    } else {
+        a = cq_attention(c, q, k, v, 0, scale);
+    }
+    cq_tensor *o = linear(c, m, L, 3, cq_reshape(c, a, 3, as), NULL);
+    x = cq_add(c, x, o);
+    h = cq_rmsnorm(c, x, L->ffn_norm, cf->norm_eps);
+    hm = uses_compute(m, L, 4, 2) ? cq_cast(c, h, m->compute) : NULL;
+    cq_tensor *g = linear(c, m, L, 4, h, hm);
+    cq_tensor *u = linear(c, m, L, 5, h, hm);
+    return cq_add(c, x, linear(c, m, L, 6, cq_swiglu(c, g, u), NULL));
+}
+
+/* the checkpointed region: decoder layer `l` at position 0, no cache */
+static cq_tensor *layer_region(cq_ctx *c, void *user, int64_t l, cq_tensor *x)
+{
+    return layer_fwd(c, user, l, x, 0, false);
+}
+
+static cq_tensor *forward_hidden(cq_ctx *c, cq_llama *m, cq_tensor *ids, int64_t pos0, bool use_cache)
 {
     if (!c || !m || !ids || cq_ctx_status(c)) return NULL;
     const cq_llama_config *cf = &m->cfg;
@@ -265,7 +324,6 @@ cq_tensor *cq_llama_forward(cq_ctx *c, cq_llama *m, cq_tensor *ids, int64_t pos0
         return NULL;
     }
     int64_t B = ids->ne[0], T = ids->ne[1];
-    int64_t H = cf->n_heads, Hk = cf->n_kv_heads, D = cf->head_dim;
     if (pos0 + T > cf->max_seq) {
         cq_error("llama forward: positions up to %lld exceed the model's context of %lld", (long long)(pos0 + T),
                  (long long)cf->max_seq);
@@ -278,42 +336,32 @@ cq_tensor *cq_llama_forward(cq_ctx *c, cq_llama *m, cq_tensor *ids, int64_t pos0
         cq_ctx_set_error(c, CQ_EINVAL);
         return NULL;
     }
-    float scale = 1.0f / sqrtf((float)D);
-    cq_tensor *x = cq_embed(c, m->tok_emb, ids); /* [B, T, dim] */
-    int64_t qs[4] = { B, T, H, D }, ks[4] = { B, T, Hk, D }, as[3] = { B, T, H * D };
-    for (int64_t l = 0; l < cf->n_layers; l++) {
-        cq_llama_layer *L = &m->layers[l];
-        cq_tensor *h = cq_rmsnorm(c, x, L->attn_norm, cf->norm_eps);
-        cq_tensor *q = cq_reshape(c, linear(c, L, 0, h), 4, qs);
-        cq_tensor *k = cq_reshape(c, linear(c, L, 1, h), 4, ks);
-        cq_tensor *v = cq_reshape(c, linear(c, L, 2, h), 4, ks);
-        q = cq_rope(c, q, pos0, cf->rope_theta);
-        k = cq_rope(c, k, pos0, cf->rope_theta);
-        cq_tensor *a;
-        if (use_cache) {
-            cq_tensor *kslot = cq_view(c, m->k_cache[l], 4, ks, pos0 * Hk * D);
-            cq_tensor *vslot = cq_view(c, m->v_cache[l], 4, ks, pos0 * Hk * D);
-            if (!kslot || !vslot || cq_copy_into(c, kslot, k) || cq_copy_into(c, vslot, v)) return NULL;
-            int64_t all[4] = { B, pos0 + T, Hk, D };
-            cq_tensor *ka = cq_view(c, m->k_cache[l], 4, all, 0);
-            cq_tensor *va = cq_view(c, m->v_cache[l], 4, all, 0);
-            a = cq_attention(c, q, ka, va, pos0, scale);
-        } else {
-            a = cq_attention(c, q, k, v, 0, scale);
-        }
-        cq_tensor *o = linear(c, L, 3, cq_reshape(c, a, 3, as));
-        x = cq_add(c, x, o);
-        h = cq_rmsnorm(c, x, L->ffn_norm, cf->norm_eps);
-        cq_tensor *g = linear(c, L, 4, h);
-        cq_tensor *u = linear(c, L, 5, h);
-        x = cq_add(c, x, linear(c, L, 6, cq_swiglu(c, g, u)));
+    if (m->compute != CQ_F32 && m->compute != CQ_BF16 && m->compute != CQ_F16) {
+        cq_error("llama forward: compute dtype must be f32, bf16 or f16 (got %s)", cq_dtype_name(m->compute));
+        cq_ctx_set_error(c, CQ_EINVAL);
+        return NULL;
     }
-    x = cq_rmsnorm(c, x, m->norm, cf->norm_eps);
-    return cq_linear(c, x, m->lm_head);
+    bool ckpt = m->checkpoint && !use_cache && pos0 == 0;
+    cq_tensor *x = cq_embed(c, m->tok_emb, ids); /* [B, T, dim] */
+    for (int64_t l = 0; l < cf->n_layers && x; l++)
+        x = ckpt ? cq_checkpoint(c, layer_region, m, l, x) : layer_fwd(c, m, l, x, pos0, use_cache);
+    return cq_rmsnorm(c, x, m->norm, cf->norm_eps);
+}
+
+cq_tensor *cq_llama_hidden(cq_ctx *c, cq_llama *m, cq_tensor *ids) { return forward_hidden(c, m, ids, 0, false); }
+
+cq_tensor *cq_llama_forward(cq_ctx *c, cq_llama *m, cq_tensor *ids, int64_t pos0, bool use_cache)
+{
+    cq_tensor *x = forward_hidden(c, m, ids, pos0, use_cache);
+    return x ? mm_linear(c, m->compute, x, NULL, m->lm_head) : NULL;
 }
 
 cq_tensor *cq_llama_loss(cq_ctx *c, cq_llama *m, cq_tensor *ids, cq_tensor *targets, float scale)
 {
+    if (m && m->xent_chunk > 0) {
+        cq_tensor *h = forward_hidden(c, m, ids, 0, false);
+        return h ? cq_linear_xent(c, h, m->lm_head, targets, scale, m->xent_chunk, m->compute) : NULL;
+    }
     cq_tensor *logits = cq_llama_forward(c, m, ids, 0, false);
     if (!logits) return NULL;
     return cq_cross_entropy(c, logits, targets, scale, NULL);

@@ -59,6 +59,23 @@ typedef struct cq_llama {
     /* KV cache for generation: [B, max, Hkv, D] per layer, or NULL */
     cq_tensor **k_cache, **v_cache;
     int64_t cache_batch, cache_len;
+    /* Training-memory options (docs/cuda.md, design (b)); zero = off. Set
+     * them before a forward; they change the memory and the GEMM inputs of
+     * cq_llama_forward / cq_llama_loss, not the parameters.
+     *   checkpoint: activation checkpointing per decoder layer (cq_checkpoint):
+     *     a forward without the KV cache keeps only each layer's input; the
+     *     backward recomputes the layer (fake-quantization included) right
+     *     before its own backward. Bitwise the same loss and gradients.
+     *   xent_chunk > 0: cq_llama_loss computes the cross-entropy this many
+     *     tokens at a time (cq_linear_xent), so the [tokens, vocab] logits
+     *     never exist at once (same loss/grads up to summation order).
+     *   compute: dtype of the GEMM inputs of every linear (CQ_F32 = 0, or
+     *     CQ_BF16 / CQ_F16): the activation and the (fake-quantized) f32
+     *     weight are converted per GEMM, the GEMM accumulates in f32, and the
+     *     gradients reach the f32 master weights through the conversion. */
+    bool checkpoint;
+    int64_t xent_chunk;
+    cq_dtype compute;
 } cq_llama;
 
 /* Suffixes of the linear weights, in lin[] order. */
@@ -98,6 +115,10 @@ CQ_API cq_tensor *cq_llama_forward(cq_ctx *c, cq_llama *m, cq_tensor *ids, int64
 /* Loss = scale * sum of next-token NLLs over [B, T] targets (target < 0 is
  * ignored). With scale = 1 this is the "summed NLL" of CherryQ's impact. */
 CQ_API cq_tensor *cq_llama_loss(cq_ctx *c, cq_llama *m, cq_tensor *ids, cq_tensor *targets, float scale);
+
+/* The final RMSNorm output [B, T, dim] (what the lm_head multiplies), with
+ * the model's checkpoint/compute options. */
+CQ_API cq_tensor *cq_llama_hidden(cq_ctx *c, cq_llama *m, cq_tensor *ids);
 
 /* KV cache for generation: batch 1 (the only batch size supported), up to
  * max_len positions. */

@@ -43,6 +43,26 @@
  *   rtn       4P + one f32 linear copy + the packed output
  *   packed weights (a quantized directory): 4 (P - Plin) + Plin (bits/8 +
  *   4/group) (scale and zero in f16 per group).
+ * train/QAT memory options (docs/memplan.md):
+ *   checkpoint: activations = 4 (L+1) dim N layer inputs kept
+ *             + 4*6 dim N (final norm, its gradient, residual gradients, and
+ *               the [N, dim] buffers the ctx cache keeps across phases)
+ *             + 4*2 (a_layer + Hq + dim) N: ONE layer recomputed with its
+ *               gradients (the residual adds copy two dim-wide gradients)
+ *             + logits and their gradient 4*2 V N (or chunked, below)
+ *             + the embedding's gradient scatter buffer 4 V dim
+ *             + QAT: one layer's fake-quantized weights and grads 8 Plin/L
+ *             + the trainer's evaluation (no grad, same context): its logits
+ *               and NLL 4 (V+2) N (the rest reuses the cached training buffers);
+ *   xent_chunk C: logits and their gradient 4*2 V min(C, N) instead of N;
+ *   compute_bytes 2: per linear input a bf16 copy and its f32 gradient,
+ *             6 (2 dim + qd + ffn) per token and layer, and of every weight
+ *             6 Plin/L per layer (one layer with checkpointing, all without),
+ *             + the lm_head 2 V dim (+ 4 V dim gradient unchunked);
+ *   offload: AdamW m, v move to host memory (8P, pinned on CUDA); the device
+ *             keeps a staging pair of the largest parameter, 8 maxparam.
+ *   QAT's host copies (best weights, keep_best; the RTN starting point kept
+ *   by cq_qat_train) are malloc'ed: 8P host whatever the backend.
  * Plus a fixed 64 MiB for the process itself (code, OpenBLAS buffers, the
  * tokenizer), as models/llama_io.c's load check uses.
  * Not counted: the corpus text and token ids of train/quantize (their size
@@ -106,15 +126,37 @@ int cq_memplan_estimate(const cq_llama_config *cf, cq_plan_cmd cmd, const cq_pla
         act = 4 * 2 * a_tok_g * T;
         break;
     case CQ_PLAN_TRAIN:
+    case CQ_PLAN_QAT: {
+        bool qat = cmd == CQ_PLAN_QAT;
+        double N = B * T, Nx = o->xent_chunk > 0 && o->xent_chunk < N ? (double)o->xent_chunk : N;
+        double maxparam = V * dim > largest ? V * dim : largest;
+        bool half = o->compute_bytes == 2;
+        double lin_in = 2 * dim + qd + ffn; /* elements entering the 7 linears per token and layer */
         w = 4 * P;
-        state = 3 * 4 * P;
-        act = 4 * 2 * a_tok_g * B * T + 4 * a_tok * B * T;
+        state = 4 * P;                                   /* grads */
+        if (o->offload) {
+            state += 8 * maxparam;                       /* device staging of m, v */
+            host_only += 8 * P;                          /* m, v */
+        } else {
+            state += 8 * P;
+        }
+        if (qat) {
+            state += Plin;                               /* cherry masks (u8) */
+            host_only += 8 * P;                          /* best weights + RTN start */
+        }
+        if (o->checkpoint) {
+            act = 4 * (L + 1) * dim * N + 4 * 6 * dim * N + 4 * 2 * (a_layer + Hq + dim) * N + 4 * 2 * V * Nx +
+                  4 * V * dim + 4 * (V + 2) * N;
+            if (qat) act += 8 * Plin / L;
+            if (half) act += 6 * lin_in * N + 6 * Plin / L;
+        } else {
+            act = 4 * 2 * a_tok_g * N - 4 * 2 * V * N + 4 * 2 * V * Nx + 4 * a_tok * N;
+            if (qat) act += 8 * Plin;
+            if (half) act += 6 * lin_in * N * L + 6 * Plin;
+        }
+        if (half) act += 2 * V * dim + (Nx < N ? 0 : 4 * V * dim);
         break;
-    case CQ_PLAN_QAT:
-        w = 4 * P;
-        state = 3 * 4 * P + Plin + 4 * P;
-        act = 4 * 2 * a_tok_g * B * T + 4 * a_tok * B * T + 4 * 2 * Plin;
-        break;
+    }
     case CQ_PLAN_GPTQ:
         w = 4 * P;
         host_only = 4 * S * T * dim + 8 * (2 * dim * dim + qd * qd + ffn * ffn) + 8 * maxin * maxin +

@@ -38,6 +38,11 @@ typedef struct cq_plan_opts {
     int bits, group;    /* quantization (packed eval/generate, RTN/GPTQ output) */
     bool packed;        /* the model's linears are packed (a quantized directory) */
     bool device;        /* the backend is a device (cuda, vulkan): split host/device */
+    /* train / QAT memory options (models/llama.h, cq_train_opts) */
+    bool checkpoint;    /* activation checkpointing per decoder layer */
+    int64_t xent_chunk; /* > 0: cross-entropy this many tokens at a time */
+    int compute_bytes;  /* 2: bf16/f16 GEMM inputs; else f32 */
+    bool offload;       /* AdamW m, v in host memory, streamed through staging */
 } cq_plan_opts;
 
 typedef struct cq_plan_est {

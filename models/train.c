@@ -12,7 +12,9 @@
 
 typedef struct tparam {
     cq_tensor *p;
-    cq_tensor *m, *v;   /* AdamW state (trained parameters only) */
+    cq_tensor *m, *v;   /* AdamW state (trained parameters only); with
+                         * offload_optimizer: views of the staging pair */
+    float *hm, *hv;     /* offload_optimizer: the state in host memory */
     bool train;
     float *best;        /* host copy of the best weights (keep_best) */
 } tparam;
@@ -31,6 +33,7 @@ struct cq_trainer {
     double best_val;
     bool have_best;
     int32_t *ids_buf, *tgt_buf;
+    cq_tensor *stage_m, *stage_v; /* offload_optimizer: device staging */
 };
 
 void cq_train_opts_default(cq_train_opts *o)
@@ -61,10 +64,54 @@ static void free_params(cq_trainer *t)
     for (int i = 0; i < t->n_ps; i++) {
         cq_tensor_free(&t->ps[i].m);
         cq_tensor_free(&t->ps[i].v);
+        cq_backend_host_free(t->model->be, t->ps[i].hm);
+        cq_backend_host_free(t->model->be, t->ps[i].hv);
         free(t->ps[i].best);
     }
     free(t->ps);
     t->ps = NULL;
+    cq_tensor_free(&t->stage_m);
+    cq_tensor_free(&t->stage_v);
+}
+
+/* AdamW state: on the backend, or (offload_optimizer) in host memory with
+ * views of the staging pair as m and v */
+static int alloc_state(cq_trainer *t, tparam *tp)
+{
+    cq_backend *be = t->model->be;
+    if (!t->o.offload_optimizer) {
+        int r = cq_tensor_new(&tp->m, be, CQ_F32, tp->p->ndim, tp->p->ne);
+        return r ? r : cq_tensor_new(&tp->v, be, CQ_F32, tp->p->ndim, tp->p->ne);
+    }
+    size_t nb = cq_tensor_nbytes(tp->p);
+    int r = cq_backend_host_alloc(be, nb, (void **)&tp->hm);
+    if (!r) r = cq_backend_host_alloc(be, nb, (void **)&tp->hv);
+    if (r) return r;
+    memset(tp->hm, 0, nb);
+    memset(tp->hv, 0, nb);
+    r = cq_tensor_view(&tp->m, t->stage_m, tp->p->ndim, tp->p->ne, NULL, 0);
+    return r ? r : cq_tensor_view(&tp->v, t->stage_v, tp->p->ndim, tp->p->ne, NULL, 0);
+}
+
+/* m or v of a trained parameter to / from host memory (f32 bytes) */
+static int state_get(const cq_trainer *t, const tparam *tp, int which, void *dst)
+{
+    size_t nb = cq_tensor_nbytes(tp->p);
+    if (t->o.offload_optimizer) {
+        memcpy(dst, which ? tp->hv : tp->hm, nb);
+        return CQ_OK;
+    }
+    return cq_tensor_get(which ? tp->v : tp->m, dst, nb);
+}
+
+static int state_set(cq_trainer *t, tparam *tp, int which, const void *src)
+{
+    size_t nb = cq_tensor_nbytes(tp->p);
+    if (t->o.offload_optimizer) {
+        memcpy(which ? tp->hv : tp->hm, src, nb);
+        return CQ_OK;
+    }
+    return cq_tensor_set(which ? tp->v : tp->m, src, nb);
 }
 
 void cq_trainer_destroy(cq_trainer **pt)
@@ -132,6 +179,16 @@ int cq_trainer_create(cq_trainer **out, cq_llama *m, const cq_train_opts *o, con
     t->tgt_buf = malloc(nw * sizeof(int32_t));
     t->ps = calloc((size_t)m->n_params, sizeof *t->ps);
     int r = (!t->ids_buf || !t->tgt_buf || !t->ps) ? CQ_ENOMEM : cq_ctx_create(&t->ctx, m->be);
+    if (!r && o->offload_optimizer) {
+        int64_t maxn = 0;
+        for (int i = 0; i < m->n_params; i++) {
+            int64_t n = cq_tensor_numel(m->params[i]);
+            if ((!o->trainable || o->trainable(m->params[i], o->user)) && n > maxn) maxn = n;
+        }
+        r = cq_tensor_new(&t->stage_m, m->be, CQ_F32, 1, &maxn);
+        if (!r) r = cq_tensor_new(&t->stage_v, m->be, CQ_F32, 1, &maxn);
+        if (r) cq_error("trainer: cannot allocate the optimizer staging buffers (2 x %lld floats)", (long long)maxn);
+    }
     int n_train_p = 0;
     for (int i = 0; i < m->n_params && !r; i++) {
         tparam *tp = &t->ps[t->n_ps++];
@@ -143,8 +200,7 @@ int cq_trainer_create(cq_trainer **out, cq_llama *m, const cq_train_opts *o, con
         }
         n_train_p++;
         r = cq_param_enable_grad(tp->p);
-        if (!r) r = cq_tensor_new(&tp->m, m->be, CQ_F32, tp->p->ndim, tp->p->ne);
-        if (!r) r = cq_tensor_new(&tp->v, m->be, CQ_F32, tp->p->ndim, tp->p->ne);
+        if (!r) r = alloc_state(t, tp);
         if (!r) r = cq_tensor_zero_grad(tp->p);
         if (r) cq_error("trainer: cannot allocate the optimizer state of %s", tp->p->name);
     }
@@ -276,7 +332,16 @@ int cq_trainer_step(cq_trainer *t, cq_train_progress *p)
         tparam *tp = &t->ps[i];
         if (!tp->train) continue;
         ap.weight_decay = tp->p->ndim >= 2 ? o->weight_decay : 0.0f;
-        r = cq_adamw_step(t->ctx, tp->p, tp->m, tp->v, tp->p->grad, &ap);
+        size_t nb = cq_tensor_nbytes(tp->p);
+        if (o->offload_optimizer) { /* stream m, v in, update, stream them out */
+            r = cq_tensor_set(tp->m, tp->hm, nb);
+            if (!r) r = cq_tensor_set(tp->v, tp->hv, nb);
+        }
+        if (!r) r = cq_adamw_step(t->ctx, tp->p, tp->m, tp->v, tp->p->grad, &ap);
+        if (!r && o->offload_optimizer) {
+            r = cq_tensor_get(tp->m, tp->hm, nb);
+            if (!r) r = cq_tensor_get(tp->v, tp->hv, nb);
+        }
     }
     cq_ctx_reset(t->ctx);
     if (!r) r = zero_grads(t);
@@ -548,8 +613,10 @@ int cq_trainer_save(cq_trainer *t, const char *dir)
     for (int i = 0; i < t->n_ps && !r; i++) {
         tparam *tp = &t->ps[i];
         r = w_tensor(&w, tp->p, tmp);
-        if (!r && tp->train) r = w_tensor(&w, tp->m, tmp);
-        if (!r && tp->train) r = w_tensor(&w, tp->v, tmp);
+        for (int k = 0; k < 2 && !r && tp->train; k++) {
+            r = state_get(t, tp, k, tmp);
+            if (!r) r = w_bytes(&w, tmp, cq_tensor_nbytes(tp->p));
+        }
         if (!r && t->have_best) r = w_bytes(&w, tp->best, cq_tensor_nbytes(tp->p));
     }
     uint64_t h = w.h;
@@ -661,10 +728,10 @@ int cq_trainer_load(cq_trainer *t, const char *dir)
         }
         r = cq_tensor_set(tp->p, b.p + b.off, nb);
         b.off += nb;
-        if (!r && tp->train) {
-            r = cq_tensor_set(tp->m, b.p + b.off, nb);
+        if (!r && tp->train) { /* same layout with or without offload_optimizer */
+            r = state_set(t, tp, 0, b.p + b.off);
             b.off += nb;
-            if (!r) r = cq_tensor_set(tp->v, b.p + b.off, nb);
+            if (!r) r = state_set(t, tp, 1, b.p + b.off);
             b.off += nb;
         }
         if (!r && hb) {

@@ -74,6 +74,13 @@ typedef struct cq_train_opts {
      * them back with cq_trainer_restore_best. */
     bool (*trainable)(const cq_tensor *param, void *user);
     bool keep_best;
+    /* AdamW m and v in host memory (cq_backend_host_alloc: pinned on CUDA)
+     * instead of on the model's backend: each step streams a parameter's m, v
+     * into one device staging pair (sized for the largest parameter), runs
+     * ADAMW there and copies them back. Bitwise the same weights as resident
+     * states; the checkpoint layout is the same, so a run can resume across
+     * the option. */
+    bool offload_optimizer;
     /* called after every step and every evaluation; may be NULL. Return
      * nonzero to stop training (cq_trainer_run then returns 0). */
     int (*progress)(const cq_train_progress *p, void *user);

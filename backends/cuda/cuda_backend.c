@@ -155,6 +155,28 @@ static void cu_destroy(cq_backend *be)
     free(be);
 }
 
+/* pinned host memory: page-locked, so uploads/downloads of offloaded
+ * optimizer states run at full PCIe speed (and could overlap on a stream) */
+static int cu_host_alloc(cq_backend *be, size_t size, void **ptr)
+{
+    cq_cuda_ctx *c = ctx_of(be);
+    cudaSetDevice(c->device);
+    cudaError_t e = cudaHostAlloc(ptr, size, cudaHostAllocDefault);
+    if (e == cudaSuccess) return CQ_OK;
+    *ptr = NULL;
+    cudaGetLastError();
+    cq_error("CUDA: cannot allocate %zu bytes (%.2f GiB) of pinned host memory: %s", size, size / 1073741824.0,
+             cudaGetErrorString(e));
+    return CQ_ENOMEM;
+}
+
+static void cu_host_free(cq_backend *be, void *ptr)
+{
+    (void)be;
+    cudaError_t e = cudaFreeHost(ptr);
+    if (e != cudaSuccess) cq_cuda_err(e, "free pinned host memory");
+}
+
 static const cq_backend_ops k_cuda_ops = {
     .name = "cuda",
     .destroy = cu_destroy,
@@ -168,6 +190,8 @@ static const cq_backend_ops k_cuda_ops = {
     .sync = cu_sync,
     .host_ptr = cu_host_ptr,
     .wrap_host = NULL,
+    .host_alloc = cu_host_alloc,
+    .host_free = cu_host_free,
 };
 
 int cq_cuda_backend_create(cq_backend **out, int device)
