@@ -220,7 +220,9 @@ typedef struct cq_qat_result {
  * dense master weights (fake-quant state cleared): the best weights seen, or
  * the starting weights if training never improved the held-out NLL; pack
  * them with cq_quantize_rtn and the same plan. resume: continue from the
- * trainer checkpoint in o->ckpt_dir if there is one. */
+ * trainer checkpoint in o->ckpt_dir if there is one. The model's
+ * training-memory options (checkpoint, xent_chunk, compute) apply to the QAT
+ * run and are reset to off on return. */
 CQ_API int cq_qat_train(cq_llama *m, const cq_qplan *p, const cq_qspec *s, const struct cq_train_opts *o,
                         const int32_t *train, size_t n_train, const int32_t *val, size_t n_val, bool resume,
                         cq_qat_result *res);

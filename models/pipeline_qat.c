@@ -100,6 +100,10 @@ int cq_qat_train(cq_llama *m, const cq_qplan *p, const cq_qspec *s, const struct
     snapshot_free(m, start);
     cq_trainer_destroy(&t);
     cq_qat_clear(m);
+    /* the training-memory options were for the QAT run only */
+    m->checkpoint = false;
+    m->xent_chunk = 0;
+    m->compute = CQ_F32;
     res->seconds = cq_time_sec() - t0;
     return r;
 }

@@ -135,6 +135,29 @@ int cli_plan_check(const char *name, const cq_llama_config *cfg, cq_plan_cmd cmd
 int cli_plan_check_model(const char *name, const char *model, cq_plan_cmd cmd, cq_plan_opts *opts,
                          const cq_backend *be, bool force);
 
+/* Training-memory flags of train, quantize (QAT) and plan (tools/cmd_plan.c;
+ * docs/cuda.md design (b), models/llama.h and cq_train_opts). */
+typedef struct cli_memflags {
+    bool checkpoint, offload;
+    const char *compute;   /* "f32" (default), "bf16", "f16" */
+    int64_t xent_chunk;    /* 0: 1024 tokens with --checkpoint-activations, else whole batch */
+} cli_memflags;
+#define CLI_MEMFLAGS(mf)                                                                                         \
+    { "checkpoint-activations", CLI_BOOL, &(mf).checkpoint,                                                       \
+      "keep only each decoder layer's input; recompute the layer in the backward" },                             \
+    { "offload-optimizer", CLI_BOOL, &(mf).offload,                                                               \
+      "AdamW m and v in host memory (pinned on CUDA), streamed per parameter" },                                  \
+    { "compute-dtype", CLI_STR, &(mf).compute, "GEMM inputs: f32, bf16 or f16 (f32 master weights and grads)",   \
+      .metavar = "DT" },                                                                                          \
+    { "xent-chunk", CLI_INT, &(mf).xent_chunk,                                                                    \
+      "cross-entropy in chunks of N tokens (0: 1024 with --checkpoint-activations, else none)", CLI_NONNEG }
+struct cq_llama;
+struct cq_train_opts;
+/* Validates --compute-dtype (usage error: CQ_EXIT_USAGE) and copies the flags
+ * into the plan options, the model and the trainer options (each may be NULL). */
+int cli_memflags_apply(const char *cmd, const char *usage, const cli_memflags *mf, cq_plan_opts *po,
+                       struct cq_llama *m, struct cq_train_opts *to);
+
 /* ------------------------------------------------------------ progress
  * On a terminal (stderr): one \r-updated line "step/total loss tok/s ETA";
  * otherwise a plain log line every `every` steps and at the last step. */

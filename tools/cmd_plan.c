@@ -8,10 +8,13 @@
 #include "cli.h"
 #include "cq_io.h"
 #include "cq_mem.h"
+#include "llama.h"
+#include "train.h"
 
 #define USAGE                                                                                                      \
     "(--model PATH | --config FILE.json) [--seqlen N] [--batch N] [--samples N] [--backend NAME] "                  \
-    "[--command eval|generate|impact|train|quantize]"
+    "[--command eval|generate|impact|train|quantize] [--checkpoint-activations] [--offload-optimizer] "            \
+    "[--compute-dtype f32|bf16|f16] [--xent-chunk N]"
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
 
@@ -75,6 +78,31 @@ int cli_plan_check_model(const char *name, const char *model, cq_plan_cmd cmd, c
     return cli_plan_check(name, &cfg, cmd, opts, be, force);
 }
 
+int cli_memflags_apply(const char *cmd, const char *usage, const cli_memflags *mf, cq_plan_opts *po, cq_llama *m,
+                       cq_train_opts *to)
+{
+    const char *dt = mf->compute ? mf->compute : "f32";
+    cq_dtype d;
+    if (!strcmp(dt, "f32")) d = CQ_F32;
+    else if (!strcmp(dt, "bf16")) d = CQ_BF16;
+    else if (!strcmp(dt, "f16")) d = CQ_F16;
+    else return cli_usage_error(cmd, usage, "--compute-dtype: expected f32, bf16 or f16, got '%s'", dt);
+    int64_t chunk = mf->xent_chunk > 0 ? mf->xent_chunk : mf->checkpoint ? 1024 : 0;
+    if (po) {
+        po->checkpoint = mf->checkpoint;
+        po->offload = mf->offload;
+        po->compute_bytes = d == CQ_F32 ? 4 : 2;
+        po->xent_chunk = chunk;
+    }
+    if (m) {
+        m->checkpoint = mf->checkpoint;
+        m->compute = d;
+        m->xent_chunk = chunk;
+    }
+    if (to) to->offload_optimizer = mf->offload;
+    return 0;
+}
+
 static void row(const char *label, const cq_plan_est *e, bool device, double ah, double ad)
 {
     double need = device ? e->device : e->host;
@@ -94,6 +122,7 @@ int cmd_plan(int argc, char **argv)
 {
     const char *model = NULL, *config = NULL, *backend = "cpu", *only = NULL;
     int64_t seqlen = 0, batch = 0, samples = 128, bits = 3, group = 128, device = -1, train_batch = 0;
+    cli_memflags mf = { 0 };
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "model: Hugging Face or cherryq quantized directory (its config.json)",
           .metavar = "PATH" },
@@ -109,6 +138,7 @@ int cmd_plan(int argc, char **argv)
           .metavar = "NAME" },
         { "backend", CLI_STR, &backend, "cpu, vulkan, cuda or auto" },
         { "device", CLI_INT, &device, "device index (-1: default)", CLI_RANGE, -1, 1024 },
+        CLI_MEMFLAGS(mf),
     };
     int r = cli_parse("plan", USAGE,
                       "Estimated peak memory (GiB) of eval, generate, impact, train and quantize for a model,\n"
@@ -118,6 +148,8 @@ int cmd_plan(int argc, char **argv)
     if (r == CLI_HELP) return CQ_EXIT_OK;
     if (r) return r;
     if ((r = cli_check_backend_name("plan", USAGE, backend))) return r;
+    cq_plan_opts mo = { 0 };
+    if ((r = cli_memflags_apply("plan", USAGE, &mf, &mo, NULL, NULL))) return r;
     if (!model == !config) return cli_usage_error("plan", USAGE, "give one of --model or --config");
     const char *cmds[] = { "eval", "generate", "impact", "train", "quantize" };
     if (only) {
@@ -181,24 +213,43 @@ int cmd_plan(int argc, char **argv)
         { "quantize gptq", "quantize", CQ_PLAN_GPTQ, 1 },
         { "quantize rtn", "quantize", CQ_PLAN_RTN, 1 },
     };
-    double train_naive = 0;
+    double qat_dev = 0, qat_host = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         if (only && strcmp(only, rows[i].group)) continue;
         cq_plan_opts o = { .batch = rows[i].batch, .seqlen = seqlen, .samples = samples, .bits = qb, .group = qg,
                            .device = dev };
         o.packed = packed && (rows[i].cmd == CQ_PLAN_EVAL || rows[i].cmd == CQ_PLAN_GENERATE);
+        if (rows[i].cmd == CQ_PLAN_TRAIN || rows[i].cmd == CQ_PLAN_QAT) {
+            o.checkpoint = mo.checkpoint;
+            o.offload = mo.offload;
+            o.compute_bytes = mo.compute_bytes;
+            o.xent_chunk = mo.xent_chunk;
+        }
         cq_plan_est e;
         if (cq_memplan_estimate(&cfg, rows[i].cmd, &o, &e)) continue;
         row(rows[i].label, &e, dev, ah, ad);
-        if (rows[i].cmd == CQ_PLAN_QAT) train_naive = dev ? e.device : e.host;
+        if (rows[i].cmd == CQ_PLAN_QAT) {
+            qat_dev = e.device;
+            qat_host = e.host;
+        }
     }
     printf("\nGiB. weights: parameters as held (f32 master weights; packed for a quantized model); state: grads,\n"
            "AdamW m and v, Fisher, QAT masks and best weights, GPTQ Hessians, KV cache; activations: what one\n"
            "forward (+ backward) keeps. quantize --method cherryq also runs impact first: the larger of the two.\n");
-    if (train_naive > 0 && (!only || !strcmp(only, "quantize") || !strcmp(only, "train")))
-        printf("QAT as implemented (all in %s memory, no offloading): %.1f GiB. The plan of docs/cuda.md\n"
-               "(AdamW states in pinned host memory, activation checkpointing) is NOT implemented.\n",
-               dev ? "device" : "host", train_naive / GIB);
+    if (qat_host > 0 && (!only || !strcmp(only, "quantize") || !strcmp(only, "train"))) {
+        printf("train/QAT memory options: activation checkpointing %s, optimizer states %s, GEMM inputs %s, "
+               "cross-entropy %s",
+               mo.checkpoint ? "on" : "off", mo.offload ? "in host memory" : "resident",
+               mo.compute_bytes == 2 ? (mf.compute ? mf.compute : "bf16") : "f32",
+               mo.xent_chunk > 0 ? "chunked" : "whole batch");
+        if (mo.xent_chunk > 0) printf(" (%lld tokens)", (long long)mo.xent_chunk);
+        printf(".\nquantize qat: %.1f GiB %s", (dev ? qat_dev : qat_host) / GIB, dev ? "device" : "host");
+        if (dev) printf(" + %.1f GiB host", qat_host / GIB);
+        printf(" (%.1f GB).%s\n", (dev ? qat_dev : qat_host) / 1e9,
+               mo.checkpoint && mo.offload ? ""
+                                           : " --checkpoint-activations, --offload-optimizer, --compute-dtype "
+                                             "bf16 lower it (docs/cuda.md).");
+    }
     cq_backend_destroy(&be);
     return CQ_EXIT_OK;
 }

@@ -81,6 +81,7 @@ int cmd_quantize(int argc, char **argv)
     double val_frac = 0.1, max_epochs = 1.0, damp = 0.01;
     int64_t gblock = 128, ckpt_every = 32;
     bool resume = false, json = false, force = false;
+    cli_memflags mem = { 0 };
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "full-precision model (Hugging Face directory or .gguf)", .metavar = "PATH" },
         { "data", CLI_STR, &data, "calibration corpus: text, or JSONL with a \"text\" field", .metavar = "FILE" },
@@ -133,6 +134,7 @@ int cmd_quantize(int argc, char **argv)
         { "json", CLI_BOOL, &json, "print one machine-readable JSON line on stdout" },
         { "tokenizer", CLI_STR, &tokp, "tokenizer.json (default: next to the model)", .metavar = "FILE" },
         { "threads", CLI_INT, &threads, "CPU threads (0: all cores)", CLI_NONNEG },
+        CLI_MEMFLAGS(mem), /* QAT (qat, cherryq) */
         { "force", CLI_BOOL, &force, "run even when the memory plan says it will not fit" },
         { "backend", CLI_STR, &backend, "cpu, vulkan, cuda or auto" },
         { "device", CLI_INT, &device, "device index (-1: default)", CLI_RANGE, -1, 1024 },
@@ -152,6 +154,7 @@ int cmd_quantize(int argc, char **argv)
     int meth = !strcmp(method, "rtn") ? 0 : !strcmp(method, "gptq") ? 1 : !strcmp(method, "qat") ? 2
              : !strcmp(method, "cherryq") ? 3 : -1;
     if (meth < 0) return cli_usage_error("quantize", USAGE, "--method must be cherryq, qat, rtn or gptq (got '%s')", method);
+    if ((r = cli_memflags_apply("quantize", USAGE, &mem, NULL, NULL, NULL))) return r;
     if (!data && !self_gen)
         return cli_usage_error("quantize", USAGE, "calibration data is required: --data FILE or --self-generate N");
     if (data && self_gen) return cli_usage_error("quantize", USAGE, "give --data or --self-generate, not both");
@@ -218,6 +221,7 @@ int cmd_quantize(int argc, char **argv)
         cq_plan_cmd pc = meth == 0 ? CQ_PLAN_RTN : meth == 1 ? CQ_PLAN_GPTQ : CQ_PLAN_QAT;
         cq_plan_opts po = { .batch = batch, .seqlen = seqlen, .samples = samples, .bits = (int)bits,
                             .group = (int)group };
+        cli_memflags_apply("quantize", USAGE, &mem, &po, NULL, NULL); /* validated above */
         if ((r = cli_plan_check_model("quantize", model, pc, &po, be, force))) goto done;
         cq_plan_opts pi = { .batch = 1, .seqlen = seqlen, .samples = samples };
         if (meth == 3 && !impact_path && (r = cli_plan_check_model("quantize", model, CQ_PLAN_IMPACT, &pi, be, force)))
@@ -355,6 +359,7 @@ int cmd_quantize(int argc, char **argv)
         to.weight_decay = (float)wd;
         to.clip = (float)clip;
         to.seed = (uint64_t)seed;
+        cli_memflags_apply("quantize", USAGE, &mem, NULL, m, &to);
         double tok_per_step = (double)(batch * seqlen * accum);
         int64_t cap = (int64_t)floor(max_epochs * (double)n_train / tok_per_step);
         if (cap < 1) cap = 1;

@@ -26,6 +26,7 @@ typedef struct train_args {
     int64_t steps, batch, accum, warmup, eval_every, eval_tokens, save_every, seed, threads, device;
     double lr, min_lr_ratio, clip, wd, holdout, rope_theta, norm_eps;
     bool resume, tie, force;
+    cli_memflags mem;
 } train_args;
 
 static int apply_config(const char *path, cli_flag *fl, int n)
@@ -143,6 +144,7 @@ int cmd_train(int argc, char **argv)
         { "force", CLI_BOOL, &a.force, "run even when the memory plan says it will not fit" },
         { "backend", CLI_STR, &a.backend, "cpu, vulkan, cuda or auto" },
         { "device", CLI_INT, &a.device, "device index (-1: default)", CLI_RANGE, -1, 1024 },
+        CLI_MEMFLAGS(a.mem),
     };
     const int nf = (int)(sizeof fl / sizeof fl[0]);
     /* the config file first, so the command line overrides it */
@@ -163,6 +165,7 @@ int cmd_train(int argc, char **argv)
     if (r == CLI_HELP) return CQ_EXIT_OK;
     if (r) return r;
     if ((r = cli_check_backend_name("train", USAGE, a.backend))) return r;
+    if ((r = cli_memflags_apply("train", USAGE, &a.mem, NULL, NULL, NULL))) return r;
     if (!a.data) return cli_usage_error("train", USAGE, "--data is required");
     if (a.heads % a.kv_heads || a.dim % a.heads || (a.dim / a.heads) % 2)
         return cli_usage_error("train", USAGE,
@@ -253,12 +256,14 @@ int cmd_train(int argc, char **argv)
         .eos = cq_tokenizer_eos(tok),
     };
     cq_plan_opts po = { .batch = a.batch, .seqlen = a.seq };
+    cli_memflags_apply("train", USAGE, &a.mem, &po, NULL, NULL);
     if ((r = cli_plan_check("train", &cfg, CQ_PLAN_TRAIN, &po, be, a.force))) goto done;
     r = cq_llama_create(&m, &cfg, be, (uint64_t)a.seed);
     if (r) {
         fprintf(stderr, "cherryq train: cannot create the model: %s\n", cq_strerror(r));
         goto done;
     }
+    cli_memflags_apply("train", USAGE, &a.mem, NULL, m, NULL);
     fprintf(stderr,
             "cherryq: model: vocab %lld, dim %lld, %lld layers, %lld heads (%lld kv), ffn %lld, seq %lld: %.2fM "
             "parameters\n",
@@ -285,6 +290,7 @@ int cmd_train(int argc, char **argv)
     o.seed = (uint64_t)a.seed;
     o.progress = on_progress;
     o.user = &pc;
+    cli_memflags_apply("train", USAGE, &a.mem, NULL, NULL, &o);
     r = cq_trainer_create(&tr, m, &o, ids, n, nv ? vids : NULL, nv);
     if (r) {
         fprintf(stderr, "cherryq train: %s\n", cq_strerror(r));
