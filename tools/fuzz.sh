@@ -9,7 +9,7 @@
 #   -j  targets run at once (default 1); each target is one process
 #   -b  build directory (default build-fuzz)
 #   TARGET  safetensors st_index gguf hfconfig tokenizer_json tokenizer_spm
-#           llama_load checkpoint cli_readers (default: all)
+#           llama_load checkpoint cli_readers cli_args (default: all)
 #
 # The working corpus of a target is BUILDDIR/corpus/<target>, started from
 # the checked-in seeds (tests/fuzz/corpus/<target>) and kept between runs;
@@ -34,7 +34,7 @@ shift $((OPTIND - 1))
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(safetensors st_index gguf hfconfig tokenizer_json tokenizer_spm llama_load checkpoint
-        cli_readers)
+        cli_readers cli_args)
 fi
 
 if [ ! -f "$bdir/build.ninja" ]; then
