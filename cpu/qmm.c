@@ -47,6 +47,9 @@ int cq_qmm_isa_supported(cq_isa isa)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("fma");
+    case CQ_ISA_AVX512VNNI:
+        return cq_qmm_isa_supported(CQ_ISA_AVX512) && __builtin_cpu_supports("avx512vnni") &&
+               __builtin_cpu_supports("avx512vbmi");
 #endif
     default: return 0;
     }
@@ -58,6 +61,7 @@ static atomic_int g_isa_forced;
 
 static cq_isa best_isa(void)
 {
+    if (cq_qmm_isa_supported(CQ_ISA_AVX512VNNI)) return CQ_ISA_AVX512VNNI;
     if (cq_qmm_isa_supported(CQ_ISA_AVX512)) return CQ_ISA_AVX512;
     if (cq_qmm_isa_supported(CQ_ISA_AVX2)) return CQ_ISA_AVX2;
     return CQ_ISA_SCALAR;
@@ -65,7 +69,7 @@ static cq_isa best_isa(void)
 
 int cq_qmm_set_isa(cq_isa isa)
 {
-    if (isa < CQ_ISA_AUTO || isa > CQ_ISA_AVX512) {
+    if (isa < CQ_ISA_AUTO || isa > CQ_ISA_AVX512VNNI) {
         cq_error("%s: unknown ISA %d", __func__, (int)isa);
         return CQ_EINVAL;
     }
@@ -95,8 +99,34 @@ const char *cq_qmm_isa_name(cq_isa isa)
     case CQ_ISA_SCALAR: return "scalar";
     case CQ_ISA_AVX2: return "avx2";
     case CQ_ISA_AVX512: return "avx512";
+    case CQ_ISA_AVX512VNNI: return "avx512vnni";
     default: return "?";
     }
+}
+
+/* -1: not read yet; then 0/1. */
+static atomic_int g_exact = -1;
+
+void cq_qmm_set_exact(int on)
+{
+    atomic_store(&g_exact, on ? 1 : 0);
+}
+
+int cq_qmm_get_exact(void)
+{
+    int v = atomic_load(&g_exact);
+    if (v < 0) {
+        const char *e = getenv("CQ_QMM_EXACT");
+        v = e && e[0] && strcmp(e, "0") != 0;
+        atomic_store(&g_exact, v);
+    }
+    return v;
+}
+
+/* The ISA of the f32 kernels: the VNNI ISA runs AVX-512's (GEMM, exact GEMV). */
+static cq_isa float_isa(cq_isa isa)
+{
+    return isa == CQ_ISA_AVX512VNNI ? CQ_ISA_AVX512 : isa;
 }
 
 static int isa_lanes(cq_isa isa)
@@ -212,13 +242,113 @@ static int max_threads(void)
  * columns. */
 static cq_isa pick_isa(const cq_qmm_w *w)
 {
-    cq_isa isa = cq_qmm_get_isa();
+    cq_isa isa = float_isa(cq_qmm_get_isa());
     if (isa != CQ_ISA_AVX512 || atomic_load(&g_isa_forced) || !cq_qmm_isa_supported(CQ_ISA_AVX2)) return isa;
     cq_qmm_plan a, b;
     int ok_a = cq_qmm_plan_init(&a, w, 16), ok_b = cq_qmm_plan_init(&b, w, 8);
     int64_t tail_a = ok_a ? w->in - a.ncols_blk : w->in, tail_b = ok_b ? w->in - b.ncols_blk : w->in;
     return tail_b < tail_a ? CQ_ISA_AVX2 : isa;
 }
+
+/* ------------------------------------------------------------ int8 GEMV */
+
+int cq_qmm_q8plan_init(cq_qmm_q8plan *p, const cq_qmm_w *w)
+{
+    memset(p, 0, sizeof(*p));
+    p->w = w;
+    p->bits = w->bits;
+    p->in = w->in;
+    p->out = w->out;
+    p->g = w->group ? w->group : w->in;
+    p->ng = cq_qmm_ngroups(w->group, w->in);
+    p->rb = cq_qmm_row_bytes(w->bits, w->in);
+    p->c = w->bits == 8 ? -127.0f : -(float)(1 << (w->bits - 1)) + 0.5f;
+    p->V = w->bits == 8 ? 1 : w->bits == 2 ? 4 : 2;
+    p->S = 64 * (int64_t)p->V;
+    p->sbbytes = w->bits == 3 ? 48 : 64;
+    if (p->ng == 1) {
+        p->U = CQ_QMM_Q8_BLOCK;
+        p->upg = 0;
+    } else if (p->g == 32 || p->g == 64) {
+        p->U = p->g;
+        p->upg = 1;
+    } else if (p->g % CQ_QMM_Q8_BLOCK == 0) {
+        p->U = CQ_QMM_Q8_BLOCK;
+        p->upg = p->g / CQ_QMM_Q8_BLOCK;
+    } else {
+        return 0;
+    }
+    p->nsb = (p->in + p->S - 1) / p->S;
+    p->nu = (p->in + p->U - 1) / p->U;
+    return 1;
+}
+
+int cq_qmm_gemv_uses_q8(const cq_qmm_w *w)
+{
+    cq_qmm_q8plan p;
+    return w && cq_qmm_check_basic(w, __func__) == CQ_OK && cq_qmm_get_isa() == CQ_ISA_AVX512VNNI &&
+           !cq_qmm_get_exact() && cq_qmm_q8plan_init(&p, w);
+}
+
+/* Threads for a GEMV on w: below ~64k weights per thread the fork costs
+ * more than it saves. */
+static int gemv_threads(const cq_qmm_w *w)
+{
+    int nt = max_threads();
+    int64_t work = w->out * w->in;
+    if (work < (int64_t)nt * 65536) nt = (int)(work / 65536) > 1 ? (int)(work / 65536) : 1;
+    return nt;
+}
+
+/* Rows per chunk (whole quads), about 8 chunks per thread, handed out
+ * dynamically: each chunk is one sequential stream, and a thread that loses
+ * its core to another process does not hold the others up. */
+static int64_t gemv_chunk_rows(const cq_qmm_w *w, int nt)
+{
+    int64_t cr = w->out / ((int64_t)nt * 8) / 4 * 4;
+    if (cr < 16) cr = 16;
+    if (cr > 512) cr = 512;
+    return cr;
+}
+
+#if CQ_QMM_X86
+static int gemv_q8(const cq_qmm_q8plan *p, const float *x, float *y)
+{
+    const cq_qmm_w *w = p->w;
+    const int nt = gemv_threads(w);
+    const size_t npad = (size_t)(p->nsb * p->S), nf = (size_t)p->nu + 32, wsn = 4 * ((size_t)p->nu + 48);
+    int8_t *xq = alloc64(2 * npad);
+    float *fb = alloc64(2 * nf * sizeof(float));
+    float *ws = alloc64((size_t)nt * wsn * sizeof(float));
+    if (!xq || !fb || !ws) {
+        free(xq);
+        free(fb);
+        free(ws);
+        cq_error("%s: out of memory (out %lld in %lld)", __func__, (long long)w->out, (long long)w->in);
+        return CQ_ENOMEM;
+    }
+    float *sxu = fb, *xqs = fb + nf;
+    cq_qmm_q8_prep_avx512vnni(p, x, xq, sxu, xqs);
+    const int64_t cr = gemv_chunk_rows(w, nt), nchunk = (w->out + cr - 1) / cr;
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < nchunk; c++) {
+            int64_t r0 = c * cr, r1 = r0 + cr < w->out ? r0 + cr : w->out;
+            cq_qmm_gemv_q8_rows_avx512vnni(p, xq, sxu, xqs, x, y, r0, r1, ws + (size_t)t * wsn);
+        }
+    }
+    free(xq);
+    free(fb);
+    free(ws);
+    return CQ_OK;
+}
+#endif
 
 /* ------------------------------------------------------------ GEMV */
 
@@ -250,6 +380,12 @@ int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y)
     CQ_CHECK_ARG(x && y, CQ_EINVAL);
     if (w->out == 0) return CQ_OK;
 
+#if CQ_QMM_X86
+    if (cq_qmm_get_isa() == CQ_ISA_AVX512VNNI && !cq_qmm_get_exact()) {
+        cq_qmm_q8plan q8;
+        if (cq_qmm_q8plan_init(&q8, w)) return gemv_q8(&q8, x, y);
+    }
+#endif
     cq_isa isa = pick_isa(w);
     gemv_rows_fn gv;
     dequant_fn dq;
@@ -257,10 +393,7 @@ int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y)
     cq_qmm_plan p;
     if (!gv || !cq_qmm_plan_init(&p, w, isa_lanes(isa))) return cq_qmm_gemv_ref(w, x, y);
 
-    int nt = max_threads();
-    /* below ~64k weights per thread the fork costs more than it saves */
-    int64_t work = w->out * w->in;
-    if (work < (int64_t)nt * 65536) nt = (int)(work / 65536) > 1 ? (int)(work / 65536) : 1;
+    const int nt = gemv_threads(w);
     const size_t wsn = 4 * (size_t)(p.ng + 32);
     float *xp = alloc64(((size_t)p.ncols_blk + (size_t)p.ng + 16) * sizeof(float));
     float *ws = alloc64((size_t)nt * wsn * sizeof(float));
@@ -273,13 +406,7 @@ int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y)
     float *gsum = xp + p.ncols_blk;
     prep_x(&p, x, xp, gsum);
 
-    /* Chunks of contiguous rows (whole quads), about 8 per thread, handed
-     * out dynamically: each chunk is one sequential stream, and a thread that
-     * loses its core to another process does not hold the others up. */
-    int64_t cr = w->out / ((int64_t)nt * 8) / 4 * 4;
-    if (cr < 16) cr = 16;
-    if (cr > 512) cr = 512;
-    const int64_t nchunk = (w->out + cr - 1) / cr;
+    const int64_t cr = gemv_chunk_rows(w, nt), nchunk = (w->out + cr - 1) / cr;
 #pragma omp parallel num_threads(nt)
     {
 #ifdef _OPENMP

@@ -41,7 +41,11 @@ typedef enum {
     CQ_ISA_SCALAR,            /* the scalar reference */
     CQ_ISA_AVX2,              /* AVX2 + FMA + F16C */
     CQ_ISA_AVX512,            /* AVX-512 F/BW/VL/DQ + FMA + F16C */
+    CQ_ISA_AVX512VNNI,        /* AVX-512 + VNNI + VBMI: GEMV with int8 activations */
 } cq_isa;
+
+/* Columns per int8 block of x on the int8-activation GEMV path. */
+#define CQ_QMM_Q8_BLOCK 128
 
 /* Bytes of one packed row, and the number of groups of a row. */
 CQ_API int64_t cq_qmm_row_bytes(int bits, int64_t in);
@@ -51,7 +55,14 @@ CQ_API int64_t cq_qmm_ngroups(int group, int64_t in);
  * from 0, cols < in). O(out + nnz); meant for load time. */
 CQ_API int cq_qmm_check(const cq_qmm_w *w);
 
-/* y[out] = W x[in]. */
+/* y[out] = W x[in].
+ * With the AVX512VNNI ISA (the automatic choice on CPUs that have it) and
+ * exact mode off (the default), x is first quantized to int8 (see
+ * cq_qmm_quant_x8) and the codes are dotted with it in integers: the result
+ * is cq_qmm_gemv_q8_ref's, an approximation of the exact product (error at
+ * most sum_j |w_j| * sx_j / 2, sx_j the int8 step of x_j's block). Every
+ * other ISA, exact mode, and shapes the int8 kernel does not cover (group not
+ * 32, 64 or a multiple of 128) compute the exact product in f32. */
 CQ_API int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y);
 /* Y[n, out] = X[n, in] W^T (row-major): a linear layer on n tokens.
  * n < 8 runs repeated GEMV; larger n dequantizes tiles of rows into per-thread
@@ -63,6 +74,28 @@ CQ_API int cq_qmm_gemm(const cq_qmm_w *w, const float *X, int64_t n, float *Y);
 /* Scalar reference (the oracle): plain per-element decode, double sums. */
 CQ_API int cq_qmm_gemv_ref(const cq_qmm_w *w, const float *x, float *y);
 CQ_API int cq_qmm_gemm_ref(const cq_qmm_w *w, const float *X, int64_t n, float *Y);
+
+/* Exact mode (process-wide): 1 makes cq_qmm_gemv (and GEMM's n < 8 path)
+ * use the exact f32 kernels even where the int8-activation path is
+ * available. The initial value comes from the environment variable
+ * CQ_QMM_EXACT (1 = on), read on first use. */
+CQ_API void cq_qmm_set_exact(int on);
+CQ_API int cq_qmm_get_exact(void);
+/* 1 when cq_qmm_gemv(w, ...) would run the int8-activation path under the
+ * current ISA and exact setting, 0 when it computes the exact product. */
+CQ_API int cq_qmm_gemv_uses_q8(const cq_qmm_w *w);
+
+/* The int8 quantization of x used by the int8-activation GEMV: blocks of
+ * CQ_QMM_Q8_BLOCK consecutive columns (the last one partial), per block
+ * amax = max |x_j|, sx = amax / 127, xq_j = lrintf(x_j * (127 / amax))
+ * clamped to [-127, 127] (all 0 and sx = 0 when amax = 0). xq [in],
+ * sx [ceil(in / CQ_QMM_Q8_BLOCK)]. */
+CQ_API void cq_qmm_quant_x8(const float *x, int64_t in, int8_t *xq, float *sx);
+/* Scalar reference of the int8-activation GEMV (its oracle): the codes part
+ * against the dequantized x (sx * xq), the cherry deltas against the exact x,
+ *   y_r = sum_j dequant(u_rj) sx_b(j) xq_j + sum_{i in row r} delta_i x[cols_i],
+ * summed in double. */
+CQ_API int cq_qmm_gemv_q8_ref(const cq_qmm_w *w, const float *x, float *y);
 
 /* Dequantize rows [r0, r0+nr) of W (cherries applied) to dst [nr, in] f32. */
 CQ_API int cq_qmm_dequant_rows(const cq_qmm_w *w, int64_t r0, int64_t nr, float *dst);

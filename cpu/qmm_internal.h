@@ -102,4 +102,44 @@ void cq_qmm_dequant_avx512(const cq_qmm_plan *p, int64_t r0, int64_t nr, float *
 /* Scalar dequantization of codes and scales of one row in natural order. */
 void cq_qmm_dequant_row_scalar(const cq_qmm_plan *p, int64_t r, float *dst);
 
+/* ---------------------------------------------- int8-activation GEMV (VNNI)
+ *
+ * The codes stay in the on-disk layout. A "super-block" (SB) is the codes of
+ * one 64-byte load (48 bytes for 3-bit): S = 64*V columns that decode into V
+ * vectors of 64 unsigned bytes, vector k holding column V*i + k at byte i
+ * (8-bit V = 1; 3- and 4-bit V = 2; 2-bit V = 4). So dword lane d of every
+ * vector covers columns [4Vd, 4V(d+1)) of the SB, and vpdpbusd against the int8
+ * x, permuted once per call into the same order (xq position sb*S + k*64 + i
+ * holds column sb*S + V*i + k), sums 4 products per lane. A "unit" is the
+ * U = min(g, 128) columns that share one weight scale and one x scale
+ * (g = 0: U = 128); each unit's int32 sums become f32 once, times
+ * sw_g * sx_b. The offset term is c * sum_u sw sx sum(xq in u), a per-row dot
+ * of ng-sized vectors. Columns past `in` meet zeros in xq (codes are loaded
+ * with masks near the end of a row, never past its bytes). */
+typedef struct cq_qmm_q8plan {
+    const cq_qmm_w *w;
+    int bits;
+    int V;            /* vectors per super-block */
+    int sbbytes;      /* code bytes per super-block (64, or 48 for 3-bit) */
+    int64_t in, out, g, ng, rb;
+    float c;
+    int64_t S;        /* columns per super-block, 64*V */
+    int64_t U;        /* columns per unit, min(g, 128) */
+    int64_t nsb;      /* super-blocks per row, ceil(in / S) */
+    int64_t nu;       /* units per row, ceil(in / U) */
+    int64_t upg;      /* units per group; 0 when the row is one group */
+} cq_qmm_q8plan;
+
+/* Fill p; 1 when the int8 kernel covers w's shape, 0 otherwise. */
+int cq_qmm_q8plan_init(cq_qmm_q8plan *p, const cq_qmm_w *w);
+/* Quantize x for p: xq [nsb*S] permuted, zero padded; sxu [nu+32] and
+ * xqs [nu+32]: per unit the x scale and the sum of xq (as f32), zero padded.
+ * Same values as cq_qmm_quant_x8. */
+void cq_qmm_q8_prep_avx512vnni(const cq_qmm_q8plan *p, const float *x, int8_t *xq, float *sxu,
+                               float *xqs);
+/* Rows [r0, r1); ws: 4*(nu+48) floats per thread. */
+void cq_qmm_gemv_q8_rows_avx512vnni(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu,
+                                    const float *xqs, const float *x, float *y, int64_t r0,
+                                    int64_t r1, float *ws);
+
 #endif

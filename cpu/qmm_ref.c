@@ -3,6 +3,7 @@
  *
  * Written straight from the layout definition in qmm.h: decode one code,
  * dequantize it with its group's scale, multiply, sum in double. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "qmm_internal.h"
@@ -118,6 +119,62 @@ int cq_qmm_gemm_ref(const cq_qmm_w *w, const float *X, int64_t n, float *Y)
     CQ_CHECK_ARG(n == 0 || (X && Y), CQ_EINVAL);
     for (int64_t t = 0; t < n; t++)
         for (int64_t r = 0; r < w->out; r++) ref_row(w, r, X + t * w->in, &Y[t * w->out + r]);
+    return CQ_OK;
+}
+
+/* ------------------------------------------------ int8-activation reference */
+
+void cq_qmm_quant_x8(const float *x, int64_t in, int8_t *xq, float *sx)
+{
+    for (int64_t b0 = 0, bi = 0; b0 < in; b0 += CQ_QMM_Q8_BLOCK, bi++) {
+        const int64_t b1 = b0 + CQ_QMM_Q8_BLOCK < in ? b0 + CQ_QMM_Q8_BLOCK : in;
+        float amax = 0.0f;
+        for (int64_t j = b0; j < b1; j++) {
+            float a = fabsf(x[j]);
+            if (a > amax) amax = a;
+        }
+        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        sx[bi] = amax > 0.0f ? amax / 127.0f : 0.0f;
+        for (int64_t j = b0; j < b1; j++) {
+            long q = lrintf(x[j] * inv);
+            xq[j] = (int8_t)(q < -127 ? -127 : q > 127 ? 127 : q);
+        }
+    }
+}
+
+int cq_qmm_gemv_q8_ref(const cq_qmm_w *w, const float *x, float *y)
+{
+    int st = cq_qmm_check_basic(w, __func__);
+    if (st) return st;
+    CQ_CHECK_ARG(x && y, CQ_EINVAL);
+    const int64_t in = w->in;
+    int8_t *xq = malloc((size_t)in);
+    float *sx = malloc(sizeof(float) * (size_t)((in + CQ_QMM_Q8_BLOCK - 1) / CQ_QMM_Q8_BLOCK));
+    double *xh = malloc(sizeof(double) * (size_t)in);
+    if (!xq || !sx || !xh) {
+        free(xq);
+        free(sx);
+        free(xh);
+        return CQ_ENOMEM;
+    }
+    cq_qmm_quant_x8(x, in, xq, sx);
+    for (int64_t j = 0; j < in; j++) xh[j] = (double)sx[j / CQ_QMM_Q8_BLOCK] * (double)xq[j];
+    int64_t g = w->group ? w->group : in;
+    int64_t ng = cq_qmm_ngroups(w->group, in), rb = cq_qmm_row_bytes(w->bits, in);
+    for (int64_t r = 0; r < w->out; r++) {
+        const uint8_t *row = w->codes + r * rb;
+        const uint16_t *sc = w->scales + r * ng;
+        double acc = 0.0;
+        for (int64_t j = 0; j < in; j++)
+            acc += ref_dequant(w->bits, cq_qmm_code(row, w->bits, j), cq_f16_to_f32(sc[j / g])) * xh[j];
+        if (w->rowptr)
+            for (int32_t i = w->rowptr[r]; i < w->rowptr[r + 1]; i++)
+                if (w->cols[i] < in) acc += (double)w->delta[i] * (double)x[w->cols[i]];
+        y[r] = (float)acc;
+    }
+    free(xq);
+    free(sx);
+    free(xh);
     return CQ_OK;
 }
 

@@ -8,6 +8,11 @@
  *   2. every ISA this CPU has (scalar, AVX2, AVX-512) against the reference,
  *      GEMV and GEMM (n = 1, 3, 17, 64), every bit width and group size;
  *   3. argument validation.
+ * The int8-activation GEMV (AVX512VNNI ISA) is held to its own scalar
+ * reference (cq_qmm_gemv_q8_ref, same int8 x) with the same tight tolerance,
+ * and to the exact reference with the bound its definition implies:
+ *   |y_q8 - y| <= sum_j |dequant(u_j)| * sx_b(j) / 2 + 1e-5 * mag
+ * (xhat = sx * xq is within half a step of x; the cherries use the exact x).
  *
  * Tolerance: |y - y_ref| <= 1e-5 * mag + 1e-30 per output, where mag is the
  * sum of the magnitudes of the terms the kernels add up,
@@ -291,6 +296,145 @@ static void run_isa(cq_isa isa)
     assert_int_equal(cq_qmm_set_isa(CQ_ISA_AUTO), 0);
 }
 
+/* sum_j |dequant(u_rj)| * sx_b(j) / 2: the bound of the int8 error of row r. */
+static double q8_bound(const tmat *t, int64_t r, const float *sx)
+{
+    int64_t in = t->w.in;
+    double b = 0.0;
+    for (int64_t j = 0; j < in; j++) {
+        float s = cq_f16_to_f32(t->scales[r * t->ng + j / t->g]);
+        b += fabs((double)dequant_def(t->w.bits, t->u[r * in + j], s)) * 0.5 * (double)sx[j / CQ_QMM_Q8_BLOCK];
+    }
+    return b;
+}
+
+/* The int8 quantization of x itself: range, half-step error, amax -> 127. */
+static void test_quant_x8(void **state)
+{
+    (void)state;
+    static const int64_t ins[] = { 1, 7, 128, 129, 300, 1000 };
+    for (size_t k = 0; k < sizeof ins / sizeof ins[0]; k++) {
+        int64_t in = ins[k], nb = (in + CQ_QMM_Q8_BLOCK - 1) / CQ_QMM_Q8_BLOCK;
+        float *x = malloc(sizeof(float) * (size_t)in), *sx = malloc(sizeof(float) * (size_t)nb);
+        int8_t *xq = malloc((size_t)in);
+        rand_vec(x, in);
+        if (in > 200)   /* one all-zero block */
+            for (int64_t j = 128; j < 256; j++) x[j] = 0.0f;
+        if (in >= 7) x[3] = -37.5f;   /* an outlier sets its block's step */
+        cq_qmm_quant_x8(x, in, xq, sx);
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t j0 = b * CQ_QMM_Q8_BLOCK, j1 = j0 + CQ_QMM_Q8_BLOCK < in ? j0 + CQ_QMM_Q8_BLOCK : in;
+            float amax = 0.0f;
+            int hit = 0;
+            for (int64_t j = j0; j < j1; j++) amax = fmaxf(amax, fabsf(x[j]));
+            assert_true(fabsf(sx[b] - amax / 127.0f) <= 1e-7f * amax);
+            for (int64_t j = j0; j < j1; j++) {
+                assert_true(xq[j] >= -127 && xq[j] <= 127);
+                assert_true(fabs((double)x[j] - (double)sx[b] * xq[j]) <= 0.5001 * (double)sx[b] + 1e-30);
+                hit |= fabsf(x[j]) == amax && abs(xq[j]) == 127;
+            }
+            assert_true(hit || amax == 0.0f);
+            if (amax == 0.0f) assert_true(sx[b] == 0.0f);
+        }
+        free(x);
+        free(sx);
+        free(xq);
+    }
+}
+
+/* The int8-activation GEMV: tight against its reference, within the int8
+ * bound of the exact one, the exact kernels where it does not apply (group 96
+ * and 48), in exact mode, and for GEMM (n < 8 runs it, n >= 8 is exact). */
+static void test_isa_vnni(void **state)
+{
+    (void)state;
+    if (!cq_qmm_isa_supported(CQ_ISA_AVX512VNNI)) {
+        assert_int_equal(cq_qmm_set_isa(CQ_ISA_AVX512VNNI), CQ_ENOTSUP);
+        print_message("[ SKIPPED  ] avx512vnni not supported on this CPU\n");
+        skip();
+        return;
+    }
+    assert_int_equal(cq_qmm_set_isa(CQ_ISA_AVX512VNNI), 0);
+    const int exact0 = cq_qmm_get_exact();
+    cq_qmm_set_exact(0);
+    static const int groups[] = { 0, 32, 64, 128, 256, 96, 48 };
+    static const int64_t ns[] = { 1, 3, 17 };
+    int64_t q8_rows = 0, q8_differs = 0;
+    for (size_t bi = 0; bi < 4; bi++)
+        for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++)
+            for (size_t si = 0; si < NSHAPES; si++) {
+                const int64_t out = k_shapes[si][0], in = k_shapes[si][1];
+                const int group = groups[gi];
+                tmat t;
+                tmat_make(&t, out, in, k_bits[bi], group, (int)((si + gi) % 3 != 0));
+                const int covered = group != 96 && group != 48;
+                assert_int_equal(cq_qmm_gemv_uses_q8(&t.w), covered || t.ng == 1);
+                float *x = malloc(sizeof(float) * (size_t)in), *sx = malloc(sizeof(float) * (size_t)(in / 128 + 1));
+                int8_t *xq = malloc((size_t)in);
+                float *y = malloc(sizeof(float) * (size_t)out), *yq = malloc(sizeof(float) * (size_t)out),
+                      *ye = malloc(sizeof(float) * (size_t)out);
+                rand_vec(x, in);
+                cq_qmm_quant_x8(x, in, xq, sx);
+                assert_int_equal(cq_qmm_gemv_q8_ref(&t.w, x, yq), 0);
+                assert_int_equal(cq_qmm_gemv_ref(&t.w, x, ye), 0);
+                for (int64_t i = 0; i < out; i++) y[i] = NAN;
+                assert_int_equal(cq_qmm_gemv(&t.w, x, y), 0);
+                if (cq_qmm_gemv_uses_q8(&t.w)) {
+                    check_close(&t, x, 1, y, yq, "avx512vnni vs int8 reference");
+                    for (int64_t r = 0; r < out; r++) {
+                        double mag = row_mag(&t, r, x), err = fabs((double)y[r] - (double)ye[r]);
+                        double bound = q8_bound(&t, r, sx) + 1e-5 * mag + 1e-30;
+                        if (!(err <= bound))
+                            fail_msg("int8 GEMV vs exact: bits %d group %d out %lld in %lld row %lld: "
+                                     "got %.9g exact %.9g (err %.3g > bound %.3g)", t.w.bits, group,
+                                     (long long)out, (long long)in, (long long)r, y[r], ye[r], err, bound);
+                        q8_rows++;
+                        q8_differs += err > 1e-5 * mag;
+                    }
+                } else {
+                    check_close(&t, x, 1, y, ye, "avx512vnni fallback vs exact reference");
+                }
+                /* exact mode: the f32 kernels */
+                cq_qmm_set_exact(1);
+                assert_int_equal(cq_qmm_gemv_uses_q8(&t.w), 0);
+                assert_int_equal(cq_qmm_gemv(&t.w, x, y), 0);
+                check_close(&t, x, 1, y, ye, "avx512vnni exact mode");
+                cq_qmm_set_exact(0);
+                /* GEMM: repeated int8 GEMV below 8 tokens, exact above */
+                if (si % 3 == 0 || in == 515) {
+                    for (size_t ni = 0; ni < 3; ni++) {
+                        int64_t n = ns[ni];
+                        float *X = malloc(sizeof(float) * (size_t)(n * in));
+                        float *Y = malloc(sizeof(float) * (size_t)(n * out));
+                        float *Yr = malloc(sizeof(float) * (size_t)(n * out));
+                        rand_vec(X, n * in);
+                        const int q8 = n < 8 && cq_qmm_gemv_uses_q8(&t.w);
+                        for (int64_t k = 0; k < n; k++)
+                            assert_int_equal((q8 ? cq_qmm_gemv_q8_ref : cq_qmm_gemv_ref)(&t.w, X + k * in,
+                                                                                     Yr + k * out), 0);
+                        assert_int_equal(cq_qmm_gemm(&t.w, X, n, Y), 0);
+                        check_close(&t, X, n, Y, Yr, q8 ? "avx512vnni gemm (int8)" : "avx512vnni gemm");
+                        free(X);
+                        free(Y);
+                        free(Yr);
+                    }
+                }
+                free(x);
+                free(sx);
+                free(xq);
+                free(y);
+                free(yq);
+                free(ye);
+                tmat_free(&t);
+            }
+    /* the int8 path ran (it is not the exact product in disguise) */
+    print_message("int8 GEMV: %lld of %lld rows differ from the exact product by more than 1e-5 mag\n",
+                  (long long)q8_differs, (long long)q8_rows);
+    assert_true(q8_differs > q8_rows / 4);
+    cq_qmm_set_exact(exact0);
+    assert_int_equal(cq_qmm_set_isa(CQ_ISA_AUTO), 0);
+}
+
 static void test_isa_scalar(void **state) { (void)state; run_isa(CQ_ISA_SCALAR); }
 static void test_isa_avx2(void **state) { (void)state; run_isa(CQ_ISA_AVX2); }
 static void test_isa_avx512(void **state) { (void)state; run_isa(CQ_ISA_AVX512); }
@@ -301,9 +445,10 @@ static void test_isa_avx512(void **state) { (void)state; run_isa(CQ_ISA_AVX512);
 static void test_llama_shape(void **state)
 {
     (void)state;
-    for (int isa = CQ_ISA_AVX2; isa <= CQ_ISA_AVX512; isa++) {
+    for (int isa = CQ_ISA_AVX2; isa <= CQ_ISA_AVX512VNNI; isa++) {
         if (!cq_qmm_isa_supported((cq_isa)isa)) continue;
         assert_int_equal(cq_qmm_set_isa((cq_isa)isa), 0);
+        cq_qmm_set_exact(0);
         for (int bits = 3; bits <= 4; bits++) {
             tmat t;
             tmat_make(&t, 600, 4096, bits, 128, 1);
@@ -316,6 +461,10 @@ static void test_llama_shape(void **state)
             assert_int_equal(cq_qmm_gemm(&t.w, X, n, Y), 0);
             check_close(&t, X, n, Y, Yr, "llama gemm");
             assert_int_equal(cq_qmm_gemv(&t.w, X, Y), 0);
+            if (isa == CQ_ISA_AVX512VNNI) {
+                assert_true(cq_qmm_gemv_uses_q8(&t.w));
+                assert_int_equal(cq_qmm_gemv_q8_ref(&t.w, X, Yr), 0);
+            }
             check_close(&t, X, 1, Y, Yr, "llama gemv");
             free(X);
             free(Y);
@@ -399,6 +548,8 @@ int main(void)
         cmocka_unit_test(test_isa_scalar),
         cmocka_unit_test(test_isa_avx2),
         cmocka_unit_test(test_isa_avx512),
+        cmocka_unit_test(test_quant_x8),
+        cmocka_unit_test(test_isa_vnni),
         cmocka_unit_test(test_llama_shape),
         cmocka_unit_test(test_detects_corruption),
         cmocka_unit_test(test_args),

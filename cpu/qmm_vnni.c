@@ -1,0 +1,265 @@
+/* cherryq: the int8-activation GEMV of the mixed matmul, AVX-512 VNNI + VBMI.
+ * Built only into the cq_qmm_vnni static library with per-file ISA flags; the
+ * dispatcher calls it only when the CPU has AVX512-VNNI and AVX512-VBMI.
+ *
+ * The codes are read in their on-disk layout (no repacking, see
+ * qmm_internal.h for the super-block / unit vocabulary): one 64-byte load
+ * (48 bytes of 3-bit codes) decodes into V vectors of 64 unsigned bytes
+ *   8-bit: the bytes themselves;
+ *   4-bit: AND 0x0F, and a 16-bit shift by 4 + AND (even, odd columns);
+ *   2-bit: shifts by 0, 2, 4, 6 + AND 3;
+ *   3-bit: one vpermb puts two 24-bit words (16 codes) into each qword, then
+ *          two vpmultishiftqb pick the even and the odd codes of the 16 + AND 7,
+ * and vpdpbusd multiplies them with the int8 x (permuted once per call into
+ * the same column order), 4 products per dword lane. Per unit (the columns
+ * sharing one weight scale and one x scale) the int32 lanes become f32 once,
+ * times sw * sx. Four rows at a time share every x load. No scalar tail: the
+ * last loads of a row are masked to the row's bytes and x is zero past `in`.
+ */
+#include <immintrin.h>
+
+#include "qmm_internal.h"
+
+#define AI static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------ x */
+
+void cq_qmm_q8_prep_avx512vnni(const cq_qmm_q8plan *p, const float *x, int8_t *xq, float *sxu,
+                               float *xqs)
+{
+    const int64_t in = p->in, S = p->S, npad = p->nsb * S, U = p->U;
+    int8_t *nat = xq + npad;   /* natural order, zero padded to npad */
+    float s32[CQ_QMM_Q8_BLOCK / 32];
+    for (int64_t b0 = 0; b0 < in; b0 += CQ_QMM_Q8_BLOCK) {
+        const int64_t n = in - b0 < CQ_QMM_Q8_BLOCK ? in - b0 : CQ_QMM_Q8_BLOCK;
+        __m512 mx = _mm512_setzero_ps();
+        for (int64_t j = 0; j < n; j += 16) {
+            __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + b0 + j)));
+        }
+        /* the same scalar expressions as cq_qmm_quant_x8 */
+        const float amax = _mm512_reduce_max_ps(mx);
+        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        const float sx = amax > 0.0f ? amax / 127.0f : 0.0f;
+        const __m512 iv = _mm512_set1_ps(inv);
+        const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+        for (int64_t j = 0; j < CQ_QMM_Q8_BLOCK; j += 32) {
+            __m512i q2[2];
+            for (int h = 0; h < 2; h++) {
+                const int64_t jj = j + 16 * h;
+                __mmask16 m = jj >= n ? 0 : n - jj >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - jj)) - 1u);
+                __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + b0 + jj), iv));
+                q2[h] = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+                if (b0 + jj < npad) _mm_storeu_si128((__m128i *)(void *)(nat + b0 + jj), _mm512_cvtepi32_epi8(q2[h]));
+            }
+            s32[j / 32] = (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q2[0], q2[1]));
+        }
+        for (int64_t u = b0 / U, k = 0; k < CQ_QMM_Q8_BLOCK / U && u < p->nu; u++, k++) {
+            float s = 0.0f;   /* integers below 2^24: exact in any order */
+            for (int64_t t = 0; t < U / 32; t++) s += s32[k * (U / 32) + t];
+            xqs[u] = s;
+            sxu[u] = sx;
+        }
+    }
+    for (int64_t j = (in + CQ_QMM_Q8_BLOCK - 1) / CQ_QMM_Q8_BLOCK * CQ_QMM_Q8_BLOCK; j < npad; j++) nat[j] = 0;
+    for (int64_t u = p->nu; u < p->nu + 32; u++) xqs[u] = sxu[u] = 0.0f;
+
+    /* permute: position sb*S + k*64 + i <- column sb*S + V*i + k */
+    uint8_t ix[4][64];
+    for (int k = 0; k < p->V; k++)
+        for (int i = 0; i < 64; i++)   /* V = 4: only i < 32 used, per 128-byte pair */
+            ix[k][i] = (uint8_t)(p->V == 2 ? 2 * i + k : (4 * (i & 31) + k) & 127);
+    for (int64_t sb = 0; sb < p->nsb; sb++) {
+        const int8_t *s = nat + sb * S;
+        int8_t *o = xq + sb * S;
+        if (p->V == 1) {
+            _mm512_store_si512((void *)o, _mm512_loadu_si512((const void *)s));
+        } else if (p->V == 2) {
+            const __m512i a = _mm512_loadu_si512((const void *)s), b = _mm512_loadu_si512((const void *)(s + 64));
+            for (int k = 0; k < 2; k++)
+                _mm512_store_si512((void *)(o + 64 * k),
+                                   _mm512_permutex2var_epi8(a, _mm512_loadu_si512(ix[k]), b));
+        } else {
+            __m512i v[4];
+            for (int t = 0; t < 4; t++) v[t] = _mm512_loadu_si512((const void *)(s + 64 * t));
+            for (int k = 0; k < 4; k++) {
+                const __m512i idx = _mm512_loadu_si512(ix[k]);
+                const __m512i lo2 = _mm512_permutex2var_epi8(v[0], idx, v[1]);
+                const __m512i hi2 = _mm512_permutex2var_epi8(v[2], idx, v[3]);
+                _mm512_store_si512((void *)(o + 64 * k), _mm512_shuffle_i64x2(lo2, hi2, 0x44));
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ rows */
+
+/* Bytes [0, n) of p, n in (0, 64]: a plain load when the whole 64 bytes are
+ * inside the row, a masked one (no access past the row) near its end. */
+AI __m512i load_codes(const uint8_t *p, int64_t n)
+{
+    if (n >= 64) return _mm512_loadu_si512((const void *)p);
+    return _mm512_maskz_loadu_epi8((__mmask64)((1ull << n) - 1ull), p);
+}
+
+AI void decode(__m512i v, __m512i *d, const int B)
+{
+    if (B == 8) {
+        d[0] = v;
+    } else if (B == 4) {
+        const __m512i m = _mm512_set1_epi8(0x0F);
+        d[0] = _mm512_and_si512(v, m);
+        d[1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+    } else if (B == 2) {
+        const __m512i m = _mm512_set1_epi8(3);
+        d[0] = _mm512_and_si512(v, m);
+        d[1] = _mm512_and_si512(_mm512_srli_epi16(v, 2), m);
+        d[2] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+        d[3] = _mm512_and_si512(_mm512_srli_epi16(v, 6), m);
+    } else {
+        /* qword q <- bytes 6q .. 6q+5 (words 2q, 2q+1: columns 16q .. 16q+15) */
+        const __m512i idx = _mm512_set_epi8(
+            47, 47, 47, 46, 45, 44, 43, 42, 41, 41, 41, 40, 39, 38, 37, 36,
+            35, 35, 35, 34, 33, 32, 31, 30, 29, 29, 29, 28, 27, 26, 25, 24,
+            23, 23, 23, 22, 21, 20, 19, 18, 17, 17, 17, 16, 15, 14, 13, 12,
+            11, 11, 11, 10, 9, 8, 7, 6, 5, 5, 5, 4, 3, 2, 1, 0);
+        /* byte e of a qword: the code at bit 6e (even columns) / 6e + 3 (odd) */
+        const __m512i ev = _mm512_set1_epi64(0x2A241E18120C0600ll);
+        const __m512i od = _mm512_set1_epi64(0x2D27211B150F0903ll);
+        const __m512i m = _mm512_set1_epi8(7);
+        const __m512i t = _mm512_permutexvar_epi8(idx, v);
+        d[0] = _mm512_and_si512(_mm512_multishift_epi64_epi8(ev, t), m);
+        d[1] = _mm512_and_si512(_mm512_multishift_epi64_epi8(od, t), m);
+    }
+}
+
+/* Per-unit scales sw * sx of row r into sf (zero padded by 32); returns the
+ * row's offset term c * sum_u sf_u * sum(xq in u). */
+AI float row_scales(const cq_qmm_q8plan *p, int64_t r, const float *sxu, const float *xqs, float *sf)
+{
+    const uint16_t *sc = p->w->scales + r * p->ng;
+    const int64_t nu = p->nu;
+    if (p->upg == 1) {
+        for (int64_t j = 0; j < nu; j += 16) {
+            __mmask16 m = nu - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nu - j)) - 1u);
+            __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, sc + j));
+            _mm512_storeu_ps(sf + j, _mm512_mul_ps(s, _mm512_loadu_ps(sxu + j)));
+        }
+    } else if (p->upg == 0) {
+        const __m512 s = _mm512_set1_ps(_cvtsh_ss(sc[0]));
+        for (int64_t j = 0; j < nu; j += 16) _mm512_storeu_ps(sf + j, _mm512_mul_ps(s, _mm512_loadu_ps(sxu + j)));
+    } else {
+        for (int64_t u = 0; u < nu; u++) sf[u] = _cvtsh_ss(sc[u / p->upg]) * sxu[u];
+    }
+    for (int64_t j = nu; j < nu + 32; j++) sf[j] = 0.0f;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nu; j += 16)
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(sf + j), _mm512_loadu_ps(xqs + j), acc);
+    return p->c * _mm512_reduce_add_ps(acc);
+}
+
+/* Cherry correction of row r against the exact x, 16 cherries at a time
+ * (masked loads and a masked gather: nothing past the row's cherries). */
+AI float cherry_dot(const cq_qmm_w *w, int64_t r, const float *x)
+{
+    if (!w->rowptr) return 0.0f;
+    const int32_t a = w->rowptr[r], b = w->rowptr[r + 1];
+    __m512 acc = _mm512_setzero_ps();
+    const __m512i inv = _mm512_set1_epi32((int)w->in);
+    for (int32_t i = a; i < b; i += 16) {
+        __mmask16 m = b - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (b - i)) - 1u);
+        __m512i c = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w->cols + i));
+        m = _mm512_mask_cmplt_epi32_mask(m, c, inv);
+        __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, x, 4);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w->delta + i), xv, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const float *xqs,
+               const float *x, float *y, int64_t r, float *ws, const int R, const int B)
+{
+    const int V = B == 8 ? 1 : B == 2 ? 4 : 2;
+    const int64_t S = 64 * V, sbb = B == 3 ? 48 : 64, rb = p->rb, nsb = p->nsb;
+    const int64_t stride = p->nu + 48;
+    const uint8_t *row[4];
+    float *sf[4], rowc[4];
+    __m512 tot[4];
+    for (int i = 0; i < R; i++) {
+        row[i] = p->w->codes + (r + i) * rb;
+        sf[i] = ws + i * stride;
+        rowc[i] = row_scales(p, r + i, sxu, xqs, sf[i]);
+        tot[i] = _mm512_setzero_ps();
+    }
+    if (p->U >= S) {
+        /* whole super-blocks per unit: int32 sums over the unit, one scale */
+        const int64_t ups = p->U / S;
+        for (int64_t u = 0, sb0 = 0; u < p->nu; u++, sb0 += ups) {
+            const int64_t sb1 = sb0 + ups < nsb ? sb0 + ups : nsb;
+            __m512i acc[4];
+            for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_si512();
+            for (int64_t sb = sb0; sb < sb1; sb++) {
+                __m512i d[4][4];
+                const int64_t off = sb * sbb;
+                for (int i = 0; i < R; i++) decode(load_codes(row[i] + off, rb - off), d[i], B);
+                for (int k = 0; k < V; k++) {
+                    const __m512i xk = _mm512_load_si512((const void *)(xq + sb * S + k * 64));
+                    for (int i = 0; i < R; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], d[i][k], xk);
+                }
+            }
+            for (int i = 0; i < R; i++)
+                tot[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i]), _mm512_set1_ps(sf[i][u]), tot[i]);
+        }
+    } else {
+        /* several units per super-block: lane d (columns 4Vd .. 4Vd+4V-1)
+         * belongs to unit 4Vd / U of the block */
+        const int64_t upsb = S / p->U;
+        int32_t li[16];
+        for (int d = 0; d < 16; d++) li[d] = (int32_t)(4 * V * d / p->U);
+        const __m512i l2u = _mm512_loadu_si512(li);
+        for (int64_t sb = 0; sb < nsb; sb++) {
+            __m512i d[4][4], acc[4];
+            const int64_t off = sb * sbb;
+            for (int i = 0; i < R; i++) {
+                decode(load_codes(row[i] + off, rb - off), d[i], B);
+                acc[i] = _mm512_setzero_si512();
+            }
+            for (int k = 0; k < V; k++) {
+                const __m512i xk = _mm512_load_si512((const void *)(xq + sb * S + k * 64));
+                for (int i = 0; i < R; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], d[i][k], xk);
+            }
+            for (int i = 0; i < R; i++) {
+                const __m512 sv = _mm512_permutexvar_ps(l2u, _mm512_loadu_ps(sf[i] + sb * upsb));
+                tot[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i]), sv, tot[i]);
+            }
+        }
+    }
+    for (int i = 0; i < R; i++)
+        y[r + i] = _mm512_reduce_add_ps(tot[i]) + rowc[i] + cherry_dot(p->w, r + i, x);
+}
+
+#define ROWS_B(B)                                                                          \
+    static void rows_b##B(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu,       \
+                          const float *xqs, const float *x, float *y, int64_t r0, int64_t r1, \
+                          float *ws)                                                       \
+    {                                                                                      \
+        int64_t r = r0;                                                                    \
+        for (; r + 4 <= r1; r += 4) rows_t(p, xq, sxu, xqs, x, y, r, ws, 4, B);            \
+        for (; r < r1; r++) rows_t(p, xq, sxu, xqs, x, y, r, ws, 1, B);                    \
+    }
+ROWS_B(2)
+ROWS_B(3)
+ROWS_B(4)
+ROWS_B(8)
+
+void cq_qmm_gemv_q8_rows_avx512vnni(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu,
+                                    const float *xqs, const float *x, float *y, int64_t r0,
+                                    int64_t r1, float *ws)
+{
+    switch (p->bits) {
+    case 2: rows_b2(p, xq, sxu, xqs, x, y, r0, r1, ws); break;
+    case 3: rows_b3(p, xq, sxu, xqs, x, y, r0, r1, ws); break;
+    case 4: rows_b4(p, xq, sxu, xqs, x, y, r0, r1, ws); break;
+    default: rows_b8(p, xq, sxu, xqs, x, y, r0, r1, ws); break;
+    }
+}
