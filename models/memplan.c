@@ -189,7 +189,12 @@ int cq_memplan_estimate(const cq_llama_config *cf, cq_plan_cmd cmd, const cq_pla
 static int64_t jint(const cJSON *o, const char *k, int64_t def)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : def;
+    /* a huge or non-finite number (1e308) would be undefined behaviour to
+     * convert: clamp it; the config's validation then refuses it */
+    if (!cJSON_IsNumber(v)) return def;
+    double d = v->valuedouble;
+    if (!(d > -9.0e15)) return d < 0 ? INT32_MIN : def;
+    return d < 9.0e15 ? (int64_t)d : INT32_MAX;
 }
 
 static void quant_info(const cJSON *root, bool *packed, int *bits, int *group)

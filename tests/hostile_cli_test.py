@@ -378,6 +378,19 @@ for k in list(qcfg["quantization_config"].keys()):
         add("quantized dir, quantization_config.%s -> %r" % (k, v),
             [CQ, "eval", "--model", m, "--data", corpus, *EVAL], {m: True}, [], None)
 
+# regressions: every number of config.json and of quantization_config set to
+# +-1e308 (found under UBSan: models/memplan.c converted 1e308 to int64)
+fcfg = json.loads(read(os.path.join(fp, "config.json")))
+for src, cfg, sub in ((qdir, qcfg, "quantization_config"), (fp, fcfg, None)):
+    keys = cfg[sub] if sub else cfg
+    for k in [k for k, v in keys.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]:
+        for v in (1e308, -1e308):
+            c = json.loads(json.dumps(cfg))
+            (c[sub] if sub else c)[k] = v
+            m = model_dir_variant(src, "config.json", json.dumps(c).encode(), "cfgnum")
+            add("config.json %s%s -> %r" % (sub + "." if sub else "", k, v),
+                [CQ, "eval", "--model", m, "--data", corpus, *EVAL], {m: True}, [], None)
+
 # 3. a tokenizer given with --tokenizer
 for desc, content in json_mutations(read(os.path.join(fp, "tokenizer.json")), 10) + structural():
     tk = new_variant_path("tok", "tokenizer.json")
