@@ -5,13 +5,16 @@
  *   cherries + x) and that as a share of the read bandwidth measured in the
  *   same run (multi-threaded streaming sum over a 512 MiB buffer); speed-up
  *   over dense FP32 cblas_sgemv and over an FP16 GEMV (own F16C kernel) on the
- *   same shape; cherry cost (same matrix without cherries); GEMM at 512 tokens
- *   as a share of cblas_sgemm's FLOP rate on the same shape.
+ *   same shape; cherry cost (same matrix without cherries: passes with and
+ *   without alternate, and the cost is the ratio of the best pass of each);
+ *   the time of the exact f32 GEMV kernel (cq_qmm_set_exact) when the default
+ *   GEMV is the int8-activation one; GEMM at 512 tokens as a share of
+ *   cblas_sgemm's FLOP rate on the same shape.
  * Every GEMV/GEMM timing rotates over enough copies of the weights to exceed
  * the last-level cache several times, so the weights come from DRAM as they do
  * in a real model. Times are medians over passes. The kernels' outputs are
- * checked against the scalar reference (exit 1 on mismatch), so --quick also
- * serves as a smoke test.
+ * checked against the scalar references (the int8 one for the int8 GEMV,
+ * exit 1 on mismatch), so --quick also serves as a smoke test.
  *
  * usage: bench_qmm [--quick] [--min] [--passes N] [--threads N]
  */
@@ -132,6 +135,9 @@ static void machine_info(void)
     printf("cpu: %s\n", model);
     printf("cores (OpenMP procs): %d, LLC %zu MiB\n", omp_get_num_procs(), g_llc >> 20);
     printf("qmm ISA: %s, OpenBLAS %s\n", cq_qmm_isa_name(cq_qmm_get_isa()), openblas_get_config());
+    printf("GEMV path: %s\n", cq_qmm_get_isa() == CQ_ISA_AVX512VNNI
+                                   ? "int8 activations (AVX512-VNNI), f32_us = the exact f32 kernel"
+                                   : "f32 (exact)");
     printf("load average at start: %s\n", load);
 }
 
@@ -393,12 +399,55 @@ static double time_passes(gemv_call fn, void *ctx, int ncopy)
     return median(t, passes);
 }
 
+/* Two series timed in alternation, pass by pass (with and without cherries),
+ * so that a change of the machine's load hits both alike; *ta / *tb get the
+ * statistic of each series, *ba / *bb the best pass of each. */
+static void time_pair(gemv_call fa, void *ca, gemv_call fb, void *cb, int ncopy, double *ta,
+                      double *tb, double *ba, double *bb)
+{
+    settle();
+    double t[2][64];
+    int passes = 2 * g_passes > 64 ? 64 : 2 * g_passes;   /* the cherry ratio needs more */
+    for (int c = 0; c < ncopy; c++) {
+        fa(ca, c);
+        fb(cb, c);
+    }
+    for (int p = 0; p < passes; p++)
+        for (int k = 0; k < 2; k++) {
+            gemv_call fn = (p + k) % 2 ? fb : fa;   /* alternate which goes first */
+            void *ctx = (p + k) % 2 ? cb : ca;
+            int which = (p + k) % 2;
+            double t0 = omp_get_wtime();
+            for (int c = 0; c < ncopy; c++) fn(ctx, c);
+            t[which][p] = (omp_get_wtime() - t0) / ncopy;
+        }
+    double mn[2] = { t[0][0], t[1][0] };
+    for (int k = 0; k < 2; k++)
+        for (int p = 1; p < passes; p++)
+            if (t[k][p] < mn[k]) mn[k] = t[k][p];
+    *ba = mn[0];
+    *bb = mn[1];
+    *ta = median(t[0], passes);
+    *tb = median(t[1], passes);
+}
+
 typedef struct {
     packed_set *s;
     int nocherry;
     const float *x;
     float *y;
 } qctx;
+
+static void call_qmm_exact(void *v, int c)
+{
+    cq_qmm_set_exact(1);
+    qctx *q = v;
+    if (cq_qmm_gemv(&q->s->w[c], q->x, q->y)) {
+        fprintf(stderr, "bench_qmm: cq_qmm_gemv failed\n");
+        exit(1);
+    }
+    cq_qmm_set_exact(0);
+}
 
 static void call_qmm(void *v, int c)
 {
@@ -470,6 +519,7 @@ int main(int argc, char **argv)
     if (maxt < 1) maxt = 1;
     if (quick) g_passes = 3;
     if (passes > 0) g_passes = passes < 64 ? passes : 64;
+    cq_qmm_set_exact(0);   /* the default path, whatever CQ_QMM_EXACT says */
     machine_info();
 
     static const int64_t shapes_full[][2] = { { 4096, 4096 }, { 11008, 4096 }, { 4096, 11008 }, { 14336, 4096 } };
@@ -567,8 +617,8 @@ int main(int argc, char **argv)
         printf(" | sgemm n=%lld: ", (long long)ntok);
         for (int ti = 0; ti < ntc; ti++) printf("%s%dT %.0f GFLOP/s", ti ? ", " : "", tcounts[ti], gf_sgemm[ti]);
         printf("\n");
-        printf("  %-9s %3s %9s %8s %6s %8s %8s %8s %12s %8s\n", "config", "thr", "gemv_us", "GB/s", "%BW",
-               "x_fp32", "x_fp16", "cherry%", "gemm_GF/s", "%sgemm");
+        printf("  %-9s %3s %9s %8s %6s %8s %8s %8s %9s %12s %8s\n", "config", "thr", "gemv_us", "GB/s", "%BW",
+               "x_fp32", "x_fp16", "cherry%", "f32_us", "gemm_GF/s", "%sgemm");
 
         for (int ci = 0; ci < ncfg; ci++) {
             packed_set ps;
@@ -577,15 +627,23 @@ int main(int argc, char **argv)
             cq_qmm_w sub = ps.w[0];
             sub.out = 32;
             set_threads(maxt);
+            const int q8 = cq_qmm_gemv_uses_q8(&ps.w[0]);
             cq_qmm_gemv(&ps.w[0], x, y);
+            if (q8) cq_qmm_gemv_q8_ref(&sub, x, yr);
+            else cq_qmm_gemv_ref(&sub, x, yr);
+            check_vec(q8 ? "int8 gemv vs int8 reference" : "gemv vs reference", y, yr, 32, 1e-5);
+            cq_qmm_set_exact(1);
+            cq_qmm_gemv(&ps.w[0], x, y);
+            cq_qmm_set_exact(0);
             cq_qmm_gemv_ref(&sub, x, yr);
-            check_vec("gemv vs reference", y, yr, 32, 1e-5);
+            check_vec("exact gemv vs reference", y, yr, 32, 1e-5);
             for (int ti = 0; ti < ntc; ti++) {
                 set_threads(tcounts[ti]);
                 qctx q = { .s = &ps, .nocherry = 0, .x = x, .y = y };
-                double tq = time_passes(call_qmm, &q, ps.ncopy);
-                q.nocherry = 1;
-                double tn = time_passes(call_qmm, &q, ps.ncopy);
+                qctx qn = { .s = &ps, .nocherry = 1, .x = x, .y = y };
+                double tq, tn, bq, bn;
+                time_pair(call_qmm, &q, call_qmm, &qn, ps.ncopy, &tq, &tn, &bq, &bn);
+                double te = q8 ? time_passes(call_qmm_exact, &q, ps.ncopy) : tq;
                 double tg[8];
                 int gp = quick ? 2 : 3;
                 settle();
@@ -599,18 +657,20 @@ int main(int argc, char **argv)
                     tg[p] = omp_get_wtime() - t0;
                 }
                 double gf = 2.0 * (double)ntok * (double)out * (double)in / median(tg, gp) / 1e9;
-                if (ti == 0) {   /* GEMM rows (tokens 0 and last) vs GEMV */
+                if (ti == 0) {   /* GEMM rows (tokens 0 and last) vs the exact GEMV */
+                    cq_qmm_set_exact(1);
                     for (int64_t tk = 0; tk < ntok; tk += ntok - 1) {
                         cq_qmm_gemv(&ps.w[0], X + tk * in, yr);
                         check_vec("gemm vs gemv", Y + tk * out, yr, out, 1e-4);
                     }
+                    cq_qmm_set_exact(0);
                 }
                 double gbs = (double)ps.bytes / tq / 1e9;
                 char name[32];
                 snprintf(name, sizeof name, "%db g%d", cfgs[ci].bits, cfgs[ci].group);
-                printf("  %-9s %3d %9.0f %8.1f %5.0f%% %7.2fx %7.2fx %7.1f%% %12.0f %7.0f%%\n", name,
+                printf("  %-9s %3d %9.0f %8.1f %5.0f%% %7.2fx %7.2fx %7.1f%% %9.0f %12.0f %7.0f%%\n", name,
                        tcounts[ti], tq * 1e6, gbs, 100.0 * gbs / bwv[ti], t32[ti] / tq, t16[ti] / tq,
-                       100.0 * (tq / tn - 1.0), gf, 100.0 * gf / gf_sgemm[ti]);
+                       100.0 * (bq / bn - 1.0), te * 1e6, gf, 100.0 * gf / gf_sgemm[ti]);
                 fflush(stdout);
             }
             packed_free(&ps);
@@ -630,7 +690,8 @@ int main(int argc, char **argv)
     }
     printf("load average at end: %s\n", load);
     printf("GB/s counts codes + scales + cherries (rowptr, cols, delta) + x; x_fp32/x_fp16: speed-up over\n"
-           "dense FP32 cblas_sgemv / FP16 GEMV; cherry%%: time with 1/256 cherries per row over without, -1.\n");
+           "dense FP32 cblas_sgemv / FP16 GEMV; cherry%%: best pass with 1/256 cherries per row over best\n"
+           "pass without (alternating passes), -1; f32_us: the exact f32 GEMV kernel (CQ_QMM_EXACT=1).\n");
     if (g_fail) fprintf(stderr, "bench_qmm: some results were wrong\n");
     return g_fail;
 }
