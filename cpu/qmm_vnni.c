@@ -102,6 +102,16 @@ AI __m512i load_codes(const uint8_t *p, int64_t n)
     return _mm512_maskz_loadu_epi8((__mmask64)((1ull << n) - 1ull), p);
 }
 
+/* Software prefetch CQ_QMM_PF bytes ahead in the row (not past its end).
+ * Four rows are streamed at once per thread; the hardware prefetcher alone
+ * left 1-thread DRAM-bound GEMV about 20% slower (3-bit 4096 x 4096: 1.29 ms
+ * without, 1.0-1.06 ms with 256-512 bytes, 1.36-1.6 ms with 768). */
+#define CQ_QMM_PF 384
+AI void prefetch_codes(const uint8_t *row, int64_t off, int64_t rb)
+{
+    if (off + CQ_QMM_PF < rb) _mm_prefetch((const char *)(row + off + CQ_QMM_PF), _MM_HINT_T0);
+}
+
 AI void decode(__m512i v, __m512i *d, const int B)
 {
     if (B == 8) {
@@ -201,7 +211,10 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
             for (int64_t sb = sb0; sb < sb1; sb++) {
                 __m512i d[4][4];
                 const int64_t off = sb * sbb;
-                for (int i = 0; i < R; i++) decode(load_codes(row[i] + off, rb - off), d[i], B);
+                for (int i = 0; i < R; i++) {
+                    prefetch_codes(row[i], off, rb);
+                    decode(load_codes(row[i] + off, rb - off), d[i], B);
+                }
                 for (int k = 0; k < V; k++) {
                     const __m512i xk = _mm512_load_si512((const void *)(xq + sb * S + k * 64));
                     for (int i = 0; i < R; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], d[i][k], xk);
@@ -221,6 +234,7 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
             __m512i d[4][4], acc[4];
             const int64_t off = sb * sbb;
             for (int i = 0; i < R; i++) {
+                prefetch_codes(row[i], off, rb);
                 decode(load_codes(row[i] + off, rb - off), d[i], B);
                 acc[i] = _mm512_setzero_si512();
             }
