@@ -169,12 +169,12 @@ AI float row_scales(const cq_qmm_q8plan *p, int64_t r, const float *sxu, const f
 }
 
 /* Cherry correction of row r against the exact x, 16 cherries at a time
- * (masked loads and a masked gather: nothing past the row's cherries). */
-AI float cherry_dot(const cq_qmm_w *w, int64_t r, const float *x)
+ * (masked loads and a masked gather: nothing past the row's cherries), added
+ * into the row's accumulator acc before its one horizontal sum. */
+AI __m512 cherry_acc(const cq_qmm_w *w, int64_t r, const float *x, __m512 acc)
 {
-    if (!w->rowptr) return 0.0f;
+    if (!w->rowptr) return acc;
     const int32_t a = w->rowptr[r], b = w->rowptr[r + 1];
-    __m512 acc = _mm512_setzero_ps();
     const __m512i inv = _mm512_set1_epi32((int)w->in);
     for (int32_t i = a; i < b; i += 16) {
         __mmask16 m = b - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (b - i)) - 1u);
@@ -183,7 +183,7 @@ AI float cherry_dot(const cq_qmm_w *w, int64_t r, const float *x)
         __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, x, 4);
         acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w->delta + i), xv, acc);
     }
-    return _mm512_reduce_add_ps(acc);
+    return acc;
 }
 
 AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const float *xqs,
@@ -249,7 +249,7 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
         }
     }
     for (int i = 0; i < R; i++)
-        y[r + i] = _mm512_reduce_add_ps(tot[i]) + rowc[i] + cherry_dot(p->w, r + i, x);
+        y[r + i] = _mm512_reduce_add_ps(cherry_acc(p->w, r + i, x, tot[i])) + rowc[i];
 }
 
 #define ROWS_B(B)                                                                          \
