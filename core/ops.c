@@ -848,6 +848,15 @@ cq_tensor *cq_linear_xent(cq_ctx *c, cq_tensor *x, cq_tensor *w, cq_tensor *targ
     return loss;
 }
 
+/* A user-owned tensor marked trainable without a grad buffer gets one of
+ * its own (it outlives the ctx); nonzero (and the ctx failed) when it cannot. */
+static int new_user_grad(cq_ctx *c, cq_tensor *t)
+{
+    int r = cq_tensor_new(&t->grad, c->be, CQ_F32, t->ndim, t->ne);
+    if (r) fail(c, r);
+    return r;
+}
+
 /* Backward of cq_linear_xent: per chunk, the logits again, then
  * dlogits = XENT_BWD, dx rows = dlogits w, dw += dlogits^T x rows. */
 static void backward_lmxent(cq_ctx *c, const node *n)
@@ -860,11 +869,7 @@ static void backward_lmxent(cq_ctx *c, const node *n)
     cq_tensor *dx = gx ? alloc_t(c, CQ_F32, 2, x->ne) : NULL;
     if (gw && !w->grad) {
         if (w->owner != c) {
-            int r = cq_tensor_new(&w->grad, c->be, CQ_F32, w->ndim, w->ne);
-            if (r) {
-                fail(c, r);
-                return;
-            }
+            if (new_user_grad(c, w)) return;
         } else {
             cq_tensor *z = alloc_t(c, CQ_F32, w->ndim, w->ne);
             if (!z || cq_fill(c, z, 0.0f)) return;
@@ -1002,12 +1007,7 @@ static void acc_grad(cq_ctx *c, cq_tensor *t, cq_tensor *g, bool fresh)
     if (!t || !t->requires_grad || !g || c->status) return;
     if (!t->grad) {
         if (t->owner != c) {
-            /* a user-owned tensor marked trainable without a grad buffer */
-            int r = cq_tensor_new(&t->grad, c->be, CQ_F32, t->ndim, t->ne);
-            if (r) {
-                fail(c, r);
-                return;
-            }
+            if (new_user_grad(c, t)) return;
         } else {
             cq_tensor *gt = g;
             if (!cq_tensor_same_shape(g, t)) gt = view_as(c, g, t->ndim, t->ne);
