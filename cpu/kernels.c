@@ -485,6 +485,11 @@ int cq_cpu_compute(const cq_op *op)
             .cols = op->src[3] ? cq_tensor_host(op->src[4]) : NULL,
             .delta = op->src[3] ? cq_tensor_host(op->src[5]) : NULL,
         };
+        if (!strcmp(op->src[1]->name, CQ_QMM_IL_TAG)) {
+            /* codes interleaved at load time (models/qmodel.c) */
+            const cq_qmm_il il = { .w = w };
+            return cq_qmm_il_gemm(&il, PC(s0), s0->ne[0], P(d0));
+        }
         return cq_qmm_gemm(&w, PC(s0), s0->ne[0], P(d0));
     }
     default: return cq_ref_compute(op);

@@ -283,11 +283,30 @@ int cq_qmm_q8plan_init(cq_qmm_q8plan *p, const cq_qmm_w *w)
     return 1;
 }
 
+static _Atomic int64_t g_q8_min = CQ_QMM_Q8_MIN_IN;
+
+void cq_qmm_set_q8_min_in(int64_t in)
+{
+    atomic_store(&g_q8_min, in > 0 ? in : 0);
+}
+
+int64_t cq_qmm_get_q8_min_in(void)
+{
+    return atomic_load(&g_q8_min);
+}
+
+/* The int8 GEMV for w: VNNI ISA, exact mode off, a covered group, rows of at
+ * least cq_qmm_get_q8_min_in() columns. Fills p. */
+static int q8_for(const cq_qmm_w *w, cq_qmm_q8plan *p)
+{
+    return cq_qmm_get_isa() == CQ_ISA_AVX512VNNI && !cq_qmm_get_exact() &&
+           w->in >= cq_qmm_get_q8_min_in() && cq_qmm_q8plan_init(p, w);
+}
+
 int cq_qmm_gemv_uses_q8(const cq_qmm_w *w)
 {
     cq_qmm_q8plan p;
-    return w && cq_qmm_check_basic(w, __func__) == CQ_OK && cq_qmm_get_isa() == CQ_ISA_AVX512VNNI &&
-           !cq_qmm_get_exact() && cq_qmm_q8plan_init(&p, w);
+    return w && cq_qmm_check_basic(w, __func__) == CQ_OK && q8_for(w, &p);
 }
 
 /* Threads for a GEMV on w: below ~64k weights per thread the fork costs
@@ -350,6 +369,148 @@ static int gemv_q8(const cq_qmm_q8plan *p, const float *x, float *y)
 }
 #endif
 
+/* ------------------------------------------------------------ interleaved */
+
+int cq_qmm_il_chunk(int bits)
+{
+    return bits == 3 ? 48 : 64;
+}
+
+/* Byte offset of byte j of row r in the interleaved codes (qmm.h). */
+static inline int64_t il_offset(int64_t out, int64_t rb, int64_t C, int64_t r, int64_t j)
+{
+    const int64_t b0 = r / CQ_QMM_IL_ROWS * CQ_QMM_IL_ROWS;
+    const int64_t nb = out - b0 < CQ_QMM_IL_ROWS ? out - b0 : CQ_QMM_IL_ROWS;
+    const int64_t k = j / C, len = rb - k * C < C ? rb - k * C : C;
+    return b0 * rb + nb * C * k + (r - b0) * len + (j - k * C);
+}
+
+/* dir 0: rows [r0, r0+nr) of the row layout src -> interleaved dst (whole
+ * matrix); dir 1: interleaved src -> row layout dst [nr, rb]. */
+static void il_copy(int64_t out, int64_t rb, int bits, int64_t r0, int64_t nr, const uint8_t *src,
+                    uint8_t *dst, int dir)
+{
+    const int64_t C = cq_qmm_il_chunk(bits);
+#pragma omp parallel for schedule(static) if (nr * rb > (1 << 20))
+    for (int64_t i = 0; i < nr; i++)
+        for (int64_t j = 0; j < rb; j += C) {
+            const int64_t len = rb - j < C ? rb - j : C, o = il_offset(out, rb, C, r0 + i, j);
+            if (dir == 0)
+                memcpy(dst + o, src + i * rb + j, (size_t)len);
+            else
+                memcpy(dst + i * rb + j, src + o, (size_t)len);
+        }
+}
+
+int cq_qmm_il_build(cq_qmm_il *il, const cq_qmm_w *w, uint8_t *dst)
+{
+    int st = cq_qmm_check_basic(w, __func__);
+    if (st) return st;
+    CQ_CHECK_ARG(il && (w->out == 0 || dst), CQ_EINVAL);
+    const int64_t rb = cq_qmm_row_bytes(w->bits, w->in);
+    if (w->out > 0) {
+        const uint8_t *s0 = w->codes, *s1 = w->codes + w->out * rb;
+        CQ_CHECK_ARG(dst + w->out * rb <= s0 || dst >= s1, CQ_EINVAL);
+        il_copy(w->out, rb, w->bits, 0, w->out, w->codes, dst, 0);
+    }
+    il->w = *w;
+    il->w.codes = dst;
+    return CQ_OK;
+}
+
+int cq_qmm_il_unpack_rows(const cq_qmm_il *il, int64_t r0, int64_t nr, uint8_t *dst)
+{
+    CQ_CHECK_ARG(il, CQ_EINVAL);
+    int st = cq_qmm_check_basic(&il->w, __func__);
+    if (st) return st;
+    CQ_CHECK_ARG(r0 >= 0 && nr >= 0 && r0 + nr <= il->w.out && (nr == 0 || dst), CQ_EINVAL);
+    il_copy(il->w.out, cq_qmm_row_bytes(il->w.bits, il->w.in), il->w.bits, r0, nr, il->w.codes, dst, 1);
+    return CQ_OK;
+}
+
+int cq_qmm_il_wanted(const cq_qmm_w *w)
+{
+    return cq_qmm_gemv_uses_q8(w);
+}
+
+/* Every path other than the int8 GEMV on an interleaved weight: tiles of rows
+ * (whole blocks, at most CQ_QMM_IL_TILE bytes of codes) unpacked into a
+ * scratch row-layout descriptor, then the row-layout cq_qmm_gemv (n = 0: one
+ * GEMV) or cq_qmm_gemm (n >= 1; Y columns of the tile scattered back). */
+#define CQ_QMM_IL_TILE ((int64_t)8 << 20)
+static int il_tiles(const cq_qmm_il *il, const float *X, int64_t n, float *Y)
+{
+    const cq_qmm_w *w = &il->w;
+    const int64_t rb = cq_qmm_row_bytes(w->bits, w->in), ng = cq_qmm_ngroups(w->group, w->in);
+    int64_t T = CQ_QMM_IL_TILE / (rb > 0 ? rb : 1) / CQ_QMM_IL_ROWS * CQ_QMM_IL_ROWS;
+    if (T < CQ_QMM_IL_ROWS) T = CQ_QMM_IL_ROWS;
+    if (T > w->out) T = w->out;
+    const int64_t nn = n > 0 ? n : 1;
+    uint8_t *cb = alloc64((size_t)(T * rb));
+    float *yt = n > 0 ? alloc64((size_t)(nn * T) * sizeof(float)) : NULL;
+    if (!cb || (n > 0 && !yt)) {
+        free(cb);
+        free(yt);
+        cq_error("%s: out of memory (tile of %lld rows)", __func__, (long long)T);
+        return CQ_ENOMEM;
+    }
+    int st = CQ_OK;
+    for (int64_t r0 = 0; r0 < w->out && !st; r0 += T) {
+        const int64_t nr = w->out - r0 < T ? w->out - r0 : T;
+        il_copy(w->out, rb, w->bits, r0, nr, w->codes, cb, 1);
+        cq_qmm_w sub = *w;
+        sub.out = nr;
+        sub.codes = cb;
+        sub.scales = w->scales + r0 * ng;
+        if (w->rowptr) sub.rowptr = w->rowptr + r0;
+        if (n == 0) {
+            st = cq_qmm_gemv(&sub, X, Y + r0);
+        } else {
+            st = cq_qmm_gemm(&sub, X, n, yt);
+            for (int64_t t = 0; t < n && !st; t++)
+                memcpy(Y + t * w->out + r0, yt + t * nr, (size_t)nr * sizeof(float));
+        }
+    }
+    free(cb);
+    free(yt);
+    return st;
+}
+
+int cq_qmm_il_gemv(const cq_qmm_il *il, const float *x, float *y)
+{
+    CQ_CHECK_ARG(il, CQ_EINVAL);
+    const cq_qmm_w *w = &il->w;
+    int st = cq_qmm_check_basic(w, __func__);
+    if (st) return st;
+    CQ_CHECK_ARG(x && y, CQ_EINVAL);
+    if (w->out == 0) return CQ_OK;
+#if CQ_QMM_X86
+    cq_qmm_q8plan q8;
+    if (q8_for(w, &q8)) {
+        q8.il = 1;
+        return gemv_q8(&q8, x, y);
+    }
+#endif
+    return il_tiles(il, x, 0, y);
+}
+
+int cq_qmm_il_gemm(const cq_qmm_il *il, const float *X, int64_t n, float *Y)
+{
+    CQ_CHECK_ARG(il, CQ_EINVAL);
+    const cq_qmm_w *w = &il->w;
+    int st = cq_qmm_check_basic(w, __func__);
+    if (st) return st;
+    CQ_CHECK_ARG(n >= 0, CQ_EINVAL);
+    CQ_CHECK_ARG(n == 0 || (X && Y), CQ_EINVAL);
+    if (n == 0 || w->out == 0) return CQ_OK;
+    if (n < CQ_QMM_GEMM_MIN_N) {
+        for (int64_t t = 0; t < n; t++)
+            if ((st = cq_qmm_il_gemv(il, X + t * w->in, Y + t * w->out))) return st;
+        return CQ_OK;
+    }
+    return il_tiles(il, X, n, Y);
+}
+
 /* ------------------------------------------------------------ GEMV */
 
 typedef void (*gemv_rows_fn)(const cq_qmm_plan *, const float *, const float *, const float *,
@@ -381,10 +542,8 @@ int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y)
     if (w->out == 0) return CQ_OK;
 
 #if CQ_QMM_X86
-    if (cq_qmm_get_isa() == CQ_ISA_AVX512VNNI && !cq_qmm_get_exact()) {
-        cq_qmm_q8plan q8;
-        if (cq_qmm_q8plan_init(&q8, w)) return gemv_q8(&q8, x, y);
-    }
+    cq_qmm_q8plan q8;
+    if (q8_for(w, &q8)) return gemv_q8(&q8, x, y);
 #endif
     cq_isa isa = pick_isa(w);
     gemv_rows_fn gv;

@@ -81,8 +81,19 @@ CQ_API int cq_qmm_gemm_ref(const cq_qmm_w *w, const float *X, int64_t n, float *
  * CQ_QMM_EXACT (1 = on), read on first use. */
 CQ_API void cq_qmm_set_exact(int on);
 CQ_API int cq_qmm_get_exact(void);
+/* The int8-activation GEMV runs only on rows of at least this many columns
+ * (in): on shorter rows its fixed costs per call and per row (quantizing and
+ * permuting x, the per-unit scale products, the horizontal sum, a last
+ * super-block padded to 128 or 256 columns) outweigh its faster dot
+ * products and the exact f32 kernel is as fast or faster, whatever the
+ * number of rows (docs/bench-qmm.md, bench_qmm --small). Process-wide; 0
+ * uses it on every covered shape. */
+#define CQ_QMM_Q8_MIN_IN 512
+CQ_API void cq_qmm_set_q8_min_in(int64_t in);
+CQ_API int64_t cq_qmm_get_q8_min_in(void);
 /* 1 when cq_qmm_gemv(w, ...) would run the int8-activation path under the
- * current ISA and exact setting, 0 when it computes the exact product. */
+ * current ISA, exact setting and size rule, 0 when it computes the exact
+ * product. */
 CQ_API int cq_qmm_gemv_uses_q8(const cq_qmm_w *w);
 
 /* The int8 quantization of x used by the int8-activation GEMV: blocks of
@@ -96,6 +107,46 @@ CQ_API void cq_qmm_quant_x8(const float *x, int64_t in, int8_t *xq, float *sx);
  *   y_r = sum_j dequant(u_rj) sx_b(j) xq_j + sum_{i in row r} delta_i x[cols_i],
  * summed in double. */
 CQ_API int cq_qmm_gemv_q8_ref(const cq_qmm_w *w, const float *x, float *y);
+
+/* ------------------------------------------------ interleaved codes
+ *
+ * A repacked form of the codes for the int8-activation GEMV, built once at
+ * load time: the rows the kernel reads together (blocks of CQ_QMM_IL_ROWS
+ * consecutive rows) are interleaved in chunks of C bytes (C = 48 for 3-bit,
+ * 64 otherwise: the bytes of one 64-byte load), so that a thread walking a
+ * range of rows reads ONE sequential stream of codes instead of one per row.
+ * Block b holds rows [R*b, R*b + nb), nb = min(R, out - R*b) (the last block
+ * may be short); its bytes start at R*b*rb, and byte j of its row i is at
+ *   R*b*rb + nb*C*k + i*len_k + (j - C*k),  k = j / C,  len_k = min(C, rb - C*k),
+ * so the interleaved codes take exactly out*rb bytes, the size of the
+ * on-disk codes, and can replace them (scales and cherries stay as they are:
+ * they already form one sequential stream over a range of rows). */
+#define CQ_QMM_IL_ROWS 4
+/* Name given to a CPU backend codes tensor that holds the interleaved layout
+ * (models/qmodel.c sets it, cpu/kernels.c reads it for CQ_OP_QMATMUL). */
+#define CQ_QMM_IL_TAG "cq.qmm.il4"
+
+typedef struct cq_qmm_il {
+    cq_qmm_w w;   /* the weight; w.codes holds the interleaved layout above */
+} cq_qmm_il;
+
+/* Bytes per row of one interleave chunk (48 for 3-bit, 64 otherwise). */
+CQ_API int cq_qmm_il_chunk(int bits);
+/* Writes the interleaved codes of w into dst (out*row_bytes bytes; dst must
+ * not overlap w->codes) and fills il (il->w = *w with codes = dst). */
+CQ_API int cq_qmm_il_build(cq_qmm_il *il, const cq_qmm_w *w, uint8_t *dst);
+/* The on-disk codes of rows [r0, r0+nr) of il into dst [nr, row_bytes]. */
+CQ_API int cq_qmm_il_unpack_rows(const cq_qmm_il *il, int64_t r0, int64_t nr, uint8_t *dst);
+/* 1 when it pays to build the interleaved form of w for CPU inference: the
+ * int8-activation GEMV would run on it (cq_qmm_gemv_uses_q8). */
+CQ_API int cq_qmm_il_wanted(const cq_qmm_w *w);
+/* cq_qmm_gemv / cq_qmm_gemm on the interleaved form: the same results as on
+ * the source descriptor, bit for bit. The int8-activation GEMV reads the
+ * interleaved stream directly; every other path (exact mode, other ISAs,
+ * GEMM with n >= 8, uncovered groups) unpacks tiles of rows into a scratch
+ * buffer of at most 8 MiB of codes and runs the row-layout kernels on them. */
+CQ_API int cq_qmm_il_gemv(const cq_qmm_il *il, const float *x, float *y);
+CQ_API int cq_qmm_il_gemm(const cq_qmm_il *il, const float *X, int64_t n, float *Y);
 
 /* Dequantize rows [r0, r0+nr) of W (cherries applied) to dst [nr, in] f32. */
 CQ_API int cq_qmm_dequant_rows(const cq_qmm_w *w, int64_t r0, int64_t nr, float *dst);

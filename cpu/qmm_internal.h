@@ -128,6 +128,7 @@ typedef struct cq_qmm_q8plan {
     int64_t nsb;      /* super-blocks per row, ceil(in / S) */
     int64_t nu;       /* units per row, ceil(in / U) */
     int64_t upg;      /* units per group; 0 when the row is one group */
+    int il;           /* 1: w->codes in the interleaved layout (cq_qmm_il) */
 } cq_qmm_q8plan;
 
 /* Fill p; 1 when the int8 kernel covers w's shape, 0 otherwise. */

@@ -22,6 +22,8 @@
 
 #define AI static inline __attribute__((always_inline))
 
+_Static_assert(CQ_QMM_IL_ROWS == 4, "the kernel reads blocks of 4 interleaved rows");
+
 /* ------------------------------------------------------------ x */
 
 void cq_qmm_q8_prep_avx512vnni(const cq_qmm_q8plan *p, const float *x, int8_t *xq, float *sxu,
@@ -107,6 +109,11 @@ AI __m512i load_codes(const uint8_t *p, int64_t n)
  * left 1-thread DRAM-bound GEMV about 20% slower (3-bit 4096 x 4096: 1.29 ms
  * without, 1.0-1.06 ms with 256-512 bytes, 1.36-1.6 ms with 768). */
 #define CQ_QMM_PF 384
+/* Interleaved codes: one stream, prefetched CQ_QMM_IL_PF bytes per row ahead
+ * (4 * 768 = 3 KiB; 1-thread 3-bit 4096 x 4096: 1.45 ms without in one run, 0.66-0.98
+ * ms with 192..1536 bytes per row, no distance clearly best under the host's
+ * +-15% noise). */
+#define CQ_QMM_IL_PF 768
 AI void prefetch_codes(const uint8_t *row, int64_t off, int64_t rb)
 {
     if (off + CQ_QMM_PF < rb) _mm_prefetch((const char *)(row + off + CQ_QMM_PF), _MM_HINT_T0);
@@ -186,13 +193,20 @@ AI __m512 cherry_acc(const cq_qmm_w *w, int64_t r, const float *x, __m512 acc)
     return acc;
 }
 
+/* Rows [r, r+R) (R <= 4) from the codes. Row layout (IL = 0): row i at
+ * codes + (r+i)*rb, one stream per row. Interleaved (IL = 1, cq_qmm_il): the
+ * R rows lie in one block of nb rows starting at row r - i0; super-block sb
+ * of its row i0+i is at base + nb*sbb*sb + (i0+i)*len, len = min(sbb, rb -
+ * sbb*sb): one sequential stream for the block. */
 AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const float *xqs,
-               const float *x, float *y, int64_t r, float *ws, const int R, const int B)
+               const float *x, float *y, int64_t r, float *ws, const int R, const int B, const int IL,
+               int64_t i0, int64_t nb)
 {
     const int V = B == 8 ? 1 : B == 2 ? 4 : 2;
     const int64_t S = 64 * V, sbb = B == 3 ? 48 : 64, rb = p->rb, nsb = p->nsb;
     const int64_t stride = p->nu + 48;
     const uint8_t *row[4];
+    const uint8_t *base = p->w->codes + (r - i0) * rb, *end = p->w->codes + p->out * rb;
     float *sf[4], rowc[4];
     __m512 tot[4];
     for (int i = 0; i < R; i++) {
@@ -201,6 +215,23 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
         rowc[i] = row_scales(p, r + i, sxu, xqs, sf[i]);
         tot[i] = _mm512_setzero_ps();
     }
+/* the codes of super-block sb of the R rows, decoded into d */
+#define LOAD_SB(sb)                                                                            \
+    do {                                                                                       \
+        const int64_t off = (sb) * sbb, len = rb - off < sbb ? rb - off : sbb;                 \
+        if (IL) {                                                                              \
+            const uint8_t *blk = base + nb * off;                                              \
+            if (blk + nb * CQ_QMM_IL_PF + R * sbb <= end)                                      \
+                for (int i = 0; i < R; i++)                                                    \
+                    _mm_prefetch((const char *)(blk + nb * CQ_QMM_IL_PF + (i0 + i) * sbb), _MM_HINT_T0); \
+            for (int i = 0; i < R; i++) decode(load_codes(blk + (i0 + i) * len, len), d[i], B); \
+        } else {                                                                               \
+            for (int i = 0; i < R; i++) {                                                      \
+                prefetch_codes(row[i], off, rb);                                               \
+                decode(load_codes(row[i] + off, len), d[i], B);                                \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
     if (p->U >= S) {
         /* whole super-blocks per unit: int32 sums over the unit, one scale */
         const int64_t ups = p->U / S;
@@ -210,11 +241,7 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
             for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_si512();
             for (int64_t sb = sb0; sb < sb1; sb++) {
                 __m512i d[4][4];
-                const int64_t off = sb * sbb;
-                for (int i = 0; i < R; i++) {
-                    prefetch_codes(row[i], off, rb);
-                    decode(load_codes(row[i] + off, rb - off), d[i], B);
-                }
+                LOAD_SB(sb);
                 for (int k = 0; k < V; k++) {
                     const __m512i xk = _mm512_load_si512((const void *)(xq + sb * S + k * 64));
                     for (int i = 0; i < R; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], d[i][k], xk);
@@ -232,12 +259,8 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
         const __m512i l2u = _mm512_loadu_si512(li);
         for (int64_t sb = 0; sb < nsb; sb++) {
             __m512i d[4][4], acc[4];
-            const int64_t off = sb * sbb;
-            for (int i = 0; i < R; i++) {
-                prefetch_codes(row[i], off, rb);
-                decode(load_codes(row[i] + off, rb - off), d[i], B);
-                acc[i] = _mm512_setzero_si512();
-            }
+            LOAD_SB(sb);
+            for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_si512();
             for (int k = 0; k < V; k++) {
                 const __m512i xk = _mm512_load_si512((const void *)(xq + sb * S + k * 64));
                 for (int i = 0; i < R; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], d[i][k], xk);
@@ -248,18 +271,35 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
             }
         }
     }
+#undef LOAD_SB
     for (int i = 0; i < R; i++)
         y[r + i] = _mm512_reduce_add_ps(cherry_acc(p->w, r + i, x, tot[i])) + rowc[i];
 }
 
+/* Row layout: quads, then single rows. Interleaved: whole blocks of
+ * CQ_QMM_IL_ROWS (= 4) rows as quads, rows of a short or partly covered
+ * block one by one. */
 #define ROWS_B(B)                                                                          \
     static void rows_b##B(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu,       \
                           const float *xqs, const float *x, float *y, int64_t r0, int64_t r1, \
                           float *ws)                                                       \
     {                                                                                      \
         int64_t r = r0;                                                                    \
-        for (; r + 4 <= r1; r += 4) rows_t(p, xq, sxu, xqs, x, y, r, ws, 4, B);            \
-        for (; r < r1; r++) rows_t(p, xq, sxu, xqs, x, y, r, ws, 1, B);                    \
+        if (p->il) {                                                                       \
+            while (r < r1) {                                                               \
+                const int64_t b0 = r / 4 * 4, nb = p->out - b0 < 4 ? p->out - b0 : 4;      \
+                if (r == b0 && nb == 4 && r + 4 <= r1) {                                   \
+                    rows_t(p, xq, sxu, xqs, x, y, r, ws, 4, B, 1, 0, 4);                   \
+                    r += 4;                                                                \
+                } else {                                                                   \
+                    rows_t(p, xq, sxu, xqs, x, y, r, ws, 1, B, 1, r - b0, nb);             \
+                    r++;                                                                   \
+                }                                                                          \
+            }                                                                              \
+        } else {                                                                           \
+            for (; r + 4 <= r1; r += 4) rows_t(p, xq, sxu, xqs, x, y, r, ws, 4, B, 0, 0, 4); \
+            for (; r < r1; r++) rows_t(p, xq, sxu, xqs, x, y, r, ws, 1, B, 0, 0, 1);         \
+        }                                                                                  \
     }
 ROWS_B(2)
 ROWS_B(3)

@@ -13,6 +13,7 @@
 #include "hfconfig.h"
 #include "llama.h"
 #include "pipeline.h"
+#include "qmm.h"
 #include "safetensors.h"
 
 /* called by models/llama_io.c */
@@ -431,7 +432,23 @@ static int make_qlinear(cq_qlinear **out, cq_backend *be, const cq_qweight *w)
     ql->bits = w->bits;
     ql->group = w->group;
     int64_t rb = cq_quant_row_bytes(w->in, w->bits), ng = cq_quant_ngroups(w->in, w->group);
-    int r = new_tensor(&ql->codes, be, CQ_U8, 2, w->out, rb, w->codes);
+    int r = CQ_OK;
+    /* CPU inference where the int8 GEMV runs: the codes tensor holds the
+     * interleaved form (cpu/qmm.h cq_qmm_il: the same byte count, built once
+     * here, replacing the row layout) and is tagged for CQ_OP_QMATMUL */
+    const cq_qmm_w qw = { .out = w->out, .in = w->in, .bits = w->bits, .group = w->group,
+                          .codes = w->codes, .scales = w->scales };
+    if (!strcmp(be->name, "cpu") && w->out > 0 && cq_qmm_il_wanted(&qw)) {
+        int64_t ne[2] = { w->out, rb };
+        cq_qmm_il il;
+        r = cq_tensor_new(&ql->codes, be, CQ_U8, 2, ne);
+        uint8_t *dst = r ? NULL : cq_tensor_host(ql->codes);
+        if (!r && !dst) r = CQ_EINVAL;
+        if (!r) r = cq_qmm_il_build(&il, &qw, dst);
+        if (!r) cq_tensor_set_name(ql->codes, CQ_QMM_IL_TAG);
+    } else {
+        r = new_tensor(&ql->codes, be, CQ_U8, 2, w->out, rb, w->codes);
+    }
     if (!r) r = new_tensor(&ql->scales, be, CQ_U16, 2, w->out, ng, w->scales);
     if (!r && w->nnz > 0) {
         float *delta = malloc((size_t)w->nnz * sizeof(float));

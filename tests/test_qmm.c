@@ -296,6 +296,8 @@ static void run_isa(cq_isa isa)
     assert_int_equal(cq_qmm_set_isa(CQ_ISA_AUTO), 0);
 }
 
+static void count_log(cq_log_level lvl, const char *msg, void *user);
+
 /* sum_j |dequant(u_rj)| * sx_b(j) / 2: the bound of the int8 error of row r. */
 static double q8_bound(const tmat *t, int64_t r, const float *sx)
 {
@@ -356,7 +358,9 @@ static void test_isa_vnni(void **state)
     }
     assert_int_equal(cq_qmm_set_isa(CQ_ISA_AVX512VNNI), 0);
     const int exact0 = cq_qmm_get_exact();
+    const int64_t min_in0 = cq_qmm_get_q8_min_in();
     cq_qmm_set_exact(0);
+    cq_qmm_set_q8_min_in(0);   /* the int8 kernel on every shape, short rows too */
     static const int groups[] = { 0, 32, 64, 128, 256, 96, 48 };
     static const int64_t ns[] = { 1, 3, 17 };
     int64_t q8_rows = 0, q8_differs = 0;
@@ -432,6 +436,198 @@ static void test_isa_vnni(void **state)
                   (long long)q8_differs, (long long)q8_rows);
     assert_true(q8_differs > q8_rows / 4);
     cq_qmm_set_exact(exact0);
+    cq_qmm_set_q8_min_in(min_in0);
+    assert_int_equal(cq_qmm_set_isa(CQ_ISA_AUTO), 0);
+}
+
+/* The size rule: the int8 GEMV only on rows of >= CQ_QMM_Q8_MIN_IN columns,
+ * the exact product below (and the result says which one ran). */
+static void test_q8_min_in(void **state)
+{
+    (void)state;
+    if (!cq_qmm_isa_supported(CQ_ISA_AVX512VNNI)) {
+        print_message("[ SKIPPED  ] avx512vnni not supported on this CPU\n");
+        skip();
+        return;
+    }
+    assert_int_equal(cq_qmm_set_isa(CQ_ISA_AVX512VNNI), 0);
+    const int exact0 = cq_qmm_get_exact();
+    cq_qmm_set_exact(0);
+    assert_int_equal(cq_qmm_get_q8_min_in(), CQ_QMM_Q8_MIN_IN);
+    static const int64_t ins[] = { CQ_QMM_Q8_MIN_IN - 128, CQ_QMM_Q8_MIN_IN - 1, CQ_QMM_Q8_MIN_IN,
+                                   CQ_QMM_Q8_MIN_IN + 64 };
+    for (size_t k = 0; k < 4; k++) {
+        const int64_t in = ins[k], out = 37;
+        tmat t;
+        tmat_make(&t, out, in, 3, 64, 1);
+        const int q8 = in >= CQ_QMM_Q8_MIN_IN;
+        assert_int_equal(cq_qmm_gemv_uses_q8(&t.w), q8);
+        assert_int_equal(cq_qmm_il_wanted(&t.w), q8);
+        float *x = malloc(sizeof(float) * (size_t)in), *y = malloc(sizeof(float) * (size_t)out),
+              *yr = malloc(sizeof(float) * (size_t)out), *ye = malloc(sizeof(float) * (size_t)out);
+        rand_vec(x, in);
+        assert_int_equal(cq_qmm_gemv(&t.w, x, y), 0);
+        assert_int_equal(cq_qmm_gemv_q8_ref(&t.w, x, yr), 0);
+        assert_int_equal(cq_qmm_gemv_ref(&t.w, x, ye), 0);
+        check_close(&t, x, 1, y, q8 ? yr : ye, q8 ? "rule: int8" : "rule: exact");
+        int64_t differs = 0;   /* the other path would not have passed */
+        for (int64_t r = 0; r < out; r++)
+            differs += fabs((double)y[r] - (double)(q8 ? ye : yr)[r]) > 1e-5 * row_mag(&t, r, x);
+        assert_true(differs > out / 4);
+        free(x);
+        free(y);
+        free(yr);
+        free(ye);
+        tmat_free(&t);
+    }
+    cq_qmm_set_q8_min_in(0);
+    tmat t;
+    tmat_make(&t, 5, 192, 4, 32, 0);
+    assert_true(cq_qmm_gemv_uses_q8(&t.w));
+    tmat_free(&t);
+    cq_qmm_set_q8_min_in(CQ_QMM_Q8_MIN_IN);
+    cq_qmm_set_exact(exact0);
+    assert_int_equal(cq_qmm_set_isa(CQ_ISA_AUTO), 0);
+}
+
+/* Offset of byte j of row r in the interleaved layout, written from the
+ * definition in qmm.h (not from the library). */
+static int64_t il_off(int64_t out, int64_t rb, int bits, int64_t r, int64_t j)
+{
+    const int64_t R = CQ_QMM_IL_ROWS, C = bits == 3 ? 48 : 64;
+    const int64_t b = r / R, nb = out - R * b < R ? out - R * b : R, i = r - R * b;
+    const int64_t k = j / C, len = rb - C * k < C ? rb - C * k : C;
+    return R * b * rb + nb * C * k + i * len + (j - C * k);
+}
+
+/* The interleaved form (cq_qmm_il): its bytes against the layout definition,
+ * unpacking, and its GEMV / GEMM against the row-layout kernels (bit for bit
+ * for the GEMV), the int8 reference (tight) and the exact one (within the
+ * int8 bound), for every bit width, group (48: not covered by the int8
+ * kernel, the tiles fallback), odd row counts, in not a multiple of a
+ * super-block, rows without and with many cherries; exact mode, GEMM with
+ * n = 3 (int8 GEMV per token) and 17 (tiles + exact GEMM). Buffers are exact
+ * size (ASan: tests/test_qmm under build-h5bsan). */
+static void test_interleaved(void **state)
+{
+    (void)state;
+    const int vnni = cq_qmm_isa_supported(CQ_ISA_AVX512VNNI);
+    if (vnni) assert_int_equal(cq_qmm_set_isa(CQ_ISA_AVX512VNNI), 0);
+    const int exact0 = cq_qmm_get_exact();
+    const int64_t min_in0 = cq_qmm_get_q8_min_in();
+    cq_qmm_set_exact(0);
+    cq_qmm_set_q8_min_in(0);
+    static const int groups[] = { 0, 32, 64, 128, 48 };
+    static const int64_t shapes[][2] = { { 1, 1 },  { 3, 7 },    { 5, 33 },  { 9, 128 },    { 13, 384 },
+                                         { 7, 515 }, { 21, 1000 }, { 4, 1027 }, { 67, 4096 }, { 6, 2184 } };
+    int64_t n_q8 = 0;
+    for (size_t bi = 0; bi < 4; bi++)
+        for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++)
+            for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+                const int64_t out = shapes[si][0], in = shapes[si][1];
+                const int bits = k_bits[bi], group = groups[gi];
+                tmat t;
+                tmat_make(&t, out, in, bits, group, (int)((si + gi) % 3 != 0));
+                const int64_t rb = t.rb;
+                uint8_t *ic = malloc((size_t)(out * rb));
+                cq_qmm_il il;
+                assert_int_equal(cq_qmm_il_chunk(bits), bits == 3 ? 48 : 64);
+                assert_int_equal(cq_qmm_il_build(&il, &t.w, ic), 0);
+                assert_ptr_equal(il.w.codes, ic);
+                assert_ptr_equal(il.w.scales, t.w.scales);
+                for (int64_t r = 0; r < out; r++)
+                    for (int64_t j = 0; j < rb; j++)
+                        if (ic[il_off(out, rb, bits, r, j)] != t.codes[r * rb + j])
+                            fail_msg("interleave bits %d out %lld in %lld: row %lld byte %lld misplaced", bits,
+                                     (long long)out, (long long)in, (long long)r, (long long)j);
+                /* unpack: all rows, and an inner range */
+                uint8_t *un = malloc((size_t)(out * rb));
+                assert_int_equal(cq_qmm_il_unpack_rows(&il, 0, out, un), 0);
+                assert_memory_equal(un, t.codes, (size_t)(out * rb));
+                if (out > 2) {
+                    assert_int_equal(cq_qmm_il_unpack_rows(&il, 1, out - 2, un), 0);
+                    assert_memory_equal(un, t.codes + rb, (size_t)((out - 2) * rb));
+                }
+                free(un);
+
+                float *x = malloc(sizeof(float) * (size_t)in), *sx = malloc(sizeof(float) * (size_t)(in / 128 + 1));
+                int8_t *xq = malloc((size_t)in);
+                float *y = malloc(sizeof(float) * (size_t)out), *yrow = malloc(sizeof(float) * (size_t)out),
+                      *yq = malloc(sizeof(float) * (size_t)out), *ye = malloc(sizeof(float) * (size_t)out);
+                rand_vec(x, in);
+                cq_qmm_quant_x8(x, in, xq, sx);
+                assert_int_equal(cq_qmm_gemv_q8_ref(&t.w, x, yq), 0);
+                assert_int_equal(cq_qmm_gemv_ref(&t.w, x, ye), 0);
+                for (int64_t i = 0; i < out; i++) y[i] = NAN;
+                assert_int_equal(cq_qmm_il_gemv(&il, x, y), 0);
+                assert_int_equal(cq_qmm_gemv(&t.w, x, yrow), 0);
+                assert_memory_equal(y, yrow, sizeof(float) * (size_t)out);
+                if (cq_qmm_gemv_uses_q8(&t.w)) {
+                    n_q8++;
+                    check_close(&t, x, 1, y, yq, "interleaved int8 vs int8 reference");
+                    for (int64_t r = 0; r < out; r++) {
+                        double mag = row_mag(&t, r, x), err = fabs((double)y[r] - (double)ye[r]);
+                        double bound = q8_bound(&t, r, sx) + 1e-5 * mag + 1e-30;
+                        if (!(err <= bound))
+                            fail_msg("interleaved int8 vs exact: bits %d group %d out %lld in %lld row %lld: "
+                                     "err %.3g > bound %.3g", bits, group, (long long)out, (long long)in,
+                                     (long long)r, err, bound);
+                    }
+                } else {
+                    check_close(&t, x, 1, y, ye, "interleaved fallback vs exact reference");
+                }
+                /* exact mode: tiles unpacked, the f32 kernels */
+                cq_qmm_set_exact(1);
+                assert_int_equal(cq_qmm_il_gemv(&il, x, y), 0);
+                check_close(&t, x, 1, y, ye, "interleaved exact mode");
+                cq_qmm_set_exact(0);
+                /* GEMM: n = 3 (GEMV per token), n = 17 (exact) */
+                if (si % 2 == 0 || out == 67) {
+                    static const int64_t ns[] = { 3, 17 };
+                    for (size_t ni = 0; ni < 2; ni++) {
+                        const int64_t n = ns[ni];
+                        float *X = malloc(sizeof(float) * (size_t)(n * in));
+                        float *Y = malloc(sizeof(float) * (size_t)(n * out));
+                        float *Yr = malloc(sizeof(float) * (size_t)(n * out));
+                        rand_vec(X, n * in);
+                        const int q8 = n < 8 && cq_qmm_gemv_uses_q8(&t.w);
+                        for (int64_t k = 0; k < n; k++)
+                            assert_int_equal((q8 ? cq_qmm_gemv_q8_ref : cq_qmm_gemv_ref)(&t.w, X + k * in,
+                                                                                     Yr + k * out), 0);
+                        for (int64_t i = 0; i < n * out; i++) Y[i] = NAN;
+                        assert_int_equal(cq_qmm_il_gemm(&il, X, n, Y), 0);
+                        check_close(&t, X, n, Y, Yr, q8 ? "interleaved gemm (int8)" : "interleaved gemm");
+                        free(X);
+                        free(Y);
+                        free(Yr);
+                    }
+                }
+                free(x);
+                free(sx);
+                free(xq);
+                free(y);
+                free(yrow);
+                free(yq);
+                free(ye);
+                free(ic);
+                tmat_free(&t);
+            }
+    if (vnni) assert_true(n_q8 > 100);   /* the interleaved int8 kernel ran */
+    /* overlapping source and destination are refused */
+    {
+        tmat t;
+        tmat_make(&t, 4, 64, 4, 32, 0);
+        cq_qmm_il il;
+        int nlog = 0;
+        cq_log_set_callback(count_log, &nlog);
+        assert_int_equal(cq_qmm_il_build(&il, &t.w, t.codes), CQ_EINVAL);
+        assert_int_equal(cq_qmm_il_unpack_rows(NULL, 0, 1, t.codes), CQ_EINVAL);
+        cq_log_set_callback(NULL, NULL);
+        assert_true(nlog >= 2);
+        tmat_free(&t);
+    }
+    cq_qmm_set_exact(exact0);
+    cq_qmm_set_q8_min_in(min_in0);
     assert_int_equal(cq_qmm_set_isa(CQ_ISA_AUTO), 0);
 }
 
@@ -466,6 +662,16 @@ static void test_llama_shape(void **state)
                 assert_int_equal(cq_qmm_gemv_q8_ref(&t.w, X, Yr), 0);
             }
             check_close(&t, X, 1, Y, Yr, "llama gemv");
+            /* the interleaved form, rows spread over the threads in chunks */
+            uint8_t *ic = malloc((size_t)(600 * t.rb));
+            cq_qmm_il il;
+            assert_int_equal(cq_qmm_il_build(&il, &t.w, ic), 0);
+            assert_int_equal(cq_qmm_il_gemv(&il, X, Yr), 0);
+            assert_memory_equal(Y, Yr, 600 * sizeof(float));
+            assert_int_equal(cq_qmm_il_gemm(&il, X, n, Yr), 0);
+            assert_int_equal(cq_qmm_gemm_ref(&t.w, X, n, Y), 0);
+            check_close(&t, X, n, Yr, Y, "llama interleaved gemm");
+            free(ic);
             free(X);
             free(Y);
             free(Yr);
@@ -550,6 +756,8 @@ int main(void)
         cmocka_unit_test(test_isa_avx512),
         cmocka_unit_test(test_quant_x8),
         cmocka_unit_test(test_isa_vnni),
+        cmocka_unit_test(test_q8_min_in),
+        cmocka_unit_test(test_interleaved),
         cmocka_unit_test(test_llama_shape),
         cmocka_unit_test(test_detects_corruption),
         cmocka_unit_test(test_args),

@@ -16,7 +16,10 @@
  * checked against the scalar references (the int8 one for the int8 GEMV,
  * exit 1 on mismatch), so --quick also serves as a smoke test.
  *
- * usage: bench_qmm [--quick] [--min] [--passes N] [--threads N]
+ * --small instead times the int8 and the exact GEMV on small in-cache matrices
+ * (the evidence for the per-matrix rule CQ_QMM_Q8_MIN_IN).
+ *
+ * usage: bench_qmm [--quick] [--small] [--min] [--passes N] [--threads N]
  */
 #include <math.h>
 #include <stdio.h>
@@ -313,9 +316,12 @@ static void f16_gemv(const uint16_t *W, const float *x, float *y, int64_t out, i
 typedef struct {
     int ncopy;
     cq_qmm_w w[64];          /* one descriptor per copy */
+    cq_qmm_il il[64];        /* its interleaved form (own codes, same scales/cherries) */
+    int has_il;              /* cq_qmm_il_wanted: the form a loaded model runs */
     size_t bytes;            /* bytes a GEMV reads (codes, scales, cherries, x) */
     size_t bytes_nc;         /* the same without cherries */
     void *mem[64];
+    void *ilmem[64];
 } packed_set;
 
 static int copies_for(size_t bytes)
@@ -366,11 +372,24 @@ static void packed_make(packed_set *s, int64_t out, int64_t in, int bits, int gr
         fprintf(stderr, "bench_qmm: generated matrix fails cq_qmm_check\n");
         exit(1);
     }
+    s->has_il = cq_qmm_il_wanted(&s->w[0]);
+    for (int c = 0; c < s->ncopy; c++) {
+        s->ilmem[c] = NULL;
+        if (!s->has_il) continue;
+        s->ilmem[c] = xalloc(bc);
+        if (cq_qmm_il_build(&s->il[c], &s->w[c], s->ilmem[c])) {
+            fprintf(stderr, "bench_qmm: cq_qmm_il_build failed\n");
+            exit(1);
+        }
+    }
 }
 
 static void packed_free(packed_set *s)
 {
-    for (int c = 0; c < s->ncopy; c++) free(s->mem[c]);
+    for (int c = 0; c < s->ncopy; c++) {
+        free(s->mem[c]);
+        free(s->ilmem[c]);
+    }
 }
 
 /* Median seconds of one GEMV over passes that each visit every copy. */
@@ -449,13 +468,31 @@ static void call_qmm_exact(void *v, int c)
     cq_qmm_set_exact(0);
 }
 
-static void call_qmm(void *v, int c)
+/* The row-layout GEMV (what runs without the interleaved form). */
+static void call_qmm_rows(void *v, int c)
 {
     qctx *q = v;
     cq_qmm_w w = q->s->w[c];
     if (q->nocherry) w.rowptr = NULL;
     if (cq_qmm_gemv(&w, q->x, q->y)) {
         fprintf(stderr, "bench_qmm: cq_qmm_gemv failed\n");
+        exit(1);
+    }
+}
+
+/* The default GEMV of a loaded model: on the interleaved form where
+ * cq_qmm_il_wanted, else on the row layout. */
+static void call_qmm(void *v, int c)
+{
+    qctx *q = v;
+    if (!q->s->has_il) {
+        call_qmm_rows(v, c);
+        return;
+    }
+    cq_qmm_il il = q->s->il[c];
+    if (q->nocherry) il.w.rowptr = NULL;
+    if (cq_qmm_il_gemv(&il, q->x, q->y)) {
+        fprintf(stderr, "bench_qmm: cq_qmm_il_gemv failed\n");
         exit(1);
     }
 }
@@ -497,6 +534,60 @@ static void check_vec(const char *what, const float *a, const float *b, int64_t 
     }
 }
 
+/* ------------------------------------------------------------ small shapes */
+
+/* --small: per-call time of the int8 GEMV (interleaved codes, forced on with
+ * cq_qmm_set_q8_min_in(0)) and of the exact f32 GEMV on small in-cache
+ * matrices (the shapes of small models: dim 192 .. 2048), best of passes of
+ * many calls, for the rule that picks one per matrix (CQ_QMM_Q8_MIN_IN). */
+static void small_shapes(int maxt)
+{
+    static const int64_t sh[][2] = { { 96, 192 },   { 192, 192 },   { 512, 192 },  { 2048, 192 },
+                                     { 512, 256 },  { 2048, 256 },  { 512, 384 },  { 2048, 384 },
+                                     { 96, 512 },   { 192, 512 },   { 512, 512 },  { 768, 768 },
+                                     { 1024, 1024 }, { 2048, 1024 }, { 1024, 2048 }, { 2048, 2048 },
+                                     { 4096, 2048 } };
+    const int nsh = (int)(sizeof sh / sizeof sh[0]);
+    const int64_t q8min = cq_qmm_get_q8_min_in();
+    cq_qmm_set_q8_min_in(0);
+    printf("small matrices, in cache, 3-bit g128 with 1/256 cherries, best of %d passes; int8 GEMV used "
+           "by default from in >= %lld\n", g_passes, (long long)q8min);
+    printf("  %-12s %3s %10s %10s %8s\n", "out x in", "thr", "int8_us", "exact_us", "int8/ex");
+    for (int si = 0; si < nsh; si++) {
+        const int64_t out = sh[si][0], in = sh[si][1];
+        packed_set ps;
+        packed_make(&ps, out, in, 3, 128);
+        float *x = xalloc((size_t)in * 4), *y = xalloc((size_t)out * 4);
+        for (int64_t j = 0; j < in; j++) x[j] = (float)((int64_t)(rnd64() % 2001) - 1000) * 1e-3f;
+        cq_qmm_il il;
+        uint8_t *ic = xalloc((size_t)(out * cq_qmm_row_bytes(3, in)));
+        cq_qmm_il_build(&il, &ps.w[0], ic);
+        const int reps = (int)(2000000 / (out * in) + 20);
+        for (int ti = 0; ti < (maxt > 1 ? 2 : 1); ti++) {
+            const int nt = ti ? maxt : 1;
+            set_threads(nt);
+            double best[2] = { 1e30, 1e30 };
+            for (int p = 0; p < g_passes; p++)
+                for (int k = 0; k < 2; k++) {
+                    cq_qmm_set_exact(k);
+                    double t0 = omp_get_wtime();
+                    for (int i = 0; i < reps; i++) cq_qmm_il_gemv(&il, x, y);
+                    double t = (omp_get_wtime() - t0) / reps;
+                    if (t < best[k]) best[k] = t;
+                }
+            cq_qmm_set_exact(0);
+            char nm[32];
+            snprintf(nm, sizeof nm, "%lldx%lld", (long long)out, (long long)in);
+            printf("  %-12s %3d %10.2f %10.2f %8.2f\n", nm, nt, best[0] * 1e6, best[1] * 1e6, best[0] / best[1]);
+        }
+        free(ic);
+        free(x);
+        free(y);
+        packed_free(&ps);
+    }
+    cq_qmm_set_q8_min_in(q8min);
+}
+
 /* ------------------------------------------------------------ main */
 
 typedef struct {
@@ -505,14 +596,15 @@ typedef struct {
 
 int main(int argc, char **argv)
 {
-    int quick = 0, maxt = omp_get_num_procs(), passes = 0;
+    int quick = 0, small = 0, maxt = omp_get_num_procs(), passes = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--min")) g_use_min = 1;
+        else if (!strcmp(argv[i], "--small")) small = 1;
         else if (!strcmp(argv[i], "--passes") && i + 1 < argc) passes = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) maxt = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--quick] [--min] [--passes N] [--threads N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--small] [--min] [--passes N] [--threads N]\n", argv[0]);
             return 2;
         }
     }
@@ -521,6 +613,10 @@ int main(int argc, char **argv)
     if (passes > 0) g_passes = passes < 64 ? passes : 64;
     cq_qmm_set_exact(0);   /* the default path, whatever CQ_QMM_EXACT says */
     machine_info();
+    if (small) {
+        small_shapes(maxt);
+        return g_fail;
+    }
 
     static const int64_t shapes_full[][2] = { { 4096, 4096 }, { 11008, 4096 }, { 4096, 11008 }, { 14336, 4096 } };
     static const int64_t shapes_quick[][2] = { { 4096, 4096 } };
@@ -617,8 +713,8 @@ int main(int argc, char **argv)
         printf(" | sgemm n=%lld: ", (long long)ntok);
         for (int ti = 0; ti < ntc; ti++) printf("%s%dT %.0f GFLOP/s", ti ? ", " : "", tcounts[ti], gf_sgemm[ti]);
         printf("\n");
-        printf("  %-9s %3s %9s %8s %6s %8s %8s %8s %9s %12s %8s\n", "config", "thr", "gemv_us", "GB/s", "%BW",
-               "x_fp32", "x_fp16", "cherry%", "f32_us", "gemm_GF/s", "%sgemm");
+        printf("  %-9s %3s %9s %8s %6s %8s %8s %8s %9s %9s %12s %8s\n", "config", "thr", "gemv_us", "GB/s",
+               "%BW", "x_fp32", "x_fp16", "cherry%", "rows_us", "f32_us", "gemm_GF/s", "%sgemm");
 
         for (int ci = 0; ci < ncfg; ci++) {
             packed_set ps;
@@ -637,6 +733,16 @@ int main(int argc, char **argv)
             cq_qmm_set_exact(0);
             cq_qmm_gemv_ref(&sub, x, yr);
             check_vec("exact gemv vs reference", y, yr, 32, 1e-5);
+            if (ps.has_il) {   /* the interleaved GEMV: bit for bit the row-layout one */
+                float *yi = xalloc((size_t)out * 4);
+                cq_qmm_gemv(&ps.w[0], x, y);
+                cq_qmm_il_gemv(&ps.il[0], x, yi);
+                if (memcmp(y, yi, (size_t)out * 4)) {
+                    fprintf(stderr, "bench_qmm: CHECK FAILED interleaved gemv differs from the row-layout gemv\n");
+                    g_fail = 1;
+                }
+                free(yi);
+            }
             for (int ti = 0; ti < ntc; ti++) {
                 set_threads(tcounts[ti]);
                 qctx q = { .s = &ps, .nocherry = 0, .x = x, .y = y };
@@ -644,6 +750,7 @@ int main(int argc, char **argv)
                 double tq, tn, bq, bn;
                 time_pair(call_qmm, &q, call_qmm, &qn, ps.ncopy, &tq, &tn, &bq, &bn);
                 double te = q8 ? time_passes(call_qmm_exact, &q, ps.ncopy) : tq;
+                double trow = ps.has_il ? time_passes(call_qmm_rows, &q, ps.ncopy) : tq;
                 double tg[8];
                 int gp = quick ? 2 : 3;
                 settle();
@@ -668,9 +775,9 @@ int main(int argc, char **argv)
                 double gbs = (double)ps.bytes / tq / 1e9;
                 char name[32];
                 snprintf(name, sizeof name, "%db g%d", cfgs[ci].bits, cfgs[ci].group);
-                printf("  %-9s %3d %9.0f %8.1f %5.0f%% %7.2fx %7.2fx %7.1f%% %9.0f %12.0f %7.0f%%\n", name,
+                printf("  %-9s %3d %9.0f %8.1f %5.0f%% %7.2fx %7.2fx %7.1f%% %9.0f %9.0f %12.0f %7.0f%%\n", name,
                        tcounts[ti], tq * 1e6, gbs, 100.0 * gbs / bwv[ti], t32[ti] / tq, t16[ti] / tq,
-                       100.0 * (bq / bn - 1.0), te * 1e6, gf, 100.0 * gf / gf_sgemm[ti]);
+                       100.0 * (bq / bn - 1.0), trow * 1e6, te * 1e6, gf, 100.0 * gf / gf_sgemm[ti]);
                 fflush(stdout);
             }
             packed_free(&ps);
@@ -691,7 +798,9 @@ int main(int argc, char **argv)
     printf("load average at end: %s\n", load);
     printf("GB/s counts codes + scales + cherries (rowptr, cols, delta) + x; x_fp32/x_fp16: speed-up over\n"
            "dense FP32 cblas_sgemv / FP16 GEMV; cherry%%: best pass with 1/256 cherries per row over best\n"
-           "pass without (alternating passes), -1; f32_us: the exact f32 GEMV kernel (CQ_QMM_EXACT=1).\n");
+           "pass without (alternating passes), -1; f32_us: the exact f32 GEMV kernel (CQ_QMM_EXACT=1).\n"
+           "gemv_us: the int8 GEMV on the interleaved codes (cq_qmm_il, what a loaded model runs);\n"
+           "rows_us: the same GEMV on the on-disk row layout.\n");
     if (g_fail) fprintf(stderr, "bench_qmm: some results were wrong\n");
     return g_fail;
 }
