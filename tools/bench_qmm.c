@@ -9,7 +9,10 @@
  *   without alternate, and the cost is the ratio of the best pass of each);
  *   the time of the exact f32 GEMV kernel (cq_qmm_set_exact) when the default
  *   GEMV is the int8-activation one; GEMM at 512 tokens as a share of
- *   cblas_sgemm's FLOP rate on the same shape.
+ *   cblas_sgemm's FLOP rate on the same shape. Where the int8 GEMV runs, the
+ *   GEMV and GEMM are timed on the interleaved codes (cq_qmm_il, the form a
+ *   model loaded on the CPU runs), and the int8 GEMV on the on-disk row
+ *   layout beside it (rows_us).
  * Every GEMV/GEMM timing rotates over enough copies of the weights to exceed
  * the last-level cache several times, so the weights come from DRAM as they do
  * in a real model. Times are medians over passes. The kernels' outputs are
@@ -754,10 +757,13 @@ int main(int argc, char **argv)
                 double tg[8];
                 int gp = quick ? 2 : 3;
                 settle();
-                cq_qmm_gemm(&ps.w[0], X, ntok, Y);
+                /* GEMM of a loaded model: on the interleaved form (tiles
+                 * unpacked) where it has one */
+                if (ps.has_il) cq_qmm_il_gemm(&ps.il[0], X, ntok, Y);
+                else cq_qmm_gemm(&ps.w[0], X, ntok, Y);
                 for (int p = 0; p < gp; p++) {
                     double t0 = omp_get_wtime();
-                    if (cq_qmm_gemm(&ps.w[0], X, ntok, Y)) {
+                    if (ps.has_il ? cq_qmm_il_gemm(&ps.il[0], X, ntok, Y) : cq_qmm_gemm(&ps.w[0], X, ntok, Y)) {
                         fprintf(stderr, "bench_qmm: cq_qmm_gemm failed\n");
                         return 1;
                     }
@@ -799,8 +805,8 @@ int main(int argc, char **argv)
     printf("GB/s counts codes + scales + cherries (rowptr, cols, delta) + x; x_fp32/x_fp16: speed-up over\n"
            "dense FP32 cblas_sgemv / FP16 GEMV; cherry%%: best pass with 1/256 cherries per row over best\n"
            "pass without (alternating passes), -1; f32_us: the exact f32 GEMV kernel (CQ_QMM_EXACT=1).\n"
-           "gemv_us: the int8 GEMV on the interleaved codes (cq_qmm_il, what a loaded model runs);\n"
-           "rows_us: the same GEMV on the on-disk row layout.\n");
+           "gemv_us and gemm: on the interleaved codes (cq_qmm_il, what a loaded model runs; GEMM\n"
+           "unpacks tiles of it); rows_us: the int8 GEMV on the on-disk row layout.\n");
     if (g_fail) fprintf(stderr, "bench_qmm: some results were wrong\n");
     return g_fail;
 }
