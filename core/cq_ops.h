@@ -108,6 +108,8 @@ typedef struct cq_qlinear {
     int bits, group;
     cq_tensor *codes, *scales;               /* u8 [out,row_bytes], u16 [out,ngroups] */
     cq_tensor *rowptr, *cols, *delta;        /* i32 [out+1], u16 [nnz], f32 [nnz]; NULL if none */
+    int layout;                              /* cq_qcodes_layout of codes: CQ_QCODES_ROWS (0) unless
+                                              * the builder interleaved them (models/qmodel.c, CPU) */
 } cq_qlinear;
 /* x [..., in] -> [..., out] through the packed weight (no gradient). */
 CQ_API cq_tensor *cq_qlinear_fwd(cq_ctx *c, cq_tensor *x, const cq_qlinear *w);

@@ -136,10 +136,22 @@ typedef enum {
      * src0 X [N, in] f32; src1 codes u8 [out, row_bytes]; src2 scales
      * (u16 FP16 bits) [out, ngroups]; src3 rowptr i32 [out+1] or NULL;
      * src4 cols u16 [nnz]; src5 delta f32 [nnz] (cherry minus dequantized
-     * code). i[0] bits, i[1] group (0 = row), i[2] in. Layout: docs/format.md. */
+     * code). i[0] bits, i[1] group (0 = row), i[2] in, i[3] the layout of
+     * the codes (cq_qcodes_layout): CQ_QCODES_ROWS (0, docs/format.md) on
+     * every backend; CQ_QCODES_IL4 (1, cpu/qmm.h cq_qmm_il: blocks of 4 rows
+     * interleaved in chunks of 48 (3-bit) or 64 bytes, the same byte count)
+     * only where the backend reads it (the CPU; the others' supports()
+     * decline it). The layout is set by whoever built the codes
+     * (cq_qlinear.layout), never inferred from a tensor's name. */
     CQ_OP_QMATMUL,
     CQ_OP_COUNT
 } cq_op_type;
+
+/* Layout of QMATMUL's codes (op i[3]). */
+typedef enum cq_qcodes_layout {
+    CQ_QCODES_ROWS = 0,   /* one packed row after another (docs/format.md) */
+    CQ_QCODES_IL4 = 1,    /* 4-row blocks interleaved (cpu/qmm.h cq_qmm_il); CPU backend only */
+} cq_qcodes_layout;
 
 typedef struct cq_op {
     cq_op_type type;

@@ -670,6 +670,7 @@ cq_tensor *cq_qlinear_fwd(cq_ctx *c, cq_tensor *x, const cq_qlinear *w)
     op.i[0] = w->bits;
     op.i[1] = w->group;
     op.i[2] = w->in;
+    op.i[3] = w->layout;
     if (run(c, &op)) return NULL;
     if (x->ndim == 2) return y;
     int64_t ne[CQ_MAX_DIMS];

@@ -238,6 +238,9 @@ int cq_op_validate(const cq_op *op)
         int64_t in = op->i[2];
         NEED(b == 2 || b == 3 || b == 4 || b == 8, "bits must be 2, 3, 4 or 8 (got %d)", b);
         NEED(g == 0 || g == 32 || g == 64 || g == 128, "group must be 32, 64, 128 or 0 (got %d)", g);
+        NEED(op->i[3] == CQ_QCODES_ROWS || op->i[3] == CQ_QCODES_IL4,
+             "codes layout must be %d (rows) or %d (interleaved) (got %lld)", CQ_QCODES_ROWS, CQ_QCODES_IL4,
+             (long long)op->i[3]);
         NEED(isf32(s0) && contig(s0) && s0->ndim == 2 && s0->ne[1] == in, "X must be f32 [N, in=%lld]",
              (long long)in);
         NEED(s1->dtype == CQ_U8 && contig(s1) && s1->ndim == 2, "codes must be u8 [out, row_bytes]");

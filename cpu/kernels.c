@@ -14,6 +14,8 @@
 #include "qmm.h"
 #include "ref.h"
 
+_Static_assert(CQ_QMM_IL_ROWS == 4, "CQ_QCODES_IL4 (cq_tensor.h) is cq_qmm_il with blocks of 4 rows");
+
 #define P(t) ((float *)cq_tensor_host(t))
 #define PC(t) ((const float *)cq_tensor_host(t))
 
@@ -485,8 +487,8 @@ int cq_cpu_compute(const cq_op *op)
             .cols = op->src[3] ? cq_tensor_host(op->src[4]) : NULL,
             .delta = op->src[3] ? cq_tensor_host(op->src[5]) : NULL,
         };
-        if (!strcmp(op->src[1]->name, CQ_QMM_IL_TAG)) {
-            /* codes interleaved at load time (models/qmodel.c) */
+        if (op->i[3] == CQ_QCODES_IL4) {
+            /* codes interleaved at load time (models/qmodel.c make_qlinear) */
             const cq_qmm_il il = { .w = w };
             return cq_qmm_il_gemm(&il, PC(s0), s0->ne[0], P(d0));
         }

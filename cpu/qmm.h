@@ -122,9 +122,9 @@ CQ_API int cq_qmm_gemv_q8_ref(const cq_qmm_w *w, const float *x, float *y);
  * on-disk codes, and can replace them (scales and cherries stay as they are:
  * they already form one sequential stream over a range of rows). */
 #define CQ_QMM_IL_ROWS 4
-/* Name given to a CPU backend codes tensor that holds the interleaved layout
- * (models/qmodel.c sets it, cpu/kernels.c reads it for CQ_OP_QMATMUL). */
-#define CQ_QMM_IL_TAG "cq.qmm.il4"
+/* On the CPU backend a cq_qlinear whose codes hold this layout has layout
+ * CQ_QCODES_IL4 (core/cq_tensor.h), which QMATMUL carries in its i[3]
+ * (models/qmodel.c sets it, cpu/kernels.c reads it). */
 
 typedef struct cq_qmm_il {
     cq_qmm_w w;   /* the weight; w.codes holds the interleaved layout above */

@@ -313,7 +313,19 @@ void cq_ref_fakequant_rows(float *dst, const float *w, const uint8_t *mask, int6
         }
 }
 
-static void ref_qmatmul(const cq_op *op)
+/* Row o of QMATMUL codes in the CQ_QCODES_IL4 layout (cq_tensor.h: blocks of
+ * 4 rows, chunk k of each row of a block in row order, chunks of 48 bytes
+ * for 3-bit, 64 otherwise) copied into row [rb], from the layout's definition. */
+static void ref_il4_row(const uint8_t *codes, int64_t out, int64_t rb, int bits, int64_t o, uint8_t *row)
+{
+    const int64_t C = bits == 3 ? 48 : 64, b0 = o / 4 * 4, nb = out - b0 < 4 ? out - b0 : 4;
+    for (int64_t j = 0; j < rb; j++) {
+        const int64_t k = j / C, len = rb - k * C < C ? rb - k * C : C;
+        row[j] = codes[b0 * rb + nb * C * k + (o - b0) * len + (j - k * C)];
+    }
+}
+
+static int ref_qmatmul(const cq_op *op)
 {
     const cq_tensor *X = op->src[0];
     int bits = (int)op->i[0], group = (int)op->i[1];
@@ -328,10 +340,17 @@ static void ref_qmatmul(const cq_op *op)
     const float *x = PC(X);
     float *y = P(op->dst[0]);
     double off = bits <= 4 ? -(double)(1 << (bits - 1)) + 0.5 : -127.0;
+    const int il = op->i[3] == CQ_QCODES_IL4;
+    uint8_t *tmp = il ? malloc(rb > 0 ? (size_t)rb : 1) : NULL;
+    if (il && !tmp) return CQ_ENOMEM;
     for (int64_t n = 0; n < N; n++)
         for (int64_t o = 0; o < out; o++) {
             double acc = 0;
             const uint8_t *row = codes + o * rb;
+            if (il) {
+                ref_il4_row(codes, out, rb, bits, o, tmp);
+                row = tmp;
+            }
             for (int64_t j = 0; j < in; j++) {
                 double s = cq_f16_to_f32(sc[o * ng + j / g]);
                 acc += ((double)cq_ref_code(row, j, bits) + off) * s * x[n * in + j];
@@ -340,6 +359,8 @@ static void ref_qmatmul(const cq_op *op)
                 for (int32_t c = rp[o]; c < rp[o + 1]; c++) acc += (double)delta[c] * x[n * in + cols[c]];
             y[n * out + o] = (float)acc;
         }
+    free(tmp);
+    return CQ_OK;
 }
 
 int cq_ref_compute(const cq_op *op)
@@ -451,7 +472,7 @@ int cq_ref_compute(const cq_op *op)
         cq_ref_fakequant_rows(P(d0), PC(s0), s1 ? cq_tensor_host(s1) : NULL, s0->ne[0], s0->ne[1],
                               (int)op->i[0], (int)op->i[1], (int)op->i[2]);
         return CQ_OK;
-    case CQ_OP_QMATMUL: ref_qmatmul(op); return CQ_OK;
+    case CQ_OP_QMATMUL: return ref_qmatmul(op);
     default: return CQ_ENOTSUP;
     }
 }

@@ -435,7 +435,7 @@ static int make_qlinear(cq_qlinear **out, cq_backend *be, const cq_qweight *w)
     int r = CQ_OK;
     /* CPU inference where the int8 GEMV runs: the codes tensor holds the
      * interleaved form (cpu/qmm.h cq_qmm_il: the same byte count, built once
-     * here, replacing the row layout) and is tagged for CQ_OP_QMATMUL */
+     * here, replacing the row layout), marked by ql->layout for CQ_OP_QMATMUL */
     const cq_qmm_w qw = { .out = w->out, .in = w->in, .bits = w->bits, .group = w->group,
                           .codes = w->codes, .scales = w->scales };
     if (!strcmp(be->name, "cpu") && w->out > 0 && cq_qmm_il_wanted(&qw)) {
@@ -445,7 +445,7 @@ static int make_qlinear(cq_qlinear **out, cq_backend *be, const cq_qweight *w)
         uint8_t *dst = r ? NULL : cq_tensor_host(ql->codes);
         if (!r && !dst) r = CQ_EINVAL;
         if (!r) r = cq_qmm_il_build(&il, &qw, dst);
-        if (!r) cq_tensor_set_name(ql->codes, CQ_QMM_IL_TAG);
+        if (!r) ql->layout = CQ_QCODES_IL4;
     } else {
         r = new_tensor(&ql->codes, be, CQ_U8, 2, w->out, rb, w->codes);
     }

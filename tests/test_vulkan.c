@@ -703,6 +703,12 @@ static void test_qmatmul_all(void **state)
                 op.src[4] = cl;
                 op.src[5] = dl;
                 op.dst[0] = ty;
+                /* interleaved codes (CQ_QCODES_IL4, the CPU's int8 GEMV form)
+                 * are declined: the shaders read the row layout only */
+                op.i[3] = CQ_QCODES_IL4;
+                assert_int_equal(cq_backend_supports(g_vk, &op), 0);
+                assert_int_equal(cq_op_run(g_vk, &op), CQ_ENOTSUP);
+                op.i[3] = CQ_QCODES_ROWS;
                 assert_int_equal(cq_op_run(g_vk, &op), 0);
                 assert_int_equal(cq_tensor_get(ty, Y, (size_t)(N * out) * 4), 0);
                 double md = 0, mx = 0;

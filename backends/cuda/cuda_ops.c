@@ -89,7 +89,8 @@ int cq_cuda_supports_op(cq_cuda_ctx *c, const cq_op *op)
     case CQ_OP_FAKEQUANT:
         return 1;
     case CQ_OP_QMATMUL:
-        return cqk_qmatmul_supported_bits((int)op->i[0]) && contig(op->src[3]) && contig(op->src[4]) &&
+        /* the kernels read the row layout only (cq_tensor.h, op i[3]) */
+        return op->i[3] == CQ_QCODES_ROWS && cqk_qmatmul_supported_bits((int)op->i[0]) && contig(op->src[3]) && contig(op->src[4]) &&
                contig(op->src[5]);
     default:
         return 0;

@@ -215,8 +215,14 @@ int cq_vk_supports(cq_backend *be, const cq_op *op)
     case CQ_OP_ADAMW:
     case CQ_OP_SUMSQ:
     case CQ_OP_SQR_ACCUM:
-    case CQ_OP_FAKEQUANT:
-    case CQ_OP_QMATMUL: return 1;
+    case CQ_OP_FAKEQUANT: return 1;
+    case CQ_OP_QMATMUL:
+        /* the shaders read the row layout only (cq_tensor.h, op i[3]) */
+        if (op->i[3] != CQ_QCODES_ROWS) {
+            cq_debug("vulkan: qmatmul codes layout %lld is not the row layout", (long long)op->i[3]);
+            return 0;
+        }
+        return 1;
     case CQ_OP_MATMUL: return vk->caps.max_wg_inv >= 256 && vk->caps.max_shared >= 2 * 16 * 65 * 4;
     case CQ_OP_ATTN:
     case CQ_OP_ATTN_BWD:
