@@ -21,6 +21,7 @@
 #include "cq_io.h"
 #include "pipeline.h"
 #include "qmm.h"
+#include "ref.h"
 #include "safetensors.h"
 #include "train.h"
 
@@ -346,6 +347,160 @@ static void test_qmatmul_kernel(void **state)
     cq_ctx_destroy(&c);
     cq_qpacked_free(&q);
     cq_llama_destroy(&m);
+}
+
+/* A packed model with LLaMA-like row lengths (>= CQ_QMM_Q8_MIN_IN columns)
+ * on the CPU backend, int8 GEMV on (this file runs with CQ_QMM_EXACT=1;
+ * the test switches exact mode off and back): every linear gets the
+ * interleaved codes (cq_qlinear.layout CQ_QCODES_IL4, QMATMUL's i[3]), and
+ * QMATMUL on 1 token runs the int8 GEMV on them. Checked per linear against
+ * the row-layout codes of the packed file (never read back from the model):
+ *   - the codes tensor is not the row layout, and unpacks to it;
+ *   - QMATMUL within 1e-5 * mag of cq_qmm_gemv_q8_ref (the int8 oracle) and
+ *     within the derived bound sum_j |dequant(u_j)| sx_b(j) / 2 + 1e-5 * mag
+ *     of the exact product, and farther than 1e-6 * mag from it on most rows
+ *     (the int8 path ran, not the exact one);
+ *   - the scalar reference backend reads the same op (i[3] = IL4) exactly;
+ *   - a layout other than 0 / 1 is refused by the validator;
+ * then the model: logits of 1 token close to the dequantized dense model
+ * with int8 activations (relative L2 < 5e-2; 1e-2 seen) and not equal to
+ * it, and within 2e-5 of it in exact mode (1 and 9 tokens: the interleaved
+ * tiles path). A QMATMUL that read the interleaved bytes as rows fails the
+ * per-linear checks (tried: row 0 of linear 0 off by 3.5x the bound). */
+static void test_interleaved_model(void **state)
+{
+    (void)state;
+    const int old_exact = cq_qmm_get_exact();
+    cq_qmm_set_exact(0);
+    const cq_llama_config cfg = {
+        .vocab = 96, .dim = 512, .ffn = 1024, .n_layers = 1, .n_heads = 8, .n_kv_heads = 4, .head_dim = 64,
+        .max_seq = 32, .norm_eps = 1e-5f, .rope_theta = 10000.0f, .tie_embeddings = false, .bos = -1, .eos = -1,
+    };
+    cq_llama *a = NULL, *b = NULL;
+    assert_int_equal(cq_llama_create(&a, &cfg, be, 77), 0);
+    assert_int_equal(cq_llama_create(&b, &cfg, be, 77), 0);
+    cq_qspec s = spec(3, 128, true, CQ_SEL_MAGNITUDE, 2);
+    cq_qpacked q;
+    quantize_rtn(a, &s, &q);
+    assert_int_equal(cq_qmodel_set_dense(a, &q), 0);
+    assert_int_equal(cq_qmodel_attach(b, &q), 0);
+    const int vnni = cq_qmm_isa_supported(CQ_ISA_AVX512VNNI) && cq_qmm_get_isa() == CQ_ISA_AVX512VNNI;
+    cq_ctx *c = NULL;
+    assert_int_equal(cq_ctx_create(&c, be), 0);
+    for (int i = 0; i < CQ_LLAMA_N_LINEAR; i++) {
+        const cq_qweight *qw = &q.w[i];
+        const cq_qlinear *ql = b->layers[0].q[i].packed;
+        assert_non_null(ql);
+        assert_true(ql->in >= CQ_QMM_Q8_MIN_IN && qw->nnz == 2 * qw->out);
+        assert_int_equal(ql->layout, vnni ? CQ_QCODES_IL4 : CQ_QCODES_ROWS);
+        if (!vnni) continue; /* no int8 GEMV on this CPU: the row layout, tested elsewhere */
+        const int64_t out = ql->out, in = ql->in, rb = cq_qmm_row_bytes(ql->bits, in);
+        const uint8_t *ic = cq_tensor_host(ql->codes);
+        /* the row-layout weight of the file (delta: the model's, computed at load) */
+        cq_qmm_w rw = { out, in, qw->bits, qw->group, qw->codes, qw->scales, qw->rowptr, qw->cols,
+                        cq_tensor_host(ql->delta) };
+        assert_true(memcmp(ic, qw->codes, (size_t)(out * rb)) != 0);
+        cq_qmm_il il = { .w = rw };
+        il.w.codes = ic;
+        uint8_t *un = malloc((size_t)(out * rb));
+        assert_int_equal(cq_qmm_il_unpack_rows(&il, 0, out, un), 0);
+        assert_memory_equal(un, qw->codes, (size_t)(out * rb));
+        free(un);
+
+        int64_t ne[2] = { 1, in };
+        cq_tensor *x = cq_new(c, CQ_F32, 2, ne);
+        float *xh = malloc((size_t)in * 4), *y = malloc((size_t)out * 4), *y8 = malloc((size_t)out * 4),
+              *ye = malloc((size_t)out * 4), *yr = malloc((size_t)out * 4), *wd = malloc((size_t)(out * in) * 4),
+              *sx = malloc((size_t)(in / CQ_QMM_Q8_BLOCK + 1) * 4);
+        int8_t *xq = malloc((size_t)in);
+        for (int64_t j = 0; j < in; j++) xh[j] = (float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5);
+        assert_int_equal(cq_tensor_set_f32(x, xh), 0);
+        cq_tensor *yt = cq_qlinear_fwd(c, x, ql);
+        assert_non_null(yt);
+        assert_int_equal(cq_tensor_get_f32(yt, y), 0);
+        assert_int_equal(cq_qmm_gemv_q8_ref(&rw, xh, y8), 0);
+        assert_int_equal(cq_qmm_gemv_ref(&rw, xh, ye), 0);
+        cq_qmm_w cw = rw; /* codes only, for the bound */
+        cw.rowptr = NULL;
+        assert_int_equal(cq_qmm_dequant_rows(&cw, 0, out, wd), 0);
+        cq_qmm_quant_x8(xh, in, xq, sx);
+        const float cabs = 3.5f; /* |qmin + 0.5| of 3-bit */
+        const int64_t ng = cq_qmm_ngroups(qw->group, in), g = qw->group;
+        /* the reference backend on the same op (interleaved codes, i[3]) */
+        int64_t yne[2] = { 1, out };
+        cq_tensor *yo = cq_new(c, CQ_F32, 2, yne);
+        cq_op op = { .type = CQ_OP_QMATMUL };
+        op.src[0] = x;
+        op.src[1] = ql->codes;
+        op.src[2] = ql->scales;
+        op.src[3] = ql->rowptr;
+        op.src[4] = ql->cols;
+        op.src[5] = ql->delta;
+        op.dst[0] = yo;
+        op.i[0] = ql->bits;
+        op.i[1] = ql->group;
+        op.i[2] = in;
+        op.i[3] = CQ_QCODES_IL4;
+        assert_int_equal(cq_op_validate(&op), 0);
+        assert_int_equal(cq_ref_compute(&op), 0);
+        assert_int_equal(cq_tensor_get_f32(yo, yr), 0);
+        op.i[3] = 2;
+        assert_int_equal(cq_op_validate(&op), CQ_EINVAL);
+        int64_t far = 0;
+        for (int64_t r = 0; r < out; r++) {
+            double mag = 0, bound = 0;
+            for (int64_t j = 0; j < in; j++) {
+                const double w = wd[r * in + j], sg = cq_f16_to_f32(qw->scales[r * ng + j / g]);
+                mag += (fabs(w) + 2 * cabs * sg) * fabs(xh[j]);
+                bound += fabs(w) * sx[j / CQ_QMM_Q8_BLOCK] / 2;
+            }
+            for (int32_t k = qw->rowptr[r]; k < qw->rowptr[r + 1]; k++)
+                mag += fabs(rw.delta[k] * xh[qw->cols[k]]);
+            const double tol = 1e-5 * mag + 1e-30;
+            if (fabs((double)y[r] - y8[r]) > tol || fabs((double)y[r] - ye[r]) > bound + tol ||
+                fabs((double)yr[r] - ye[r]) > tol)
+                fail_msg("linear %d row %lld: qmatmul %.9g int8 ref %.9g exact %.9g (bound %.3g) ref op %.9g", i,
+                         (long long)r, y[r], y8[r], ye[r], bound, yr[r]);
+            far += fabs((double)y[r] - ye[r]) > 1e-6 * mag;
+        }
+        assert_true(far > out / 2);
+        free(xh);
+        free(y);
+        free(y8);
+        free(ye);
+        free(yr);
+        free(wd);
+        free(sx);
+        free(xq);
+    }
+    cq_ctx_destroy(&c);
+    if (vnni) {
+        const int32_t *ids = corpus + 200;
+        for (int mode = 0; mode < 2; mode++) {
+            cq_qmm_set_exact(mode);
+            for (int64_t T = 1; T <= (mode ? 9 : 1); T += 8) {
+                float *la = logits_of(a, ids, T), *lb = logits_of(b, ids, T);
+                double d2 = 0, n2 = 0;
+                for (int64_t k = 0; k < T * cfg.vocab; k++) {
+                    d2 += ((double)lb[k] - la[k]) * ((double)lb[k] - la[k]);
+                    n2 += (double)la[k] * la[k];
+                }
+                const double rel = sqrt(d2 / n2), mx = max_rel_diff(lb, la, T * cfg.vocab);
+                fprintf(stderr, "interleaved model, %s GEMV, T=%lld: logits rel L2 %.2e, max rel diff %.2e\n",
+                        mode ? "exact" : "int8", (long long)T, rel, mx);
+                if (mode)
+                    assert_true(mx < 2e-5);
+                else
+                    assert_true(rel < 5e-2 && rel > 0);
+                free(la);
+                free(lb);
+            }
+        }
+    }
+    cq_qmm_set_exact(old_exact);
+    cq_qpacked_free(&q);
+    cq_llama_destroy(&a);
+    cq_llama_destroy(&b);
 }
 
 /* ------------------------------------------------------------ directory */
@@ -864,6 +1019,7 @@ int main(void)
         cmocka_unit_test(test_impact_direct),
         cmocka_unit_test(test_packed_forward),
         cmocka_unit_test(test_qmatmul_kernel),
+        cmocka_unit_test(test_interleaved_model),
         cmocka_unit_test(test_qmodel_roundtrip),
         cmocka_unit_test(test_gptq_vs_rtn),
         cmocka_unit_test(test_e2e_cherryq),
