@@ -897,18 +897,21 @@ static void backward_lmxent(cq_ctx *c, const node *n)
             op.src[3] = dy;
             op.dst[0] = dl;
             op.f[0] = scale;
-            if (!run(c, &op) && gx) { /* dx rows = dlogits @ w */
+            /* 16-bit compute: dlogits in the GEMMs' dtype, as the plain
+             * path's MATMUL backward does */
+            cq_tensor *dlm = run(c, &op) ? NULL : mm == CQ_F32 ? dl : as_dtype(c, dl, mm);
+            if (dlm && gx) { /* dx rows = dlogits @ w */
                 cq_op mo = { .type = CQ_OP_MATMUL };
-                mo.src[0] = dl;
+                mo.src[0] = dlm;
                 mo.src[1] = wm;
                 mo.dst[0] = rows_of(c, dx, r0, nr);
                 mo.f[0] = 1.0f;
                 if (mo.dst[0]) run(c, &mo);
             }
-            if (!c->status && gw) { /* dw += dlogits^T @ x rows (in the GEMM's dtype, as the plain path) */
+            if (dlm && !c->status && gw) { /* dw += dlogits^T @ x rows (in the GEMM's dtype, as the plain path) */
                 cq_tensor *xm = mm == CQ_F32 ? xc : as_dtype(c, xc, mm);
                 cq_op mo = { .type = CQ_OP_MATMUL };
-                mo.src[0] = dl;
+                mo.src[0] = dlm;
                 mo.src[1] = xm;
                 mo.dst[0] = w->grad;
                 mo.f[0] = 1.0f;
@@ -1070,14 +1073,24 @@ static void backward_node(cq_ctx *c, node *n)
     switch (f->type) {
     case CQ_OP_MATMUL: {
         bool ta = f->i[0], tb = f->i[1];
+        /* Mixed precision: when both inputs were 16-bit (bf16/f16 compute),
+         * the incoming f32 gradient is rounded to that dtype once, so the two
+         * backward GEMMs run 16 x 16 -> f32 like the forward (tensor cores
+         * on CUDA; a mixed pair would fall back to f32 SGEMM), as PyTorch's
+         * autocast does. The gradients themselves stay f32. */
+        cq_tensor *g = dy;
+        if (a && b && a->dtype == b->dtype && a->dtype != CQ_F32 && dy->dtype == CQ_F32 &&
+            (a->requires_grad || b->requires_grad))
+            g = as_dtype(c, dy, a->dtype);
+        if (!g) break;
         /* C = op(A) op(B) */
         if (a && a->requires_grad) {
-            if (!ta) mm_grad(c, a, dy, b, false, !tb);   /* dA = dC op(B)^T */
-            else mm_grad(c, a, b, dy, tb, true);         /* dA = op(B) dC^T */
+            if (!ta) mm_grad(c, a, g, b, false, !tb);   /* dA = dC op(B)^T */
+            else mm_grad(c, a, b, g, tb, true);         /* dA = op(B) dC^T */
         }
         if (b && b->requires_grad) {
-            if (!tb) mm_grad(c, b, a, dy, !ta, false);   /* dB = op(A)^T dC */
-            else mm_grad(c, b, dy, a, true, ta);         /* dB = dC^T op(A) */
+            if (!tb) mm_grad(c, b, a, g, !ta, false);   /* dB = op(A)^T dC */
+            else mm_grad(c, b, g, a, true, ta);         /* dB = dC^T op(A) */
         }
         break;
     }
