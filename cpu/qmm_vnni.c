@@ -213,7 +213,11 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
         row[i] = p->w->codes + (r + i) * rb;
         sf[i] = ws + i * stride;
         rowc[i] = row_scales(p, r + i, sxu, xqs, sf[i]);
-        tot[i] = _mm512_setzero_ps();
+        /* the cherries first: their gathers and the loads of rowptr, cols
+         * and delta overlap the codes of the rows instead of waiting at
+         * the end (cherry cost over the same matrix without them, 3-bit
+         * 4096 x 4096 alternating passes: 12-20% -> 1-15%, docs/bench-qmm.md) */
+        tot[i] = cherry_acc(p->w, r + i, x, _mm512_setzero_ps());
     }
 /* the codes of super-block sb of the R rows, decoded into d */
 #define LOAD_SB(sb)                                                                            \
@@ -273,7 +277,7 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
     }
 #undef LOAD_SB
     for (int i = 0; i < R; i++)
-        y[r + i] = _mm512_reduce_add_ps(cherry_acc(p->w, r + i, x, tot[i])) + rowc[i];
+        y[r + i] = _mm512_reduce_add_ps(tot[i]) + rowc[i];
 }
 
 /* Row layout: quads, then single rows. Interleaved: whole blocks of
