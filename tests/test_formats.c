@@ -71,7 +71,8 @@ static void expect_err(int rc, int want, const char *sub1, const char *sub2)
 
 static char *tmp_path(char *buf, size_t n, const char *name)
 {
-    snprintf(buf, n, "%s/%s", g_tmp, name);
+    int k = snprintf(buf, n, "%s/%s", g_tmp, name);
+    assert_true(k > 0 && (size_t)k < n);
     return buf;
 }
 
@@ -101,9 +102,10 @@ static int group_setup(void **state)
     if (!mkdtemp(g_tmp)) return -1;
     char *cwd = getcwd(NULL, 0);
     char rel[64];
-    snprintf(rel, sizeof rel, "%s", g_tmp);
-    snprintf(g_tmp, sizeof g_tmp, "%s/%s", cwd, rel);
+    int k1 = snprintf(rel, sizeof rel, "%s", g_tmp);
+    int k2 = snprintf(g_tmp, sizeof g_tmp, "%s/%s", cwd, rel);
     free(cwd);
+    if (k1 < 0 || (size_t)k1 >= sizeof rel || k2 < 0 || (size_t)k2 >= sizeof g_tmp) return -1;
     cq_log_set_callback(capture_log, NULL);
     return 0;
 }

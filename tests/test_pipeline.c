@@ -123,8 +123,8 @@ static int group_setup(void **state)
     if (cq_backend_create(&be, "cpu", -1)) return -1;
     snprintf(root, sizeof root, "/tmp/cq_test_pipeline.%ld", (long)getpid());
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", root, root);
-    if (system(cmd)) return -1;
+    int k = snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", root, root);
+    if (k < 0 || (size_t)k >= sizeof cmd || system(cmd)) return -1;
     snprintf(fp_dir, sizeof fp_dir, "%s/fp", root);
     make_corpus(40000);
     cq_llama *m = NULL;
@@ -725,7 +725,8 @@ static void poke(const char *dir, const char *name, size_t off, const void *byte
 static void copy_dir(const char *src, const char *dst)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", dst, src, dst);
+    int k = snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", dst, src, dst);
+    assert_true(k > 0 && (size_t)k < sizeof cmd);
     assert_int_equal(system(cmd), 0);
 }
 
