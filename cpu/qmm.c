@@ -335,7 +335,7 @@ static int gemv_q8(const cq_qmm_q8plan *p, const float *x, float *y)
 {
     const cq_qmm_w *w = p->w;
     const int nt = gemv_threads(w);
-    const size_t npad = (size_t)(p->nsb * p->S), nf = (size_t)p->nu + 32, wsn = 4 * ((size_t)p->nu + 48);
+    const size_t npad = (size_t)(p->nsb * p->S), nf = (size_t)p->nu + 32, wsn = 8 * ((size_t)p->nu + 48);
     int8_t *xq = alloc64(2 * npad);
     float *fb = alloc64(2 * nf * sizeof(float));
     float *ws = alloc64((size_t)nt * wsn * sizeof(float));

@@ -138,7 +138,7 @@ int cq_qmm_q8plan_init(cq_qmm_q8plan *p, const cq_qmm_w *w);
  * Same values as cq_qmm_quant_x8. */
 void cq_qmm_q8_prep_avx512vnni(const cq_qmm_q8plan *p, const float *x, int8_t *xq, float *sxu,
                                float *xqs);
-/* Rows [r0, r1); ws: 4*(nu+48) floats per thread. */
+/* Rows [r0, r1); ws: 8*(nu+48) floats per thread. */
 void cq_qmm_gemv_q8_rows_avx512vnni(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu,
                                     const float *xqs, const float *x, float *y, int64_t r0,
                                     int64_t r1, float *ws);

@@ -193,47 +193,48 @@ AI __m512 cherry_acc(const cq_qmm_w *w, int64_t r, const float *x, __m512 acc)
     return acc;
 }
 
-/* Rows [r, r+R) (R <= 4) from the codes. Row layout (IL = 0): row i at
- * codes + (r+i)*rb, one stream per row. Interleaved (IL = 1, cq_qmm_il): the
- * R rows lie in one block of nb rows starting at row r - i0; super-block sb
- * of its row i0+i is at base + nb*sbb*sb + (i0+i)*len, len = min(sbb, rb -
- * sbb*sb): one sequential stream for the block. */
+/* NS streams (NS <= 2) of R rows each (R <= 4): stream s is rows [rs[s],
+ * rs[s]+R), and all NS*R rows share every x load. Row layout (IL = 0): row
+ * i at codes + (rs[s]+i)*rb, one stream per row. Interleaved (IL = 1,
+ * cq_qmm_il): the R rows of stream s lie in one block of nb rows starting at
+ * row rs[s] - i0; super-block sb of its row i0+i is at base_s + nb*sbb*sb +
+ * (i0+i)*len, len = min(sbb, rb - sbb*sb): one sequential stream a block. */
 AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const float *xqs,
-               const float *x, float *y, int64_t r, float *ws, const int R, const int B, const int IL,
-               int64_t i0, int64_t nb)
+               const float *x, float *y, const int64_t *rs, float *ws, const int NS, const int R,
+               const int B, const int IL, int64_t i0, int64_t nb)
 {
-    const int V = B == 8 ? 1 : B == 2 ? 4 : 2;
+    enum { MR = 8 };
+    const int V = B == 8 ? 1 : B == 2 ? 4 : 2, NR = NS * R;
     const int64_t S = 64 * V, sbb = B == 3 ? 48 : 64, rb = p->rb, nsb = p->nsb;
     const int64_t stride = p->nu + 48;
-    const uint8_t *row[4];
-    const uint8_t *base = p->w->codes + (r - i0) * rb, *end = p->w->codes + p->out * rb;
-    float *sf[4], rowc[4];
-    __m512 tot[4];
-    for (int i = 0; i < R; i++) {
-        row[i] = p->w->codes + (r + i) * rb;
+    const uint8_t *row[MR], *base[2];
+    const uint8_t *end = p->w->codes + p->out * rb;
+    float *sf[MR], rowc[MR];
+    __m512 tot[MR];
+    for (int s = 0; s < NS; s++) base[s] = p->w->codes + (rs[s] - i0) * rb;
+    for (int i = 0; i < NR; i++) {
+        const int64_t r = rs[i / R] + i % R;
+        row[i] = p->w->codes + r * rb;
         sf[i] = ws + i * stride;
-        rowc[i] = row_scales(p, r + i, sxu, xqs, sf[i]);
+        rowc[i] = row_scales(p, r, sxu, xqs, sf[i]);
         /* the cherries first: their gathers and the loads of rowptr, cols
          * and delta overlap the codes of the rows instead of waiting at
          * the end (cherry cost over the same matrix without them, 3-bit
          * 4096 x 4096 alternating passes: 12-20% -> 1-15%, docs/bench-qmm.md) */
-        tot[i] = cherry_acc(p->w, r + i, x, _mm512_setzero_ps());
+        tot[i] = cherry_acc(p->w, r, x, _mm512_setzero_ps());
     }
-/* the codes of super-block sb of the R rows, decoded into d */
-#define LOAD_SB(sb)                                                                            \
+/* the codes of super-block sb of row i (stream i / R), decoded into dv */
+#define LOAD_ROW(sb, i, dv)                                                                    \
     do {                                                                                       \
         const int64_t off = (sb) * sbb, len = rb - off < sbb ? rb - off : sbb;                 \
         if (IL) {                                                                              \
-            const uint8_t *blk = base + nb * off;                                              \
+            const uint8_t *blk = base[(i) / R] + nb * off;                                     \
             if (blk + nb * CQ_QMM_IL_PF + R * sbb <= end)                                      \
-                for (int i = 0; i < R; i++)                                                    \
-                    _mm_prefetch((const char *)(blk + nb * CQ_QMM_IL_PF + (i0 + i) * sbb), _MM_HINT_T0); \
-            for (int i = 0; i < R; i++) decode(load_codes(blk + (i0 + i) * len, len), d[i], B); \
+                _mm_prefetch((const char *)(blk + nb * CQ_QMM_IL_PF + (i0 + (i) % R) * sbb), _MM_HINT_T0); \
+            decode(load_codes(blk + (i0 + (i) % R) * len, len), dv, B);                        \
         } else {                                                                               \
-            for (int i = 0; i < R; i++) {                                                      \
-                prefetch_codes(row[i], off, rb);                                               \
-                decode(load_codes(row[i] + off, len), d[i], B);                                \
-            }                                                                                  \
+            prefetch_codes(row[i], off, rb);                                                   \
+            decode(load_codes(row[i] + off, len), dv, B);                                      \
         }                                                                                      \
     } while (0)
     if (p->U >= S) {
@@ -241,17 +242,18 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
         const int64_t ups = p->U / S;
         for (int64_t u = 0, sb0 = 0; u < p->nu; u++, sb0 += ups) {
             const int64_t sb1 = sb0 + ups < nsb ? sb0 + ups : nsb;
-            __m512i acc[4];
-            for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_si512();
+            __m512i acc[MR];
+            for (int i = 0; i < NR; i++) acc[i] = _mm512_setzero_si512();
             for (int64_t sb = sb0; sb < sb1; sb++) {
-                __m512i d[4][4];
-                LOAD_SB(sb);
-                for (int k = 0; k < V; k++) {
-                    const __m512i xk = _mm512_load_si512((const void *)(xq + sb * S + k * 64));
-                    for (int i = 0; i < R; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], d[i][k], xk);
+                __m512i xk[4];
+                for (int k = 0; k < V; k++) xk[k] = _mm512_load_si512((const void *)(xq + sb * S + k * 64));
+                for (int i = 0; i < NR; i++) {
+                    __m512i d[4];
+                    LOAD_ROW(sb, i, d);
+                    for (int k = 0; k < V; k++) acc[i] = _mm512_dpbusd_epi32(acc[i], d[k], xk[k]);
                 }
             }
-            for (int i = 0; i < R; i++)
+            for (int i = 0; i < NR; i++)
                 tot[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i]), _mm512_set1_ps(sf[i][u]), tot[i]);
         }
     } else {
@@ -262,27 +264,28 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
         for (int d = 0; d < 16; d++) li[d] = (int32_t)(4 * V * d / p->U);
         const __m512i l2u = _mm512_loadu_si512(li);
         for (int64_t sb = 0; sb < nsb; sb++) {
-            __m512i d[4][4], acc[4];
-            LOAD_SB(sb);
-            for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_si512();
-            for (int k = 0; k < V; k++) {
-                const __m512i xk = _mm512_load_si512((const void *)(xq + sb * S + k * 64));
-                for (int i = 0; i < R; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], d[i][k], xk);
-            }
-            for (int i = 0; i < R; i++) {
+            __m512i xk[4];
+            for (int k = 0; k < V; k++) xk[k] = _mm512_load_si512((const void *)(xq + sb * S + k * 64));
+            for (int i = 0; i < NR; i++) {
+                __m512i d[4], acc = _mm512_setzero_si512();
+                LOAD_ROW(sb, i, d);
+                for (int k = 0; k < V; k++) acc = _mm512_dpbusd_epi32(acc, d[k], xk[k]);
                 const __m512 sv = _mm512_permutexvar_ps(l2u, _mm512_loadu_ps(sf[i] + sb * upsb));
-                tot[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i]), sv, tot[i]);
+                tot[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, tot[i]);
             }
         }
     }
-#undef LOAD_SB
-    for (int i = 0; i < R; i++)
-        y[r + i] = _mm512_reduce_add_ps(tot[i]) + rowc[i];
+#undef LOAD_ROW
+    for (int i = 0; i < NR; i++)
+        y[rs[i / R] + i % R] = _mm512_reduce_add_ps(tot[i]) + rowc[i];
 }
 
-/* Row layout: quads, then single rows. Interleaved: whole blocks of
- * CQ_QMM_IL_ROWS (= 4) rows as quads, rows of a short or partly covered
- * block one by one. */
+/* Row layout: quads, then single rows. Interleaved: the whole blocks of
+ * CQ_QMM_IL_ROWS (= 4) rows of [r0, r1) are walked as two streams at once,
+ * block k of the first half with block k of the second (two sequential
+ * streams in flight per thread, 8 rows per x load; 3-bit 4096 x 4096 from
+ * DRAM, docs/bench-qmm.md); an odd block as one quad, rows of a short or
+ * partly covered block one by one. */
 #define ROWS_B(B)                                                                          \
     static void rows_b##B(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu,       \
                           const float *xqs, const float *x, float *y, int64_t r0, int64_t r1, \
@@ -290,19 +293,29 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
     {                                                                                      \
         int64_t r = r0;                                                                    \
         if (p->il) {                                                                       \
-            while (r < r1) {                                                               \
+            const int64_t full = p->out / 4 * 4; /* rows in whole blocks */                \
+            for (; r < r1 && r % 4; r++) {                                                 \
                 const int64_t b0 = r / 4 * 4, nb = p->out - b0 < 4 ? p->out - b0 : 4;      \
-                if (r == b0 && nb == 4 && r + 4 <= r1) {                                   \
-                    rows_t(p, xq, sxu, xqs, x, y, r, ws, 4, B, 1, 0, 4);                   \
-                    r += 4;                                                                \
-                } else {                                                                   \
-                    rows_t(p, xq, sxu, xqs, x, y, r, ws, 1, B, 1, r - b0, nb);             \
-                    r++;                                                                   \
-                }                                                                          \
+                rows_t(p, xq, sxu, xqs, x, y, &r, ws, 1, 1, B, 1, r - b0, nb);             \
+            }                                                                              \
+            const int64_t re = (r1 < full ? r1 : full) / 4 * 4;                            \
+            const int64_t nq = re > r ? (re - r) / 4 : 0, h = 4 * (nq / 2);                \
+            for (int64_t k = 0; k < h; k += 4) {                                           \
+                const int64_t rs[2] = {r + k, r + h + k};                                  \
+                rows_t(p, xq, sxu, xqs, x, y, rs, ws, 2, 4, B, 1, 0, 4);                   \
+            }                                                                              \
+            r += 2 * h;                                                                    \
+            if (nq % 2) {                                                                  \
+                rows_t(p, xq, sxu, xqs, x, y, &r, ws, 1, 4, B, 1, 0, 4);                   \
+                r += 4;                                                                    \
+            }                                                                              \
+            for (; r < r1; r++) {                                                          \
+                const int64_t b0 = r / 4 * 4, nb = p->out - b0 < 4 ? p->out - b0 : 4;      \
+                rows_t(p, xq, sxu, xqs, x, y, &r, ws, 1, 1, B, 1, r - b0, nb);             \
             }                                                                              \
         } else {                                                                           \
-            for (; r + 4 <= r1; r += 4) rows_t(p, xq, sxu, xqs, x, y, r, ws, 4, B, 0, 0, 4); \
-            for (; r < r1; r++) rows_t(p, xq, sxu, xqs, x, y, r, ws, 1, B, 0, 0, 1);         \
+            for (; r + 4 <= r1; r += 4) rows_t(p, xq, sxu, xqs, x, y, &r, ws, 1, 4, B, 0, 0, 4); \
+            for (; r < r1; r++) rows_t(p, xq, sxu, xqs, x, y, &r, ws, 1, 1, B, 0, 0, 1);         \
         }                                                                                  \
     }
 ROWS_B(2)
