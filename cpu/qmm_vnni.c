@@ -13,7 +13,8 @@
  * and vpdpbusd multiplies them with the int8 x (permuted once per call into
  * the same column order), 4 products per dword lane. Per unit (the columns
  * sharing one weight scale and one x scale) the int32 lanes become f32 once,
- * times sw * sx. Four rows at a time share every x load. No scalar tail: the
+ * times sw * sx. Four rows at a time share every x load (eight on the
+ * interleaved codes: two blocks of four, two streams). No scalar tail: the
  * last loads of a row are masked to the row's bytes and x is zero past `in`.
  */
 #include <immintrin.h>
