@@ -176,40 +176,22 @@ AI float row_scales(const cq_qmm_q8plan *p, int64_t r, const float *sxu, const f
     return p->c * _mm512_reduce_add_ps(acc);
 }
 
-/* Cherry correction of row r against the exact x, added into lane 0 of the
- * row's accumulator acc before its one horizontal sum. 16 cherries at a
- * time: masked loads of cols and delta (nothing past the row's cherries; a
- * column >= in gets index 0 and delta 0), then plain scalar loads of x into
- * four partial sums. No vgatherdps: on this host a gather costs the same
- * with 1 lane as with 16 (~35 cycles, in the GEMV's loop of DRAM streams)
- * and scalar loads took the cherry cost over the same matrix without them
- * from 16-18% to 10-14% (3-bit g128 4096 x 4096, docs/bench-qmm.md). */
+/* Cherry correction of row r against the exact x, 16 cherries at a time
+ * (masked loads and a masked gather: nothing past the row's cherries), added
+ * into the row's accumulator acc before its one horizontal sum. */
 AI __m512 cherry_acc(const cq_qmm_w *w, int64_t r, const float *x, __m512 acc)
 {
     if (!w->rowptr) return acc;
     const int32_t a = w->rowptr[r], b = w->rowptr[r + 1];
-    if (a >= b) return acc;
     const __m512i inv = _mm512_set1_epi32((int)w->in);
-    int32_t idx[16] __attribute__((aligned(64)));
-    float dv[16] __attribute__((aligned(64)));
-    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
     for (int32_t i = a; i < b; i += 16) {
-        const int n = b - i >= 16 ? 16 : (int)(b - i);
-        __mmask16 m = (__mmask16)(n == 16 ? 0xFFFFu : (1u << n) - 1u);
-        const __m512i c = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w->cols + i));
+        __mmask16 m = b - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (b - i)) - 1u);
+        __m512i c = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w->cols + i));
         m = _mm512_mask_cmplt_epi32_mask(m, c, inv);
-        _mm512_store_si512((void *)idx, _mm512_maskz_mov_epi32(m, c));
-        _mm512_store_ps(dv, _mm512_maskz_loadu_ps(m, w->delta + i));
-        int k = 0;
-        for (; k + 4 <= n; k += 4) {
-            s0 += dv[k] * x[idx[k]];
-            s1 += dv[k + 1] * x[idx[k + 1]];
-            s2 += dv[k + 2] * x[idx[k + 2]];
-            s3 += dv[k + 3] * x[idx[k + 3]];
-        }
-        for (; k < n; k++) s0 += dv[k] * x[idx[k]];
+        __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, x, 4);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w->delta + i), xv, acc);
     }
-    return _mm512_mask_add_ps(acc, 1, acc, _mm512_set1_ps((s0 + s1) + (s2 + s3)));
+    return acc;
 }
 
 /* NS streams (NS <= 2) of R rows each (R <= 4): stream s is rows [rs[s],
