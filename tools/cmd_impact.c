@@ -113,19 +113,7 @@ int cmd_impact(int argc, char **argv)
     double t0 = cq_time_sec();
     pipe_progress pp = { .tokens_per_unit = seqlen };
     cq_impact_ckpt ck = { .path = ckpt, .every = ckpt_every, .resume = resume };
-    r = cq_impact_compute_ckpt(&imp, m, &cal, &ck, pipe_progress_cb, &pp);
-    pipe_progress_end(&pp);
-    if (r) {
-        if (r == CQ_EBADMSG && resume)
-            fprintf(stderr, "cherryq impact: %s: cannot resume from this checkpoint (see above); remove it to start "
-                    "over\n", ckpt);
-        else
-            fprintf(stderr, "cherryq impact: failed: %s\n", cq_strerror(r));
-        goto done;
-    }
-    if (ck.resumed_at > 0)
-        fprintf(stderr, "cherryq: resumed from %s after %lld of %lld windows\n", ckpt, (long long)ck.resumed_at,
-                (long long)samples);
+    if ((r = pipe_impact_run("cherryq impact", &imp, m, &cal, &ck, &pp))) goto done;
     if ((r = cq_impact_save(&imp, out))) {
         fprintf(stderr, "cherryq impact: %s: cannot write: %s\n", out, cq_strerror(r));
         goto done;

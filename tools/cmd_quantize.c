@@ -319,19 +319,7 @@ int cmd_quantize(int argc, char **argv)
                         "continue it)\n", ickpt);
             cq_impact_ckpt ck = { .path = ickpt, .every = ckpt_every, .save_final = true, .resume = resume };
             pp.tokens_per_unit = seqlen;
-            r = cq_impact_compute_ckpt(&imp, m, &cal, &ck, pipe_progress_cb, &pp);
-            pipe_progress_end(&pp);
-            if (r) {
-                if (r == CQ_EBADMSG && resume)
-                    fprintf(stderr, "cherryq quantize: %s: cannot resume from this impact checkpoint (see above); "
-                            "remove it to start over\n", ickpt);
-                else
-                    fprintf(stderr, "cherryq quantize: impact failed: %s\n", cq_strerror(r));
-                goto done;
-            }
-            if (ck.resumed_at > 0)
-                fprintf(stderr, "cherryq: impact resumed from %s after %lld of %lld windows\n", ickpt,
-                        (long long)ck.resumed_at, (long long)cal.n);
+            if ((r = pipe_impact_run("cherryq quantize", &imp, m, &cal, &ck, &pp))) goto done;
             if (save_impact && (r = cq_impact_save(&imp, save_impact))) goto done;
         }
         have_imp = true;

@@ -40,3 +40,19 @@ int pipe_matrix_name(const char *in, char *out, size_t n)
     if ((size_t)snprintf(out, n, "%s%s%s", pre, in, suf) >= n) return CQ_EINVAL;
     return CQ_OK;
 }
+
+int pipe_impact_run(const char *who, cq_impact *imp, cq_llama *m, const cq_calib *cal, cq_impact_ckpt *ck,
+                    pipe_progress *pp)
+{
+    int r = cq_impact_compute_ckpt(imp, m, cal, ck, pipe_progress_cb, pp);
+    pipe_progress_end(pp);
+    if (r == CQ_EBADMSG && ck->resume)
+        fprintf(stderr, "%s: %s: cannot resume from this impact checkpoint (see above); remove it to start over\n",
+                who, ck->path);
+    else if (r)
+        fprintf(stderr, "%s: impact failed: %s\n", who, cq_strerror(r));
+    else if (ck->resumed_at > 0)
+        fprintf(stderr, "cherryq: impact resumed from %s after %lld of %lld windows\n", ck->path,
+                (long long)ck->resumed_at, (long long)cal->n);
+    return r;
+}

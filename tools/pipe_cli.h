@@ -19,6 +19,12 @@ typedef struct pipe_progress {
 void pipe_progress_cb(void *user, const char *stage, int64_t done, int64_t total, double value);
 void pipe_progress_end(pipe_progress *pp);
 
+/* The checkpointed impact accumulation (cq_impact_compute_ckpt) with
+ * progress; says on stderr, as `who` ("cherryq impact"), why it failed (a
+ * checkpoint that cannot be resumed, or another error) or where it resumed. */
+int pipe_impact_run(const char *who, cq_impact *imp, cq_llama *m, const cq_calib *cal, cq_impact_ckpt *ck,
+                    pipe_progress *pp);
+
 /* "layers.3.self_attn.v_proj", "model.layers.3.self_attn.v_proj" or the full
  * weight name -> the full weight name; 0 or CQ_EINVAL. */
 int pipe_matrix_name(const char *in, char *out, size_t n);
