@@ -322,15 +322,50 @@ static int gemv_threads(const cq_qmm_w *w)
 /* Rows per chunk (whole quads), about 8 chunks per thread, handed out
  * dynamically: each chunk is one sequential stream, and a thread that loses
  * its core to another process does not hold the others up. */
-static int64_t gemv_chunk_rows(const cq_qmm_w *w, int nt)
+static int64_t gemv_chunk_rows(int64_t out, int nt)
 {
-    int64_t cr = w->out / ((int64_t)nt * 8) / 4 * 4;
+    int64_t cr = out / ((int64_t)nt * 8) / 4 * 4;
     if (cr < 16) cr = 16;
     if (cr > 512) cr = 512;
     return cr;
 }
 
+/* The GEMV's threading, shared by the int8 and the f32 kernels: rows in
+ * chunks of gemv_chunk_rows handed out dynamically to nt threads, each
+ * with its own wsn floats of ws; fn(args, r0, r1, ws) does rows [r0, r1). */
+typedef void (*row_chunk_fn)(const void *args, int64_t r0, int64_t r1, float *ws);
+static void gemv_row_chunks(int64_t out, int nt, row_chunk_fn fn, const void *args, float *ws, size_t wsn)
+{
+    const int64_t cr = gemv_chunk_rows(out, nt), nchunk = (out + cr - 1) / cr;
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < nchunk; c++) {
+            int64_t r0 = c * cr, r1 = r0 + cr < out ? r0 + cr : out;
+            fn(args, r0, r1, ws + (size_t)t * wsn);
+        }
+    }
+}
+
 #if CQ_QMM_X86
+typedef struct q8_rows_args {
+    const cq_qmm_q8plan *p;
+    const int8_t *xq;
+    const float *sxu, *xqs, *x;
+    float *y;
+} q8_rows_args;
+
+static void q8_rows(const void *args, int64_t r0, int64_t r1, float *ws)
+{
+    const q8_rows_args *a = args;
+    cq_qmm_gemv_q8_rows_avx512vnni(a->p, a->xq, a->sxu, a->xqs, a->x, a->y, r0, r1, ws);
+}
+
 static int gemv_q8(const cq_qmm_q8plan *p, const float *x, float *y)
 {
     const cq_qmm_w *w = p->w;
@@ -348,20 +383,8 @@ static int gemv_q8(const cq_qmm_q8plan *p, const float *x, float *y)
     }
     float *sxu = fb, *xqs = fb + nf;
     cq_qmm_q8_prep_avx512vnni(p, x, xq, sxu, xqs);
-    const int64_t cr = gemv_chunk_rows(w, nt), nchunk = (w->out + cr - 1) / cr;
-#pragma omp parallel num_threads(nt)
-    {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t c = 0; c < nchunk; c++) {
-            int64_t r0 = c * cr, r1 = r0 + cr < w->out ? r0 + cr : w->out;
-            cq_qmm_gemv_q8_rows_avx512vnni(p, xq, sxu, xqs, x, y, r0, r1, ws + (size_t)t * wsn);
-        }
-    }
+    q8_rows_args a = { p, xq, sxu, xqs, x, y };
+    gemv_row_chunks(w->out, nt, q8_rows, &a, ws, wsn);
     free(xq);
     free(fb);
     free(ws);
@@ -534,6 +557,19 @@ static void pick_kernels(cq_isa isa, gemv_rows_fn *gv, dequant_fn *dq)
 #endif
 }
 
+typedef struct f32_rows_args {
+    gemv_rows_fn gv;
+    const cq_qmm_plan *p;
+    const float *xp, *gsum, *x;
+    float *y;
+} f32_rows_args;
+
+static void f32_rows(const void *args, int64_t r0, int64_t r1, float *ws)
+{
+    const f32_rows_args *a = args;
+    a->gv(a->p, a->xp, a->gsum, a->x, a->y, r0, r1, ws);
+}
+
 int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y)
 {
     int st = cq_qmm_check_basic(w, __func__);
@@ -565,20 +601,8 @@ int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y)
     float *gsum = xp + p.ncols_blk;
     prep_x(&p, x, xp, gsum);
 
-    const int64_t cr = gemv_chunk_rows(w, nt), nchunk = (w->out + cr - 1) / cr;
-#pragma omp parallel num_threads(nt)
-    {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t c = 0; c < nchunk; c++) {
-            int64_t r0 = c * cr, r1 = r0 + cr < w->out ? r0 + cr : w->out;
-            gv(&p, xp, gsum, x, y, r0, r1, ws + (size_t)t * wsn);
-        }
-    }
+    f32_rows_args a = { gv, &p, xp, gsum, x, y };
+    gemv_row_chunks(w->out, nt, f32_rows, &a, ws, wsn);
     free(xp);
     free(ws);
     return CQ_OK;
