@@ -1,11 +1,18 @@
 /* bench_train: training throughput (forward + backward + AdamW) of a LLaMA
- * config on the CPU backend, and the share of OpenBLAS sgemm's peak that its
- * matmuls reach, both measured in the same run.
+ * config on a backend, and the share of the backend's GEMM peak that its
+ * matmuls reach, both measured in the same run; optionally the impact
+ * (Fisher diagonal) accumulation speed.
  *
  *   bench_train [--config models/default.json] [--steps N] [--threads N] [--quick]
+ *               [--backend cpu|vulkan|cuda] [--batch N] [--seq N]
+ *               [--compute-dtype f32|bf16|f16] [--checkpoint-activations]
+ *               [--offload-optimizer] [--xent-chunk N] [--impact WINDOWS]
  *
- * Peak: the best of a few C = A B sgemm calls at M = batch*seq, N = K = the
- * largest linear size of the model (and 1024^3), through OpenBLAS directly.
+ * Peak on the CPU: the best of a few C = A B sgemm calls at M = batch*seq,
+ * N = K = the largest linear size of the model (and 1024^3), through
+ * OpenBLAS directly. On another backend: the best of a few MATMUL ops of the
+ * backend itself (cuBLAS on CUDA) in the compute dtype (bf16 x bf16 -> f32
+ * with --compute-dtype bf16), at the model's largest shape and at 8192^3.
  * Matmul FLOPs of one step, counted analytically: linear layers (q,k,v,o,
  * gate,up,down, lm_head) 6 * tokens * params (2 forward, 4 backward) and
  * attention's QK^T and PV 6 * 2 * tokens * seq * heads * head_dim (full,
@@ -23,6 +30,7 @@
 
 #include "cq_io.h"
 #include "llama.h"
+#include "pipeline.h"
 #include "train.h"
 
 #ifndef CQ_SOURCE_DIR
@@ -49,6 +57,53 @@ static double sgemm_gflops(int M, int N, int K, int reps)
     return best;
 }
 
+/* TFLOP/s of the backend's MATMUL op, C[M,N] = A[M,K] B[N,K]^T (a linear's
+ * layout) with A, B in dtype dt, best of reps. 0 on any failure. */
+static double backend_gemm_tflops(cq_backend *be, cq_dtype dt, int64_t M, int64_t N, int64_t K, int reps)
+{
+    cq_tensor *a32 = NULL, *b32 = NULL, *a = NULL, *b = NULL, *c = NULL;
+    double best = 0;
+    int64_t ea[2] = { M, K }, eb[2] = { N, K }, ec[2] = { M, N };
+    float *h = malloc((size_t)(M > N ? M : N) * (size_t)K * sizeof(float));
+    if (!h || cq_tensor_new(&a32, be, CQ_F32, 2, ea) || cq_tensor_new(&b32, be, CQ_F32, 2, eb) ||
+        cq_tensor_new(&a, be, dt, 2, ea) || cq_tensor_new(&b, be, dt, 2, eb) || cq_tensor_new(&c, be, CQ_F32, 2, ec))
+        goto done;
+    for (int64_t i = 0; i < M * K; i++) h[i] = (float)((i * 7) % 13) * 0.01f - 0.06f;
+    if (cq_tensor_set_f32(a32, h)) goto done;
+    for (int64_t i = 0; i < N * K; i++) h[i] = (float)((i * 5) % 11) * 0.01f - 0.05f;
+    if (cq_tensor_set_f32(b32, h)) goto done;
+    cq_op cp = { .type = CQ_OP_COPY };
+    cp.src[0] = a32;
+    cp.dst[0] = a;
+    if (dt != CQ_F32 && cq_op_run(be, &cp)) goto done;
+    cp.src[0] = b32;
+    cp.dst[0] = b;
+    if (dt != CQ_F32 && cq_op_run(be, &cp)) goto done;
+    cq_op op = { .type = CQ_OP_MATMUL };
+    op.src[0] = dt == CQ_F32 ? a32 : a;
+    op.src[1] = dt == CQ_F32 ? b32 : b;
+    op.dst[0] = c;
+    op.f[0] = 1.0f;
+    op.i[1] = 1;
+    if (cq_op_run(be, &op) || cq_backend_sync(be)) goto done;
+    for (int r = 0; r < reps; r++) {
+        double t0 = cq_time_sec();
+        for (int k = 0; k < 4; k++)
+            if (cq_op_run(be, &op)) goto done;
+        if (cq_backend_sync(be)) goto done;
+        double t = 2.0 * (double)M * (double)N * (double)K * 4 / (cq_time_sec() - t0) / 1e12;
+        if (t > best) best = t;
+    }
+done:
+    cq_tensor_free(&a32);
+    cq_tensor_free(&b32);
+    cq_tensor_free(&a);
+    cq_tensor_free(&b);
+    cq_tensor_free(&c);
+    free(h);
+    return best;
+}
+
 static int64_t jint(cJSON *j, const char *k, int64_t def)
 {
     cJSON *it = cJSON_GetObjectItemCaseSensitive(j, k);
@@ -58,16 +113,38 @@ static int64_t jint(cJSON *j, const char *k, int64_t def)
 int main(int argc, char **argv)
 {
     const char *cfg_path = CQ_SOURCE_DIR "/models/default.json";
-    int steps = 10, threads = 0, quick = 0;
+    const char *backend = "cpu", *dtname = "f32";
+    int steps = 10, threads = 0, quick = 0, ckpt = 0, offload = 0;
+    long long batch_arg = 0, seq_arg = 0, xent_chunk = 0, impact_windows = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc) cfg_path = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch_arg = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--seq") && i + 1 < argc) seq_arg = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--compute-dtype") && i + 1 < argc) dtname = argv[++i];
+        else if (!strcmp(argv[i], "--xent-chunk") && i + 1 < argc) xent_chunk = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--impact") && i + 1 < argc) impact_windows = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--checkpoint-activations")) ckpt = 1;
+        else if (!strcmp(argv[i], "--offload-optimizer")) offload = 1;
         else if (!strcmp(argv[i], "--quick")) quick = 1;
         else {
-            fprintf(stderr, "usage: bench_train [--config FILE.json] [--steps N] [--threads N] [--quick]\n");
+            fprintf(stderr, "usage: bench_train [--config FILE.json] [--steps N] [--threads N] [--quick]\n"
+                            "                   [--backend NAME] [--batch N] [--seq N] [--compute-dtype f32|bf16|f16]\n"
+                            "                   [--checkpoint-activations] [--offload-optimizer] [--xent-chunk N]\n"
+                            "                   [--impact WINDOWS]\n");
             return 2;
         }
+    }
+    cq_dtype cdt = !strcmp(dtname, "bf16") ? CQ_BF16 : !strcmp(dtname, "f16") ? CQ_F16 : CQ_F32;
+    if (cdt == CQ_F32 && strcmp(dtname, "f32")) {
+        fprintf(stderr, "bench_train: --compute-dtype '%s': expected f32, bf16 or f16\n", dtname);
+        return 2;
+    }
+    if (steps < 1 || batch_arg < 0 || seq_arg < 0 || xent_chunk < 0 || impact_windows < 0) {
+        fprintf(stderr, "bench_train: --steps must be >= 1 and sizes >= 0\n");
+        return 2;
     }
     char *txt = NULL;
     size_t len = 0;
@@ -84,7 +161,8 @@ int main(int argc, char **argv)
         .n_heads = heads, .n_kv_heads = jint(j, "kv-heads", heads), .head_dim = dim / heads,
         .max_seq = jint(j, "seq", 256), .norm_eps = 1e-5f, .rope_theta = 10000.0f, .bos = -1, .eos = -1,
     };
-    int64_t batch = jint(j, "batch", 16), seq = cfg.max_seq;
+    if (seq_arg) cfg.max_seq = seq_arg;
+    int64_t batch = batch_arg ? batch_arg : jint(j, "batch", 16), seq = cfg.max_seq;
     cJSON_Delete(j);
     if (quick) {
         steps = 2;
@@ -95,9 +173,13 @@ int main(int argc, char **argv)
     openblas_set_num_threads(threads);
 
     cq_backend *be = NULL;
-    if (cq_backend_create(&be, "cpu", -1)) return 1;
+    if (cq_backend_create(&be, backend, -1)) return 1;
+    int on_cpu = !strcmp(be->name, "cpu");
     cq_llama *m = NULL;
     if (cq_llama_create(&m, &cfg, be, 1)) return 1;
+    m->checkpoint = ckpt;
+    m->xent_chunk = xent_chunk;
+    m->compute = cdt;
     size_t ntok = 1u << 18;
     int32_t *tok = malloc(ntok * sizeof *tok);
     uint64_t s = 42;
@@ -112,6 +194,7 @@ int main(int argc, char **argv)
     o.batch = batch;
     o.seq = seq;
     o.warmup = 1;
+    o.offload_optimizer = offload;
     cq_trainer *t = NULL;
     if (cq_trainer_create(&t, m, &o, tok, ntok, NULL, 0)) return 1;
     for (int i = 0; i < warm; i++)
@@ -119,9 +202,25 @@ int main(int argc, char **argv)
     double t0 = cq_time_sec();
     for (int i = 0; i < steps; i++)
         if (cq_trainer_step(t, NULL)) return 1;
+    if (cq_backend_sync(be)) return 1;
     double el = cq_time_sec() - t0;
     double tokens = (double)steps * (double)(batch * seq);
     double tps = tokens / el;
+    cq_trainer_destroy(&t);
+
+    /* impact: E[g^2] over windows of seq tokens (one window per backward, as
+     * the pipeline does), the model as trained above */
+    double imp_tps = 0;
+    if (impact_windows > 0) {
+        cq_calib cal = { 0 };
+        cq_impact imp = { 0 };
+        if (cq_calib_sample(&cal, tok, (int64_t)ntok, impact_windows, seq, 7)) return 1;
+        double ti = cq_time_sec();
+        if (cq_impact_compute(&imp, m, &cal, NULL, NULL)) return 1;
+        imp_tps = (double)impact_windows * (double)seq / (cq_time_sec() - ti);
+        cq_impact_free(&imp);
+        cq_calib_free(&cal);
+    }
 
     int64_t qd = cfg.n_heads * cfg.head_dim, kvd = cfg.n_kv_heads * cfg.head_dim;
     double lin = (double)cfg.n_layers * (double)(2 * dim * qd + 2 * dim * kvd + 3 * dim * cfg.ffn) +
@@ -130,11 +229,20 @@ int main(int argc, char **argv)
     double flop_tok = 6.0 * lin + 6.0 * attn;
     int M = (int)(batch * seq), N = (int)(cfg.ffn > dim ? cfg.ffn : dim);
     if (cfg.vocab > N) N = (int)cfg.vocab;
-    double peak_model = sgemm_gflops(M, N, (int)dim, quick ? 2 : 5);
-    double peak_sq = sgemm_gflops(1024, 1024, 1024, quick ? 2 : 5);
+    double peak_model, peak_sq;
+    int64_t sq = on_cpu ? 1024 : (quick ? 2048 : 8192);
+    if (on_cpu) {
+        peak_model = sgemm_gflops(M, N, (int)dim, quick ? 2 : 5);
+        peak_sq = sgemm_gflops(1024, 1024, 1024, quick ? 2 : 5);
+    } else {
+        peak_model = 1e3 * backend_gemm_tflops(be, cdt, M, N, dim, quick ? 2 : 5);
+        peak_sq = 1e3 * backend_gemm_tflops(be, cdt, sq, sq, sq, quick ? 2 : 5);
+    }
     double peak = peak_model > peak_sq ? peak_model : peak_sq;
     double achieved = flop_tok * tps / 1e9;
-    printf("bench_train: cpu %s\n", be->device);
+    printf("bench_train: %s %s\n", be->name, be->device);
+    printf("options: compute %s%s%s, xent chunk %lld\n", dtname, ckpt ? ", checkpointed activations" : "",
+           offload ? ", optimizer states in host memory" : "", xent_chunk);
     printf("config %s: vocab %lld dim %lld layers %lld heads %lld/%lld ffn %lld seq %lld, %.2fM params\n", cfg_path,
            (long long)cfg.vocab, (long long)dim, (long long)cfg.n_layers, (long long)cfg.n_heads,
            (long long)cfg.n_kv_heads, (long long)cfg.ffn, (long long)seq, (double)cq_llama_config_n_params(&cfg) / 1e6);
@@ -142,12 +250,15 @@ int main(int argc, char **argv)
            (long long)seq, el, tps, threads);
     printf("matmul FLOPs per token %.1fM (linear %.1fM, attention %.1fM): %.1f GFLOP/s achieved\n", flop_tok / 1e6,
            6.0 * lin / 1e6, 6.0 * attn / 1e6, achieved);
-    printf("OpenBLAS sgemm peak: %.1f GFLOP/s (M=%d N=%d K=%lld: %.1f; 1024^3: %.1f); share %.1f%%\n", peak, M, N,
-           (long long)dim, peak_model, peak_sq, 100.0 * achieved / peak);
-    printf("{\"impl\": \"cherryq\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, "
+    printf("%s peak: %.1f GFLOP/s (M=%d N=%d K=%lld: %.1f; %lld^3: %.1f); share %.1f%%\n",
+           on_cpu ? "OpenBLAS sgemm" : "backend MATMUL", peak, M, N, (long long)dim, peak_model, (long long)sq, peak_sq,
+           100.0 * achieved / peak);
+    if (impact_windows > 0)
+        printf("impact: %lld windows of %lld tokens: %.0f tokens/s\n", impact_windows, (long long)seq, imp_tps);
+    printf("{\"impl\": \"cherryq\", \"backend\": \"%s\", \"compute\": \"%s\", \"tokens_per_s\": %.1f, "
+           "\"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, \"impact_tokens_per_s\": %.1f, "
            "\"threads\": %d, \"batch\": %lld, \"seq\": %lld}\n",
-           tps, achieved, peak, threads, (long long)batch, (long long)seq);
-    cq_trainer_destroy(&t);
+           be->name, dtname, tps, achieved, peak, imp_tps, threads, (long long)batch, (long long)seq);
     cq_llama_destroy(&m);
     cq_backend_destroy(&be);
     free(tok);

@@ -7,9 +7,13 @@ grouped-query attention (causal; torch's scaled_dot_product_attention where
 torch >= 2.0 has it, else softmax(QK^T/sqrt(d) + mask) V), SwiGLU
 MLP; same step: random windows of seq tokens, mean cross-entropy, backward,
 global-norm clipping at 1.0, AdamW (betas 0.9/0.95, eps 1e-8, weight decay 0.1
-on matrices only), f32 throughout. Prints one JSON line last.
+on matrices only), f32 throughout unless --dtype bf16 (autocast: bf16
+matmuls, f32 master weights, as cherryq's --compute-dtype bf16). --device cuda
+runs it on the GPU (the baseline of bench_train --backend cuda). Prints one
+JSON line last.
 
-  /usr/bin/python3 tools/bench_train_torch.py [--config models/default.json] [--steps N] [--threads N]
+  python3 tools/bench_train_torch.py [--config models/default.json] [--steps N] [--threads N]
+                                     [--device cpu|cuda] [--dtype f32|bf16] [--batch N] [--seq N]
 """
 import argparse
 import json
@@ -97,25 +101,38 @@ def main():
     ap.add_argument("--config", default=os.path.join(here, "..", "models", "default.json"))
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--seq", type=int, default=0)
     a = ap.parse_args()
     c = json.load(open(a.config))
+    if a.batch:
+        c["batch"] = a.batch
+    if a.seq:
+        c["seq"] = a.seq
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
     c.setdefault("kv-heads", c["heads"])
     threads = a.threads or os.cpu_count()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    m = Llama(c)
+    m = Llama(c).to(dev)
     decay = [p for p in m.parameters() if p.dim() >= 2]
     other = [p for p in m.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
     B, T, V = c["batch"], c["seq"], c["vocab"]
-    data = torch.randint(0, V, (1 << 18,))
+    data = torch.randint(0, V, (1 << 18,), device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step():
         starts = torch.randint(0, data.numel() - T - 1, (B,))
         w = torch.stack([data[s:s + T + 1] for s in starts.tolist()])
-        logits = m(w[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, V), w[:, 1:].reshape(-1))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
+            logits = m(w[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, V), w[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
@@ -124,15 +141,18 @@ def main():
 
     for _ in range(2):
         step()
+    sync()
     t0 = time.perf_counter()
     for _ in range(a.steps):
         step()
+    sync()
     el = time.perf_counter() - t0
     tps = a.steps * B * T / el
-    print(f"bench_train_torch: torch {torch.__version__}, {threads} threads")
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{threads} threads"
+    print(f"bench_train_torch: torch {torch.__version__}, {where}, {a.dtype}")
     print(f"training: {a.steps} steps of {B} x {T} tokens in {el:.2f}s: {tps:.0f} tokens/s")
     print(json.dumps({"impl": "torch", "tokens_per_s": round(tps, 1), "threads": threads, "batch": B, "seq": T,
-                      "torch": torch.__version__}))
+                      "device": a.device, "dtype": a.dtype, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+#!/bin/bash
+# One run of everything cherryq checks on an NVIDIA GPU: the CUDA op tests,
+# the whole test suite, the GEMV, training and impact benchmarks (with
+# PyTorch on the same GPU as the baseline), and the CLI quantizing the
+# default model on the GPU. Made for a machine that has the CUDA toolkit but
+# not Debian's libraries: tools/gpu/pack.sh builds here and packs .gpu/; this
+# script unpacks it, puts the repository at the build's absolute path, and
+# runs each section under its own time limit, most important first.
+#
+#   tools/gpu/pack.sh                          (on the build machine)
+#   OUT=/tmp/out tools/gpu/device_check.sh     (on the GPU machine, repo root)
+#
+# Output: stdout and $OUT/log.txt; per-test logs in $OUT/tests.tar.gz.
+set -u
+OUT=${OUT:-/tmp/cq_gpu_out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+T0=$(date +%s)
+sect() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
+here=$(pwd -P)
+b=$(sed -n 's/^build dir //p' .gpu/origin)
+src=$(dirname "$b")
+if [ "$(cd "$src" 2>/dev/null && pwd -P)" != "$here" ]; then
+    if [ -e "$src" ]; then echo "device_check: $src exists and is not this checkout" >&2; exit 1; fi
+    mkdir -p "$(dirname "$src")" && ln -s "$here" "$src"
+fi
+cd "$src" || exit 1
+tar xJf .gpu/build.tar.xz && tar xJf .gpu/data.tar.xz && mkdir -p .gpu/x && tar xJf .gpu/lib.tar.xz -C .gpu/x || exit 1
+cudalibs=
+for l in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
+    if ! ldconfig -p | grep -q "$l"; then
+        f=$(find /usr/local /usr/lib /opt -name "$l*" 2>/dev/null | head -1)
+        [ -n "$f" ] && cudalibs=$cudalibs:$(dirname "$f")
+    fi
+done
+export LD_LIBRARY_PATH=$src/.gpu/x/lib$cudalibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+for f in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json; do
+    [ -f "$f" ] && { export VK_DRIVER_FILES=$f; break; }
+done
+bin=$b
+sect "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+nvcc --version 2>/dev/null | tail -2; nproc; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH VK_DRIVER_FILES=${VK_DRIVER_FILES:-}"
+ldd "$bin/tools/cherryq" | grep -E 'not found|cuda|cublas|openblas' 
+"$bin/tools/cherryq" devices 2>&1 | head -20
+
+sect "test_cuda (CQ_CUDA_SYNC=1: every op against the CPU reference)"
+CQ_CUDA_SYNC=1 CQ_QMM_EXACT=1 timeout 120 "$bin/tests/test_cuda" >"$OUT/test_cuda.txt" 2>&1; echo "rc $?"
+grep -cE '^\[       OK \]' "$OUT/test_cuda.txt" | sed 's/^/tests OK: /'
+grep -vE '^\[       OK \]|^\[ RUN      \]' "$OUT/test_cuda.txt" | tail -60
+
+sect "bench_cuda (mixed GEMV vs DRAM bandwidth and cuBLAS f16 GEMV)"
+timeout 90 "$bin/tools/bench_cuda"; echo "rc $?"
+
+sect "bench_train default config on cuda: f32"
+timeout 45 "$bin/tools/bench_train" --backend cuda --steps 10 --impact 64; echo "rc $?"
+sect "bench_train default config on cuda: bf16 + checkpointed activations + offloaded AdamW"
+timeout 45 "$bin/tools/bench_train" --backend cuda --steps 10 --compute-dtype bf16 --checkpoint-activations --offload-optimizer; echo "rc $?"
+sect "torch, default config, cuda f32 / bf16 autocast"
+timeout 40 python3 tools/bench_train_torch.py --device cuda --steps 10 | tail -2
+timeout 40 python3 tools/bench_train_torch.py --device cuda --steps 10 --dtype bf16 | tail -2
+
+sect "bench_train ~1B config on cuda: bf16 + checkpointed activations, batch 4 x 2048"
+timeout 120 "$bin/tools/bench_train" --config models/llama-1b.json --backend cuda --steps 3 --compute-dtype bf16 --checkpoint-activations --impact 4; echo "rc $?"
+nvidia-smi --query-gpu=memory.used --format=csv
+sect "torch ~1B config, cuda bf16 autocast, batch 4 x 2048"
+timeout 60 python3 tools/bench_train_torch.py --config models/llama-1b.json --device cuda --steps 3 --dtype bf16 | tail -2
+
+sect "CLI: quantize the default model with CherryQ on cuda, evaluate on cuda"
+if [ -f out/default/model.safetensors ]; then
+    rm -rf /tmp/cq_q && timeout 90 "$bin/tools/cherryq" quantize --backend cuda --model out/default --data data/kjv_train.txt \
+        --out /tmp/cq_q --method cherryq --bits 3 --group 128 --seqlen 256 --samples 128 --steps 40 --batch 8 \
+        --eval-every 10 --eval-tokens 8192 2>&1 | tail -8
+    echo "rc ${PIPESTATUS[0]}"
+    for m in out/default /tmp/cq_q; do
+        timeout 60 "$bin/tools/cherryq" eval --backend cuda --model $m --data data/kjv_test.txt --seqlen 256 --json 2>&1 | tail -2
+    done
+fi
+"$bin/tools/cherryq" plan --backend cuda --config models/llama2-7b.json --command quantize --batch 4 \
+    --checkpoint-activations --offload-optimizer --compute-dtype bf16 2>&1 | tail -8
+
+sect "whole test suite (-Dcuda=true build), 12 at a time"
+timeout 200 python3 tools/gpu/run_tests.py "$bin" --jobs 12 --cap 150 --log "$OUT/tests"
+tar czf "$OUT/tests.tar.gz" -C "$OUT" tests && rm -rf "$OUT/tests"
+sect "done"
