@@ -2,6 +2,7 @@
  * compute goes to the optimized kernels in cpu/. Always built. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "backends.h"
@@ -12,7 +13,16 @@ static void cpu_destroy(cq_backend *be) { free(be); }
 static int cpu_alloc(cq_backend *be, size_t size, void **handle)
 {
     (void)be;
+    /* More than RAM + swap can never be backed. Refuse it here: where the
+     * kernel overcommits (vm.overcommit_memory=1, as on some VMs) the
+     * allocation would succeed and the first touch would bring the OOM
+     * killer instead of a CQ_ENOMEM the caller can report. */
+    struct sysinfo si;
+    if (size > ((size_t)1 << 30) && sysinfo(&si) == 0 && si.mem_unit > 0 &&
+        size / si.mem_unit > (size_t)si.totalram + (size_t)si.totalswap)
+        return CQ_ENOMEM;
     size_t sz = (size + 63) & ~(size_t)63;
+    if (sz < size) return CQ_ENOMEM;
     void *p = NULL;
     if (posix_memalign(&p, 64, sz ? sz : 64) != 0) return CQ_ENOMEM;
     *handle = p;
