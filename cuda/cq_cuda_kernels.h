@@ -56,7 +56,9 @@ cudaError_t cqk_sumsq(cudaStream_t s, float *out, const void *x, int dt, int64_t
 /* ------------------------------------------------------ norm.cu */
 cudaError_t cqk_rmsnorm(cudaStream_t s, float *y, const float *x, const float *w, int64_t rows,
                         int64_t C, float eps);
-/* rstd: workspace of `rows` floats. */
+/* ws: workspace of cqk_rmsnorm_bwd_ws(rows, C) floats (rstd per row, then
+ * the partial column sums of dw over row blocks). */
+int64_t cqk_rmsnorm_bwd_ws(int64_t rows, int64_t C);
 cudaError_t cqk_rmsnorm_bwd(cudaStream_t s, float *dx, float *dw, const float *x, const float *w,
                             const float *dy, int64_t rows, int64_t C, float eps, float *rstd);
 

@@ -23,33 +23,83 @@ struct Layout {
     int64_t nb[4];
 };
 
-__device__ __forceinline__ int64_t offset_of(const Layout &l, int64_t i)
+// Element offset of flat index i. I = uint32_t when every size and the
+// element count fit (the divisions are then 32-bit: a 64-bit division is a
+// long software sequence on the GPU), else int64_t.
+template <typename I>
+__device__ __forceinline__ int64_t offset_of(const Layout &l, I i)
 {
     int64_t off = 0;
     for (int d = l.ndim - 1; d >= 0; --d) {
-        const int64_t c = i % l.ne[d];
-        i /= l.ne[d];
-        off += c * l.nb[d];
+        const I ne = (I)l.ne[d];
+        const I c = i % ne;
+        i /= ne;
+        off += (int64_t)c * l.nb[d];
     }
     return off;
 }
 
 // Float conversions between f32/f16/bf16.
+template <typename I>
 __global__ void copy_convert_kernel(void *dst, int ddt, Layout dl, const void *src, int sdt,
                                     Layout sl, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        store_f(dst, ddt, offset_of(dl, i), load_f(src, sdt, offset_of(sl, i)));
+        store_f(dst, ddt, offset_of<I>(dl, (I)i), load_f(src, sdt, offset_of<I>(sl, (I)i)));
 }
 
 // Identical dtypes: move elements of T bytes.
-template <typename T>
+template <typename T, typename I>
 __global__ void copy_raw_kernel(T *dst, Layout dl, const T *src, Layout sl, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        dst[offset_of(dl, i)] = src[offset_of(sl, i)];
+        dst[offset_of<I>(dl, (I)i)] = src[offset_of<I>(sl, (I)i)];
+}
+
+// Both sides contiguous, dtype conversion: 4 elements per thread and step
+// (the casts of bf16 compute: every linear's weight and input each step).
+template <typename S, typename D>
+__device__ __forceinline__ D cvt(S v) { return (D)v; }
+template <> __device__ __forceinline__ __nv_bfloat16 cvt(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ __half cvt(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ float cvt(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> __device__ __forceinline__ float cvt(__half v) { return __half2float(v); }
+
+template <typename S, typename D>
+__global__ void convert_contig_kernel(D *__restrict__ dst, const S *__restrict__ src, int64_t n)
+{
+    const int64_t n4 = n >> 2;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const S a = src[4 * i], b = src[4 * i + 1], c = src[4 * i + 2], d = src[4 * i + 3];
+        dst[4 * i] = cvt<S, D>(a);
+        dst[4 * i + 1] = cvt<S, D>(b);
+        dst[4 * i + 2] = cvt<S, D>(c);
+        dst[4 * i + 3] = cvt<S, D>(d);
+    }
+    for (int64_t i = 4 * n4 + blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = cvt<S, D>(src[i]);
+}
+
+bool layout_contig(const Layout &l)
+{
+    int64_t st = 1;
+    for (int d = l.ndim - 1; d >= 0; --d) {
+        if (l.ne[d] != 1 && l.nb[d] != st) return false;
+        st *= l.ne[d];
+    }
+    return true;
+}
+
+bool layout_fits32(const Layout &l, int64_t n)
+{
+    if (n > (int64_t)UINT32_MAX) return false;
+    for (int d = 0; d < l.ndim; ++d)
+        if (l.ne[d] > (int64_t)UINT32_MAX) return false;
+    return true;
 }
 
 __global__ void binary_kernel(int op, float *dst, const float *a, const float *b, int64_t n,
@@ -174,21 +224,36 @@ extern "C" cudaError_t cqk_copy(cudaStream_t s, void *dst, int ddt, const cqk_la
     if (n <= 0) return cudaSuccess;
     const Layout d = to_layout(dl), l = to_layout(sl);
     const unsigned grid = grid_for(n, kThreads);
+    if (ddt != sdt && layout_contig(d) && layout_contig(l)) {
+        const unsigned g4 = grid_for((n + 3) / 4, kThreads);
+        if (sdt == CQK_F32 && ddt == CQK_BF16)
+            convert_contig_kernel<float, __nv_bfloat16><<<g4, kThreads, 0, s>>>((__nv_bfloat16 *)dst, (const float *)src, n);
+        else if (sdt == CQK_F32 && ddt == CQK_F16)
+            convert_contig_kernel<float, __half><<<g4, kThreads, 0, s>>>((__half *)dst, (const float *)src, n);
+        else if (sdt == CQK_BF16 && ddt == CQK_F32)
+            convert_contig_kernel<__nv_bfloat16, float><<<g4, kThreads, 0, s>>>((float *)dst, (const __nv_bfloat16 *)src, n);
+        else if (sdt == CQK_F16 && ddt == CQK_F32)
+            convert_contig_kernel<__half, float><<<g4, kThreads, 0, s>>>((float *)dst, (const __half *)src, n);
+        else
+            goto strided;
+        return cudaGetLastError();
+    }
+strided:
+    const bool i32 = layout_fits32(d, n) && layout_fits32(l, n);
     if (ddt == sdt) {
         switch (dt_size(ddt)) {
-        case 4: copy_raw_kernel<uint32_t><<<grid, kThreads, 0, s>>>((uint32_t *)dst, d,
-                                                                     (const uint32_t *)src, l, n);
-            break;
-        case 2: copy_raw_kernel<uint16_t><<<grid, kThreads, 0, s>>>((uint16_t *)dst, d,
-                                                                     (const uint16_t *)src, l, n);
-            break;
-        case 1: copy_raw_kernel<uint8_t><<<grid, kThreads, 0, s>>>((uint8_t *)dst, d,
-                                                                   (const uint8_t *)src, l, n);
-            break;
+#define CQK_RAW(T)                                                                                          \
+    if (i32) copy_raw_kernel<T, uint32_t><<<grid, kThreads, 0, s>>>((T *)dst, d, (const T *)src, l, n);    \
+    else copy_raw_kernel<T, int64_t><<<grid, kThreads, 0, s>>>((T *)dst, d, (const T *)src, l, n);
+        case 4: CQK_RAW(uint32_t) break;
+        case 2: CQK_RAW(uint16_t) break;
+        case 1: CQK_RAW(uint8_t) break;
+#undef CQK_RAW
         default: return cudaErrorInvalidValue;
         }
     } else if (is_float(ddt) && is_float(sdt)) {
-        copy_convert_kernel<<<grid, kThreads, 0, s>>>(dst, ddt, d, src, sdt, l, n);
+        if (i32) copy_convert_kernel<uint32_t><<<grid, kThreads, 0, s>>>(dst, ddt, d, src, sdt, l, n);
+        else copy_convert_kernel<int64_t><<<grid, kThreads, 0, s>>>(dst, ddt, d, src, sdt, l, n);
     } else {
         return cudaErrorInvalidValue;
     }

@@ -44,15 +44,36 @@ __global__ void rmsnorm_bwd_dx_kernel(float *dx, const float *x, const float *w,
     if (threadIdx.x == 0) rstd[row] = r;
 }
 
-// One thread per column, rows in order: coalesced across columns.
-__global__ void rmsnorm_bwd_dw_kernel(float *dw, const float *x, const float *dy,
-                                      const float *rstd, int64_t rows, int64_t C)
+// dw in two deterministic passes: a thread per column sums one block of
+// `rb` rows in order into part[block][c]; then a thread per column adds the
+// blocks in order. (One pass with a thread per column looping over all rows
+// kept only C threads busy: 8 blocks for C = 2048, 1.9 ms for 8192 rows on
+// an H200.)
+__global__ void rmsnorm_bwd_dw_part_kernel(float *part, const float *x, const float *dy,
+                                           const float *rstd, int64_t rows, int64_t C, int64_t rb)
+{
+    const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const int64_t r0 = blockIdx.y * rb, r1 = min(r0 + rb, rows);
+    float acc = 0.0f;
+    for (int64_t r = r0; r < r1; ++r) acc += dy[r * C + c] * x[r * C + c] * rstd[r];
+    part[blockIdx.y * C + c] = acc;
+}
+
+__global__ void rmsnorm_bwd_dw_sum_kernel(float *dw, const float *part, int64_t nb, int64_t C)
 {
     const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (c >= C) return;
     float acc = 0.0f;
-    for (int64_t r = 0; r < rows; ++r) acc += dy[r * C + c] * x[r * C + c] * rstd[r];
+    for (int64_t b = 0; b < nb; ++b) acc += part[b * C + c];
     dw[c] = acc;
+}
+
+// rows per partial block: at least 32, at most 256 blocks
+int64_t dw_rows_per_block(int64_t rows)
+{
+    const int64_t rb = (rows + 255) / 256;
+    return rb < 32 ? 32 : rb;
 }
 
 }  // namespace
@@ -78,7 +99,21 @@ extern "C" cudaError_t cqk_rmsnorm_bwd(cudaStream_t s, float *dx, float *dw, con
         if (e != cudaSuccess) return e;
     }
     if (dw) {
-        rmsnorm_bwd_dw_kernel<<<(unsigned)((C + 127) / 128), 128, 0, s>>>(dw, x, dy, rstd, rows, C);
+        const int64_t rb = dw_rows_per_block(rows), nb = rows > 0 ? (rows + rb - 1) / rb : 0;
+        float *part = rstd + rows;
+        if (nb > 0) {
+            rmsnorm_bwd_dw_part_kernel<<<dim3((unsigned)((C + 127) / 128), (unsigned)nb), 128, 0, s>>>(
+                part, x, dy, rstd, rows, C, rb);
+            cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) return e;
+        }
+        rmsnorm_bwd_dw_sum_kernel<<<(unsigned)((C + 127) / 128), 128, 0, s>>>(dw, part, nb, C);
     }
     return cudaGetLastError();
+}
+
+extern "C" int64_t cqk_rmsnorm_bwd_ws(int64_t rows, int64_t C)
+{
+    const int64_t rb = dw_rows_per_block(rows), nb = rows > 0 ? (rows + rb - 1) / rb : 0;
+    return (rows > 0 ? rows : 1) + nb * C;
 }

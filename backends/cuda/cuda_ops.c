@@ -180,7 +180,7 @@ int cq_cuda_compute_op(cq_cuda_ctx *c, const cq_op *op)
                                    last(s0), op->f[0]), op);
     case CQ_OP_RMSNORM_BWD: {
         const int64_t C = last(s0), rows = numel(s0) / C;
-        if ((r = cq_cuda_malloc(c, (size_t)(rows ? rows : 1) * sizeof(float), &ws, "rmsnorm_bwd workspace")))
+        if ((r = cq_cuda_malloc(c, (size_t)cqk_rmsnorm_bwd_ws(rows, C) * sizeof(float), &ws, "rmsnorm_bwd workspace")))
             return r;
         r = kerr(c, cqk_rmsnorm_bwd(s, cq_cuda_ptr(d0), cq_cuda_ptr(d1), cq_cuda_ptr(s0), cq_cuda_ptr(s1),
                                     cq_cuda_ptr(s2), rows, C, op->f[0], ws), op);
