@@ -1,6 +1,8 @@
 /* cherryq: shape/dtype validation of op descriptors and the checked
  * dispatch to a backend. Backends see only descriptors that passed here. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cq_tensor.h"
 
@@ -264,6 +266,34 @@ int cq_op_validate(const cq_op *op)
     return CQ_OK;
 }
 
+/* CQ_PROFILE=1: every op is followed by a synchronization of its backend
+ * and its wall time is added to a per-op table (MATMUL split by the dtype
+ * of its first input), printed to stderr at exit. Costs a sync per op, so
+ * the totals are larger than an unprofiled run; the shares are what to read. */
+static struct {
+    int on;                     /* -1 unknown, 0 off, 1 on */
+    double t[CQ_OP_COUNT + 2];  /* + matmul bf16, matmul f16 */
+    long n[CQ_OP_COUNT + 2];
+} g_prof = { .on = -1 };
+
+static void prof_report(void)
+{
+    double tot = 0;
+    for (int i = 0; i < CQ_OP_COUNT + 2; i++) tot += g_prof.t[i];
+    fprintf(stderr, "CQ_PROFILE: %.3f s in ops (synchronized after each)\n", tot);
+    for (int k = 0; k < CQ_OP_COUNT + 2; k++) {
+        int best = -1;   /* largest first: selection over what is left */
+        for (int i = 0; i < CQ_OP_COUNT + 2; i++)
+            if (g_prof.n[i] > 0 && (best < 0 || g_prof.t[i] > g_prof.t[best])) best = i;
+        if (best < 0) break;
+        const char *nm = best < CQ_OP_COUNT ? cq_op_name((cq_op_type)best)
+                         : best == CQ_OP_COUNT ? "matmul (bf16)" : "matmul (f16)";
+        fprintf(stderr, "  %-16s %8ld calls %10.3f ms %5.1f%%\n", nm, g_prof.n[best], 1e3 * g_prof.t[best],
+                tot > 0 ? 100.0 * g_prof.t[best] / tot : 0.0);
+        g_prof.n[best] = -g_prof.n[best];
+    }
+}
+
 int cq_op_run(cq_backend *be, const cq_op *op)
 {
     CQ_CHECK_ARG(be && op, CQ_EINVAL);
@@ -282,7 +312,20 @@ int cq_op_run(cq_backend *be, const cq_op *op)
             return CQ_EINVAL;
         }
     if (be->ops->supports && !be->ops->supports(be, op)) return CQ_ENOTSUP;
+    if (g_prof.on < 0) {
+        const char *e = getenv("CQ_PROFILE");
+        g_prof.on = e && *e && strcmp(e, "0");
+        if (g_prof.on) atexit(prof_report);
+    }
+    double t0 = g_prof.on ? cq_time_sec() : 0;
     r = be->ops->compute(be, op);
+    if (g_prof.on && !r && !cq_backend_sync(be)) {
+        int k = op->type;
+        if (k == CQ_OP_MATMUL && op->src[0]->dtype == CQ_BF16) k = CQ_OP_COUNT;
+        else if (k == CQ_OP_MATMUL && op->src[0]->dtype == CQ_F16) k = CQ_OP_COUNT + 1;
+        g_prof.t[k] += cq_time_sec() - t0;
+        g_prof.n[k]++;
+    }
     if (r && r != CQ_ENOTSUP) cq_error("%s on %s failed: %s", cq_op_name(op->type), be->name, cq_strerror(r));
     return r;
 }
