@@ -30,6 +30,8 @@
 //   Anything else takes the generic kernel (a warp per row, code by code).
 // Batches (large N): dequantize a tile of rows to f32 and run a GEMM
 // (backends/cuda/cuda_blas.c): exact f32 arithmetic, same as the CPU path.
+#include <stdlib.h>
+
 #include "common.cuh"
 
 using namespace cqk;
@@ -64,11 +66,16 @@ __host__ __device__ constexpr int code_shift(int bits, int c)
          : ((c * bits) & 31) - 16;
 }
 
+// 2^e for |e| <= 126 as a float: multiplying by it is exact (also into the
+// subnormal range, rounded as ldexpf rounds; no flush-to-zero in this build)
+// and costs one FMUL where ldexpf costs a call's worth of range checks.
+__device__ __forceinline__ float pow2(int e) { return __int_as_float((127 + e) << 23); }
+
 // sum_c u_c * x_c over the 32 codes held in BITS words; x pre-scaled by 2^-e(c).
 template <int BITS>
 __device__ __forceinline__ float dot32(const uint32_t *wd, const float *x)
 {
-    float a0 = 0.0f, a1 = 0.0f;
+    float a[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
 #pragma unroll
     for (int c = 0; c < 32; ++c) {
         constexpr uint32_t mask = (1u << BITS) - 1u;
@@ -79,10 +86,9 @@ __device__ __forceinline__ float dot32(const uint32_t *wd, const float *x)
         else src = wd[wi] >> 16;
         const int e = code_shift(BITS, c);
         const float u = __uint_as_float((src & (mask << e)) | 0x4B000000u) - 8388608.0f;
-        if (c & 1) a1 = fmaf(u, x[c], a1);
-        else a0 = fmaf(u, x[c], a0);
+        a[c & 3] = fmaf(u, x[c], a[c & 3]);
     }
-    return a0 + a1;
+    return (a[0] + a[1]) + (a[2] + a[3]);
 }
 
 __device__ __forceinline__ float cherries(const QW &w, int64_t row, const float *x, int lane)
@@ -99,11 +105,73 @@ __device__ __forceinline__ float cherries(const QW &w, int64_t row, const float 
     return acc;
 }
 
-template <int BITS>
-__global__ void __launch_bounds__(kWarpsFast * 32)
+// The codes and FP16 scales of one 128-column chunk of a warp's ROWS rows.
+template <int BITS, int R> struct Chunk {
+    static constexpr int ROWS = R;
+    uint32_t cw[ROWS][4 * BITS];
+    float sc[ROWS][4];
+};
+
+template <int BITS, int R>
+__device__ __forceinline__ void load_chunk(Chunk<BITS, R> &c, const uint4 *const *crow, const int64_t *rows_,
+                                           int64_t ch, const QW &w)
+{
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int j = 0; j < BITS; ++j) {
+            const uint4 t = __ldg(crow[r] + ch * BITS + j);
+            c.cw[r][4 * j + 0] = t.x;
+            c.cw[r][4 * j + 1] = t.y;
+            c.cw[r][4 * j + 2] = t.z;
+            c.cw[r][4 * j + 3] = t.w;
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const int64_t g = w.group ? (ch * 128 + k * 32) / w.group : 0;
+            c.sc[r][k] = __half2float(__ldg(w.scales + rows_[r] * w.ngroups + g));
+        }
+    }
+}
+
+template <int BITS, int R>
+__device__ __forceinline__ void dot_chunk(float *acc, const Chunk<BITS, R> &c, const float *xs, const float *xsum,
+                                          int64_t ch, float off)
+{
+    const float4 *xs4 = (const float4 *)xs;
+    const int sw = (int)(ch & 7);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        float xv[32];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const float4 t = xs4[ch * 32 + ((k * 8 + i) ^ sw)];
+            xv[4 * i + 0] = t.x;
+            xv[4 * i + 1] = t.y;
+            xv[4 * i + 2] = t.z;
+            xv[4 * i + 3] = t.w;
+        }
+        const float xsk = xsum[ch * 4 + k];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const float d = dot32<BITS>(&c.cw[r][k * BITS], xv);
+            acc[r] = fmaf(c.sc[r][k], fmaf(-off, xsk, d), acc[r]);
+        }
+    }
+}
+
+// Latency is what limits a GEMV of a few MB: each warp's work is one or a
+// few round trips to DRAM. So everything independent is issued before the
+// first thing that waits: the codes and scales of the warp's first chunk,
+// then the cherry CSR (rowptr -> cols, delta), then x (128-bit loads, all
+// of a thread's in one batch). The next chunk's codes are loaded before the
+// current one is computed (two chunks in registers). The cherries read x
+// back from shared memory (undoing the 2^-e pre-scaling, exact).
+template <int BITS, int ROWS, bool PF, int MINB>
+__global__ void __launch_bounds__(kWarpsFast * 32, MINB)
 qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
 {
-    constexpr int ROWS = Rows<BITS>::value;
+    constexpr int XB = 8;                        // float4 loads of x in flight per thread
     extern __shared__ float4 smem4[];
     float *xs = (float *)smem4;                  // in floats, swizzled, pre-scaled
     float *xsum = xs + w.in;                     // in / 32 floats
@@ -111,19 +179,8 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
     const int64_t n = blockIdx.y;
     const float *x = X + n * w.in;
 
-    // Stage x. Each warp's 32 consecutive columns form one aligned sub-chunk.
-    for (int64_t c = threadIdx.x; c < w.in; c += blockDim.x) {
-        const float v = x[c];
-        const float sv = warp_sum(v);
-        if (lane == 0) xsum[c >> 5] = sv;
-        const int64_t p = c >> 2;                    // float4 slot
-        const int64_t phys = p ^ ((p >> 5) & 7);     // swizzle by chunk
-        xs[phys * 4 + (c & 3)] = ldexpf(v, -code_shift(BITS, (int)(c & 31)));
-    }
-    __syncthreads();
-
     const int64_t row0 = ((int64_t)blockIdx.x * kWarpsFast + warp) * ROWS;
-    if (row0 >= w.out) return;
+    const bool active = row0 < w.out;            // no early return: the block syncs below
     const uint4 *crow[ROWS];
     int64_t rows_[ROWS];
 #pragma unroll
@@ -131,51 +188,89 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
         rows_[r] = min(row0 + r, w.out - 1);
         crow[r] = (const uint4 *)(w.codes + rows_[r] * w.row_bytes);
     }
+    const int64_t nch = w.in >> 7;
+    Chunk<BITS, ROWS> cur;
+    if (active && lane < nch) load_chunk<BITS, ROWS>(cur, crow, rows_, lane, w);
+
+    // cherries of the warp's rows: lane r < ROWS reads row r's CSR range
+    int64_t cj0 = 0, cj1 = 0;
+    if (active && w.rowptr && lane < ROWS) {
+        const int64_t rr = min(row0 + lane, w.out - 1);
+        cj0 = max((int64_t)__ldg(w.rowptr + rr), (int64_t)0);
+        cj1 = min((int64_t)__ldg(w.rowptr + rr + 1), w.nnz);
+        if (row0 + lane >= w.out) cj1 = cj0;     // clamped duplicate row: no cherries
+    }
+
+    // stage x: XB float4 per thread per batch, loads first, then the stores
+    const int64_t nx4 = w.in >> 2;
+    for (int64_t base = 0; base < nx4; base += (int64_t)XB * blockDim.x) {
+        float4 v[XB];
+#pragma unroll
+        for (int i = 0; i < XB; ++i) {
+            const int64_t p = base + (int64_t)i * blockDim.x + threadIdx.x;
+            if (p < nx4) v[i] = __ldg((const float4 *)x + p);
+        }
+#pragma unroll
+        for (int i = 0; i < XB; ++i) {
+            const int64_t p = base + (int64_t)i * blockDim.x + threadIdx.x;
+            if (base + (int64_t)i * blockDim.x + warp * 32 >= nx4) break;   // whole warps: nx4 % 32 == 0
+            float sv = (v[i].x + v[i].y) + (v[i].z + v[i].w);   // 8 lanes = 32 columns
+            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 1);
+            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 2);
+            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 4);
+            if ((lane & 7) == 0) xsum[p >> 3] = sv;
+            const int c = (int)((p * 4) & 31);
+            float4 o;
+            o.x = v[i].x * pow2(-code_shift(BITS, c + 0));
+            o.y = v[i].y * pow2(-code_shift(BITS, c + 1));
+            o.z = v[i].z * pow2(-code_shift(BITS, c + 2));
+            o.w = v[i].w * pow2(-code_shift(BITS, c + 3));
+            smem4[p ^ ((p >> 5) & 7)] = o;                      // swizzle by chunk
+        }
+    }
+
+    // the first 32 cherries of each row, one per lane (more: after the dots)
+    float cd[ROWS];
+    int ccol[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        const int64_t j0 = __shfl_sync(CQK_FULL_MASK, cj0, r), j1 = __shfl_sync(CQK_FULL_MASK, cj1, r);
+        cd[r] = 0.0f;
+        ccol[r] = -1;
+        if (j0 + lane < j1) {
+            ccol[r] = __ldg(w.cols + j0 + lane);
+            cd[r] = __ldg(w.delta + j0 + lane);
+        }
+    }
+    __syncthreads();
+    if (!active) return;
+
     float acc[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
-
-    const int64_t nch = w.in >> 7;
     for (int64_t ch = lane; ch < nch; ch += 32) {
-        uint32_t cw[ROWS][4 * BITS];
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-#pragma unroll
-            for (int j = 0; j < BITS; ++j) {
-                const uint4 t = __ldg(crow[r] + ch * BITS + j);
-                cw[r][4 * j + 0] = t.x;
-                cw[r][4 * j + 1] = t.y;
-                cw[r][4 * j + 2] = t.z;
-                cw[r][4 * j + 3] = t.w;
-            }
-        }
-        const float4 *xs4 = (const float4 *)xs;
-        const int sw = (int)(ch & 7);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            float xv[32];
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                const float4 t = xs4[ch * 32 + ((k * 8 + i) ^ sw)];
-                xv[4 * i + 0] = t.x;
-                xv[4 * i + 1] = t.y;
-                xv[4 * i + 2] = t.z;
-                xv[4 * i + 3] = t.w;
-            }
-            const float xsk = xsum[ch * 4 + k];
-            const int64_t col = ch * 128 + k * 32;
-            const int64_t g = w.group ? col / w.group : 0;
-#pragma unroll
-            for (int r = 0; r < ROWS; ++r) {
-                const float d = dot32<BITS>(&cw[r][k * BITS], xv);
-                const float sc = __half2float(w.scales[rows_[r] * w.ngroups + g]);
-                acc[r] = fmaf(sc, fmaf(-w.off, xsk, d), acc[r]);
-            }
+        if (PF && ch + 32 < nch) {
+            Chunk<BITS, ROWS> nxt;
+            load_chunk<BITS, ROWS>(nxt, crow, rows_, ch + 32, w);
+            dot_chunk<BITS, ROWS>(acc, cur, xs, xsum, ch, w.off);
+            cur = nxt;
+        } else {
+            dot_chunk<BITS, ROWS>(acc, cur, xs, xsum, ch, w.off);
+            if (ch + 32 < nch) load_chunk<BITS, ROWS>(cur, crow, rows_, ch + 32, w);
         }
     }
+    // x[col] back from shared memory: slot of col, times 2^e of its position
+    auto xat = [&](int64_t col) -> float {
+        if (col < 0 || col >= w.in) return NAN;
+        const int64_t p = col >> 2;
+        return xs[(p ^ ((p >> 5) & 7)) * 4 + (col & 3)] * pow2(code_shift(BITS, (int)(col & 31)));
+    };
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
-        float v = acc[r] + cherries(w, rows_[r], x, lane);
+        float v = acc[r];
+        if (ccol[r] >= 0) v = fmaf(cd[r], xat(ccol[r]), v);
+        const int64_t j0 = __shfl_sync(CQK_FULL_MASK, cj0, r), j1 = __shfl_sync(CQK_FULL_MASK, cj1, r);
+        for (int64_t j = j0 + 32 + lane; j < j1; j += 32) v = fmaf(w.delta[j], xat(w.cols[j]), v);
         v = warp_sum(v);
         if (lane == 0 && row0 + r < w.out) Y[n * w.out + row0 + r] = v;
     }
@@ -269,32 +364,72 @@ bool valid(const cqk_qweight *q)
     return true;
 }
 
+// Opt-in shared memory per block of the current device, looked up once per
+// device (the launch path must not pay a driver query per call).
+int smem_optin()
+{
+    static int cached[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return 48 * 1024;
+    if (dev < 64 && cached[dev]) return cached[dev];
+    int optin = 48 * 1024;
+    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (dev < 64) cached[dev] = optin;
+    return optin;
+}
+
 size_t fast_smem(const cqk_qweight *q) { return (size_t)(q->in + q->in / 32) * sizeof(float); }
 
 bool fast_ok(const cqk_qweight *q)
 {
     if (q->in <= 0 || q->in % 128 || (q->group && q->group % 32)) return false;
     if (q->row_bytes % 16 || ((uintptr_t)q->codes & 15)) return false;
-    int dev = 0, optin = 48 * 1024;
-    if (cudaGetDevice(&dev) == cudaSuccess)
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    return fast_smem(q) <= (size_t)optin;
+    return fast_smem(q) <= (size_t)smem_optin();
+}
+
+template <int BITS, int ROWS, bool PF, int MINB>
+cudaError_t launch_fast_v(cudaStream_t s, float *Y, const float *X, int64_t N, const QW &w,
+                          size_t smem)
+{
+    static size_t smem_set[64];   // the largest size already allowed, per device
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (smem > 48 * 1024 && (dev < 0 || dev >= 64 || smem > smem_set[dev])) {
+        cudaError_t e = cudaFuncSetAttribute(qgemv_fast_kernel<BITS, ROWS, PF, MINB>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+        if (dev >= 0 && dev < 64) smem_set[dev] = smem;
+    }
+    const int64_t per_block = (int64_t)kWarpsFast * ROWS;
+    dim3 grid((unsigned)((w.out + per_block - 1) / per_block), (unsigned)N);
+    qgemv_fast_kernel<BITS, ROWS, PF, MINB><<<grid, kWarpsFast * 32, smem, s>>>(Y, X, w);
+    return cudaGetLastError();
+}
+
+// Kernel variants (rows per warp, next-chunk prefetch, min blocks per SM):
+// CQ_QGEMV_VARIANT=0..3 picks one for benchmarking (tools/bench_cuda);
+// the default is the one measured fastest (docs/cuda.md).
+int gemv_variant()
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("CQ_QGEMV_VARIANT");
+        v = (e && *e >= '0' && *e <= '3' && !e[1]) ? *e - '0' : 2;
+    }
+    return v;
 }
 
 template <int BITS>
 cudaError_t launch_fast(cudaStream_t s, float *Y, const float *X, int64_t N, const QW &w,
                         size_t smem)
 {
-    constexpr int ROWS = Rows<BITS>::value;
-    if (smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(qgemv_fast_kernel<BITS>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e != cudaSuccess) return e;
+    constexpr int R = Rows<BITS>::value;
+    switch (gemv_variant()) {
+    case 0: return launch_fast_v<BITS, R, true, 1>(s, Y, X, N, w, smem);
+    case 1: return launch_fast_v<BITS, (R > 2 ? R / 2 : R), true, 2>(s, Y, X, N, w, smem);
+    case 3: return launch_fast_v<BITS, R, false, 2>(s, Y, X, N, w, smem);
+    default: return launch_fast_v<BITS, (R > 2 ? R / 2 : R), false, 4>(s, Y, X, N, w, smem);
     }
-    const int64_t per_block = (int64_t)kWarpsFast * ROWS;
-    dim3 grid((unsigned)((w.out + per_block - 1) / per_block), (unsigned)N);
-    qgemv_fast_kernel<BITS><<<grid, kWarpsFast * 32, smem, s>>>(Y, X, w);
-    return cudaGetLastError();
 }
 
 }  // namespace
@@ -307,7 +442,8 @@ extern "C" int cqk_qmatmul_supported_bits(int bits)
 extern "C" const char *cqk_qgemv_path(const cqk_qweight *q)
 {
     if (!valid(q)) return "invalid";
-    return fast_ok(q) ? "fast" : "generic";
+    static const char *const names[4] = { "fast v0", "fast v1", "fast v2", "fast v3" };
+    return fast_ok(q) ? names[gemv_variant()] : "generic";
 }
 
 extern "C" cudaError_t cqk_qgemv(cudaStream_t s, float *Y, const float *X, int64_t N,

@@ -8,9 +8,12 @@
 # runs each section under its own time limit, most important first.
 #
 #   tools/gpu/pack.sh                          (on the build machine)
-#   OUT=/tmp/out tools/gpu/device_check.sh     (on the GPU machine, repo root)
+#   OUT=/tmp/out tools/gpu/device_check.sh [SECTION...]   (GPU machine, repo root)
 #
-# Output: stdout and $OUT/log.txt; per-test logs in $OUT/tests.tar.gz.
+# Sections (default: all, in this order): cuda bench train profile train1b
+# cli suite vulkan; and on request: ncu (Nsight Compute on the 3-bit GEMV). Output: stdout and $OUT/log.txt; per-test logs in
+# $OUT/tests.tar.gz. With .gl/*.deb carried (the GL/Vulkan loaders, see
+# docs/cuda.md) the vulkan section runs the Vulkan backend on the NVIDIA GPU.
 set -u
 OUT=${OUT:-/tmp/cq_gpu_out}
 mkdir -p "$OUT"
@@ -38,20 +41,30 @@ for f in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/
     [ -f "$f" ] && { export VK_DRIVER_FILES=$f; break; }
 done
 bin=$b
+secs=" ${*:-cuda bench train profile train1b cli suite vulkan} "
+want() { [[ $secs == *" $1 "* ]]; }
 sect "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
 nvcc --version 2>/dev/null | tail -2; nproc; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH VK_DRIVER_FILES=${VK_DRIVER_FILES:-}"
 ldd "$bin/tools/cherryq" | grep -E 'not found|cuda|cublas|openblas' 
 "$bin/tools/cherryq" devices 2>&1 | head -20
 
+if want cuda; then
 sect "test_cuda (CQ_CUDA_SYNC=1: every op against the CPU reference)"
 CQ_CUDA_SYNC=1 CQ_QMM_EXACT=1 timeout 120 "$bin/tests/test_cuda" >"$OUT/test_cuda.txt" 2>&1; echo "rc $?"
 grep -cE '^\[       OK \]' "$OUT/test_cuda.txt" | sed 's/^/tests OK: /'
 grep -vE '^\[       OK \]|^\[ RUN      \]' "$OUT/test_cuda.txt" | tail -60
 
+fi
+if want bench; then
 sect "bench_cuda (mixed GEMV vs DRAM bandwidth and cuBLAS f16 GEMV)"
-timeout 90 "$bin/tools/bench_cuda"; echo "rc $?"
+for v in ${CQ_QGEMV_VARIANTS:-2}; do
+    echo "--- CQ_QGEMV_VARIANT=$v"
+    CQ_QGEMV_VARIANT=$v timeout 90 "$bin/tools/bench_cuda"; echo "rc $?"
+done
 
+fi
+if want train; then
 sect "bench_train default config on cuda: f32"
 timeout 45 "$bin/tools/bench_train" --backend cuda --steps 10 --impact 64; echo "rc $?"
 sect "bench_train default config on cuda: bf16 + checkpointed activations + offloaded AdamW"
@@ -60,12 +73,22 @@ sect "torch, default config, cuda f32 / bf16 autocast"
 timeout 40 python3 tools/bench_train_torch.py --device cuda --steps 10 | tail -2
 timeout 40 python3 tools/bench_train_torch.py --device cuda --steps 10 --dtype bf16 | tail -2
 
+fi
+if want profile; then
+sect "CQ_PROFILE=1 (time per op, synchronized): default config f32, ~1B config bf16 + checkpointing"
+CQ_PROFILE=1 timeout 45 "$bin/tools/bench_train" --backend cuda --steps 5 2>&1 | grep -A12 CQ_PROFILE
+CQ_PROFILE=1 timeout 90 "$bin/tools/bench_train" --config models/llama-1b.json --backend cuda --steps 2 \
+    --compute-dtype bf16 --checkpoint-activations 2>&1 | grep -A16 CQ_PROFILE
+fi
+if want train1b; then
 sect "bench_train ~1B config on cuda: bf16 + checkpointed activations, batch 4 x 2048"
 timeout 120 "$bin/tools/bench_train" --config models/llama-1b.json --backend cuda --steps 3 --compute-dtype bf16 --checkpoint-activations --impact 4; echo "rc $?"
 nvidia-smi --query-gpu=memory.used --format=csv
 sect "torch ~1B config, cuda bf16 autocast, batch 4 x 2048"
 timeout 60 python3 tools/bench_train_torch.py --config models/llama-1b.json --device cuda --steps 3 --dtype bf16 | tail -2
 
+fi
+if want cli; then
 sect "CLI: quantize the default model with CherryQ on cuda, evaluate on cuda"
 if [ -f out/default/model.safetensors ]; then
     rm -rf /tmp/cq_q && timeout 90 "$bin/tools/cherryq" quantize --backend cuda --model out/default --data data/kjv_train.txt \
@@ -79,7 +102,29 @@ fi
 "$bin/tools/cherryq" plan --backend cuda --config models/llama2-7b.json --command quantize --batch 4 \
     --checkpoint-activations --offload-optimizer --compute-dtype bf16 2>&1 | tail -8
 
+fi
+if want suite; then
 sect "whole test suite (-Dcuda=true build), 12 at a time"
 timeout 200 python3 tools/gpu/run_tests.py "$bin" --jobs 12 --cap 150 --log "$OUT/tests"
 tar czf "$OUT/tests.tar.gz" -C "$OUT" tests && rm -rf "$OUT/tests"
+fi
+if want vulkan && ls .gl/*.deb >/dev/null 2>&1; then
+sect "Vulkan backend on the NVIDIA GPU (loaders from .gl/)"
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+"$bin/tools/cherryq" devices 2>&1 | sed -n '/^vulkan/,/^cuda/p'
+CQ_QMM_EXACT=1 timeout 60 "$bin/tests/test_vulkan" 2>&1 | grep -vE '^\s*\[ +OK \]|^\[ RUN' | tail -30
+CQ_QMM_EXACT=1 timeout 60 "$bin/tests/test_parity" 2>&1 | tail -12
+timeout 60 "$bin/tools/bench_train" --backend vulkan --steps 5 2>&1 | grep -E 'training|peak'
+if [ -f out/default/model.safetensors ]; then
+    timeout 60 "$bin/tools/cherryq" eval --backend vulkan --model out/default --data data/kjv_test.txt --seqlen 256 --json 2>&1 | tail -1
+fi
+fi
+if want ncu; then
+sect "ncu on the 3-bit mixed GEMV (first shape, one launch) and its SASS"
+ncu --clock-control none --kernel-name regex:qgemv_fast_kernelILi3 --launch-skip 20 --launch-count 1 --set full \
+    "$bin/tools/bench_cuda" --iters 30 >"$OUT/ncu.txt" 2>&1; echo "rc $?"
+grep -E 'Duration|DRAM Throughput|Memory Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Issue Slots Busy|Issued Ipc|No Eligible|Warp Cycles Per Issued|Executed Instructions  |Block Limit' "$OUT/ncu.txt" | head -40
+cuobjdump -sass "$bin/tools/bench_cuda" | awk '/Function : .*qgemv_fast_kernelILi3ELi2ELb0ELi4/{f=1} /Function :/&&!/ILi3ELi2ELb0ELi4/{f=0} f' >"$OUT/k3.sass"
+wc -l "$OUT/k3.sass"
+fi
 sect "done"

@@ -20,7 +20,7 @@ rm -rf .gpu && mkdir -p .gpu/lib
 find "$b" -type f -perm -u+x -not -path '*.p/*' -not -path '*/meson-*' -not -name '*.so*' \
     -not -name '*.a' >.gpu/files
 echo "$b/meson-info/intro-tests.json" >>.gpu/files
-tar cf - -T .gpu/files | xz -T0 -6 >.gpu/build.tar.xz
+tar cf - -T .gpu/files | xz -T1 --lzma2=preset=6,dict=192MiB >.gpu/build.tar.xz
 for l in libopenblas.so.0 libcjson.so.1 libcmocka.so.0 libvulkan.so.1 libgomp.so.1 libgfortran.so.5 libquadmath.so.0; do
     p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ && !p {p = $NF} END {print p}')
     [ -n "$p" ] || { echo "pack.sh: $l not found" >&2; exit 1; }
