@@ -48,6 +48,11 @@ struct QW {
     int64_t out, in, row_bytes, ngroups, group;
     int bits;
     float off;
+    // 0x4B000000 as a run-time value: the kernels OR it into each masked
+    // code, and a value the compiler cannot see lets (src & mask) | magic be
+    // one LOP3 (mask immediate, magic in a register) instead of two
+    // instructions with two immediates (seen in the H200 SASS: 3 LOP3 per code).
+    uint32_t magic;
 };
 
 constexpr int kWarpsFast = 4;
@@ -73,7 +78,7 @@ __device__ __forceinline__ float pow2(int e) { return __int_as_float((127 + e) <
 
 // sum_c u_c * x_c over the 32 codes held in BITS words; x pre-scaled by 2^-e(c).
 template <int BITS>
-__device__ __forceinline__ float dot32(const uint32_t *wd, const float *x)
+__device__ __forceinline__ float dot32(const uint32_t *wd, const float *x, uint32_t magic)
 {
     float a[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
 #pragma unroll
@@ -85,7 +90,7 @@ __device__ __forceinline__ float dot32(const uint32_t *wd, const float *x)
         else if (off + BITS <= 23) src = wd[wi];
         else src = wd[wi] >> 16;
         const int e = code_shift(BITS, c);
-        const float u = __uint_as_float((src & (mask << e)) | 0x4B000000u) - 8388608.0f;
+        const float u = __uint_as_float((src & (mask << e)) | magic) - 8388608.0f;
         a[c & 3] = fmaf(u, x[c], a[c & 3]);
     }
     return (a[0] + a[1]) + (a[2] + a[3]);
@@ -128,7 +133,8 @@ __device__ __forceinline__ void load_chunk(Chunk<BITS, R> &c, const uint4 *const
         }
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-            const int64_t g = w.group ? (ch * 128 + k * 32) / w.group : 0;
+            // 32-bit division (a 64-bit one is a call); in < 2^31 (fast_ok)
+            const uint32_t g = w.group ? (uint32_t)(ch * 128 + k * 32) / (uint32_t)w.group : 0u;
             c.sc[r][k] = __half2float(__ldg(w.scales + rows_[r] * w.ngroups + g));
         }
     }
@@ -136,7 +142,7 @@ __device__ __forceinline__ void load_chunk(Chunk<BITS, R> &c, const uint4 *const
 
 template <int BITS, int R>
 __device__ __forceinline__ void dot_chunk(float *acc, const Chunk<BITS, R> &c, const float *xs, const float *xsum,
-                                          int64_t ch, float off)
+                                          int64_t ch, float off, uint32_t magic)
 {
     const float4 *xs4 = (const float4 *)xs;
     const int sw = (int)(ch & 7);
@@ -154,7 +160,7 @@ __device__ __forceinline__ void dot_chunk(float *acc, const Chunk<BITS, R> &c, c
         const float xsk = xsum[ch * 4 + k];
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-            const float d = dot32<BITS>(&c.cw[r][k * BITS], xv);
+            const float d = dot32<BITS>(&c.cw[r][k * BITS], xv, magic);
             acc[r] = fmaf(c.sc[r][k], fmaf(-off, xsk, d), acc[r]);
         }
     }
@@ -167,8 +173,8 @@ __device__ __forceinline__ void dot_chunk(float *acc, const Chunk<BITS, R> &c, c
 // of a thread's in one batch). The next chunk's codes are loaded before the
 // current one is computed (two chunks in registers). The cherries read x
 // back from shared memory (undoing the 2^-e pre-scaling, exact).
-template <int BITS, int ROWS, bool PF, int MINB>
-__global__ void __launch_bounds__(kWarpsFast * 32, MINB)
+template <int BITS, int ROWS, bool PF, int MINB, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32, MINB)
 qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
 {
     constexpr int XB = 8;                        // float4 loads of x in flight per thread
@@ -179,7 +185,7 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
     const int64_t n = blockIdx.y;
     const float *x = X + n * w.in;
 
-    const int64_t row0 = ((int64_t)blockIdx.x * kWarpsFast + warp) * ROWS;
+    const int64_t row0 = ((int64_t)blockIdx.x * WARPS + warp) * ROWS;
     const bool active = row0 < w.out;            // no early return: the block syncs below
     const uint4 *crow[ROWS];
     int64_t rows_[ROWS];
@@ -245,6 +251,7 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
     __syncthreads();
     if (!active) return;
 
+    const uint32_t magic = w.magic;
     float acc[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
@@ -252,10 +259,10 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
         if (PF && ch + 32 < nch) {
             Chunk<BITS, ROWS> nxt;
             load_chunk<BITS, ROWS>(nxt, crow, rows_, ch + 32, w);
-            dot_chunk<BITS, ROWS>(acc, cur, xs, xsum, ch, w.off);
+            dot_chunk<BITS, ROWS>(acc, cur, xs, xsum, ch, w.off, magic);
             cur = nxt;
         } else {
-            dot_chunk<BITS, ROWS>(acc, cur, xs, xsum, ch, w.off);
+            dot_chunk<BITS, ROWS>(acc, cur, xs, xsum, ch, w.off, magic);
             if (ch + 32 < nch) load_chunk<BITS, ROWS>(cur, crow, rows_, ch + 32, w);
         }
     }
@@ -350,6 +357,7 @@ QW make_qw(const cqk_qweight *q)
     w.group = q->group;
     w.bits = q->bits;
     w.off = q->bits <= 4 ? (float)(1 << (q->bits - 1)) - 0.5f : (float)((1 << (q->bits - 1)) - 1);
+    w.magic = 0x4B000000u;
     return w;
 }
 
@@ -382,12 +390,12 @@ size_t fast_smem(const cqk_qweight *q) { return (size_t)(q->in + q->in / 32) * s
 
 bool fast_ok(const cqk_qweight *q)
 {
-    if (q->in <= 0 || q->in % 128 || (q->group && q->group % 32)) return false;
+    if (q->in <= 0 || q->in % 128 || q->in >= ((int64_t)1 << 31) || (q->group && q->group % 32)) return false;
     if (q->row_bytes % 16 || ((uintptr_t)q->codes & 15)) return false;
     return fast_smem(q) <= (size_t)smem_optin();
 }
 
-template <int BITS, int ROWS, bool PF, int MINB>
+template <int BITS, int ROWS, bool PF, int MINB, int WARPS = kWarpsFast>
 cudaError_t launch_fast_v(cudaStream_t s, float *Y, const float *X, int64_t N, const QW &w,
                           size_t smem)
 {
@@ -395,18 +403,21 @@ cudaError_t launch_fast_v(cudaStream_t s, float *Y, const float *X, int64_t N, c
     int dev = 0;
     cudaGetDevice(&dev);
     if (smem > 48 * 1024 && (dev < 0 || dev >= 64 || smem > smem_set[dev])) {
-        cudaError_t e = cudaFuncSetAttribute(qgemv_fast_kernel<BITS, ROWS, PF, MINB>,
+        cudaError_t e = cudaFuncSetAttribute(qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
         if (dev >= 0 && dev < 64) smem_set[dev] = smem;
     }
-    const int64_t per_block = (int64_t)kWarpsFast * ROWS;
+    const int64_t per_block = (int64_t)WARPS * ROWS;
     dim3 grid((unsigned)((w.out + per_block - 1) / per_block), (unsigned)N);
-    qgemv_fast_kernel<BITS, ROWS, PF, MINB><<<grid, kWarpsFast * 32, smem, s>>>(Y, X, w);
+    qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS><<<grid, WARPS * 32, smem, s>>>(Y, X, w);
     return cudaGetLastError();
 }
 
-// Kernel variants (rows per warp, next-chunk prefetch, min blocks per SM):
+// Kernel variants (rows per warp, next-chunk prefetch, min blocks per SM,
+// warps per block): 0 = 4 rows (2 at 8 bits), prefetch, 1 block, 4 warps;
+// 1 = half the rows (1 at 8 bits), 2 blocks of 8 warps (x staged once per 16 rows);
+// 2 = half the rows, 4 blocks of 4 warps; 3 = 4 rows, 2 blocks of 4 warps.
 // CQ_QGEMV_VARIANT=0..3 picks one for benchmarking (tools/bench_cuda);
 // the default is the one measured fastest (docs/cuda.md).
 int gemv_variant()
@@ -426,9 +437,9 @@ cudaError_t launch_fast(cudaStream_t s, float *Y, const float *X, int64_t N, con
     constexpr int R = Rows<BITS>::value;
     switch (gemv_variant()) {
     case 0: return launch_fast_v<BITS, R, true, 1>(s, Y, X, N, w, smem);
-    case 1: return launch_fast_v<BITS, (R > 2 ? R / 2 : R), true, 2>(s, Y, X, N, w, smem);
+    case 1: return launch_fast_v<BITS, (R > 1 ? R / 2 : 1), false, 2, 8>(s, Y, X, N, w, smem);
     case 3: return launch_fast_v<BITS, R, false, 2>(s, Y, X, N, w, smem);
-    default: return launch_fast_v<BITS, (R > 2 ? R / 2 : R), false, 4>(s, Y, X, N, w, smem);
+    default: return launch_fast_v<BITS, (R > 1 ? R / 2 : 1), false, 4>(s, Y, X, N, w, smem);
     }
 }
 

@@ -77,16 +77,23 @@ fi
 if want profile; then
 sect "CQ_PROFILE=1 (time per op, synchronized): default config f32, ~1B config bf16 + checkpointing"
 CQ_PROFILE=1 timeout 45 "$bin/tools/bench_train" --backend cuda --steps 5 2>&1 | grep -A12 CQ_PROFILE
-CQ_PROFILE=1 timeout 90 "$bin/tools/bench_train" --config models/llama-1b.json --backend cuda --steps 2 \
-    --compute-dtype bf16 --checkpoint-activations 2>&1 | grep -A16 CQ_PROFILE
+for av in ${CQ_CUDA_ATTN_VERSIONS:-1}; do
+echo "--- CQ_CUDA_ATTN=$av"
+CQ_CUDA_ATTN=$av CQ_PROFILE=1 timeout 90 "$bin/tools/bench_train" --config models/llama-1b.json --backend cuda --steps 2 \
+    --compute-dtype bf16 --checkpoint-activations 2>&1 | grep -A8 CQ_PROFILE
+done
 fi
 if want train1b; then
-sect "bench_train ~1B config on cuda: bf16 + checkpointed activations, batch 4 x 2048"
-timeout 120 "$bin/tools/bench_train" --config models/llama-1b.json --backend cuda --steps 3 --compute-dtype bf16 --checkpoint-activations --impact 4; echo "rc $?"
-nvidia-smi --query-gpu=memory.used --format=csv
+for av in ${CQ_CUDA_ATTN_VERSIONS:-1}; do
+sect "bench_train ~1B config on cuda (CQ_CUDA_ATTN=$av): bf16 + checkpointed activations, batch 4 x 2048"
+CQ_CUDA_ATTN=$av timeout 120 "$bin/tools/bench_train" --config models/llama-1b.json --backend cuda --steps 3 \
+    --compute-dtype bf16 --checkpoint-activations --impact 4 | grep -vE '^(bench_train|options|\{)'; echo "rc ${PIPESTATUS[0]}"
+sect "bench_train ~1B config on cuda (CQ_CUDA_ATTN=$av): bf16, no checkpointing (as torch below), batch 4 x 2048"
+CQ_CUDA_ATTN=$av timeout 120 "$bin/tools/bench_train" --config models/llama-1b.json --backend cuda --steps 3 \
+    --compute-dtype bf16 | grep -E 'training|share'; echo "rc ${PIPESTATUS[0]}"
+done
 sect "torch ~1B config, cuda bf16 autocast, batch 4 x 2048"
 timeout 60 python3 tools/bench_train_torch.py --config models/llama-1b.json --device cuda --steps 3 --dtype bf16 | tail -2
-
 fi
 if want cli; then
 sect "CLI: quantize the default model with CherryQ on cuda, evaluate on cuda"
