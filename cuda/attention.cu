@@ -17,6 +17,35 @@
 //   dq_t = scale * sum_s P_ts (dout_t.v_s - dsum_t) k_s       (warp per query)
 //   dv_s = sum_t P_ts dout_t ; dk_s = scale * sum_t dS_ts q_t (warp per key,
 //          looping over the query heads of its kv group and query tiles)
+//
+// Two kernel versions, picked once on the host (CQ_CUDA_ATTN=1|2, default 1;
+// cqk_attn_set_version() overrides it, for tests):
+//
+// Version 1 (below, first): as described above, one query row per warp.
+//
+// Version 2 (register-tiled, "v2" kernels): a warp takes R rows (queries in
+// the forward and dq kernels, keys in the dk/dv kernel) and a block 8 warps =
+// 8R rows, so every K/V (or Q/dout) tile staged in shared memory serves 8R
+// rows instead of 8. Tiles hold 32 * KPL columns-of-work (keys, or queries in
+// dk/dv): lane l owns keys l + 32 i, i < KPL, and computes their dot products
+// against the warp's R rows with float4 loads along d: the key rows are
+// padded to a stride of 4 * odd floats (conflict-free 128-bit reads), the row
+// operand is a broadcast, so each 4 dims cost KPL + R loads for 4 R KPL FMAs.
+// Online softmax per row as in version 1 (one rescale per tile; fully masked
+// tiles are skipped per warp, a block stops after its last visible key). P
+// (or dS) goes to a per-warp shared buffer [key][row]; then lanes own output
+// dims d = VW lane + 32 VW c + e (VW = 1, 2 or 4 contiguous floats, NC chunks)
+// and accumulate p_rj v_j[d] for all R rows with a broadcast of the R
+// p values per key. D <= 128: R = 8, KPL = 2 (64 queries x 64 keys per
+// block step); D <= 256: R = 4, KPL = 2. Query blocks run last-first (the
+// causal work is largest there). dq: same shape, dS = P (dout.v - dsum) then
+// dq += dS k. dk/dv: R keys per warp, lanes own queries of a 32 KPL-query
+// tile, looping over the query heads of the kv group; dv += P dout,
+// dk += dS (scale q). Same f32 math, different summation order only:
+// deterministic, no atomics.
+#include <algorithm>
+#include <stdlib.h>
+
 #include "common.cuh"
 
 using namespace cqk;
@@ -290,6 +319,512 @@ attn_bwd_dkv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float 
     }
 }
 
+// ---------------------------------------------------------------- version 2
+// Register-tiled kernels (see the top of the file). Template parameters:
+// R rows per warp, KPL keys (dk/dv: queries) per lane in a tile of 32 KPL,
+// output dims per lane VW (contiguous) x NC (chunks of 32 VW).
+
+constexpr int kW2 = 8;   // warps per block
+
+// Shared row strides: DP4 = D rounded up to 4 (rows read whole by one lane
+// are broadcast or contiguous); KS = DP4 with DP4 / 4 made odd, for rows that
+// different lanes read at the same column (lane l reads row l: 128-bit loads
+// of 8 consecutive rows hit 8 distinct bank quads).
+__host__ __device__ __forceinline__ int dp4_of(int D) { return (D + 3) & ~3; }
+__host__ __device__ __forceinline__ int ks_of(int D)
+{
+    const int dp = dp4_of(D);
+    return ((dp >> 2) & 1) ? dp : dp + 4;
+}
+
+// Stage rows [0, nrows) of a global matrix (row r at g + r * ld, D floats)
+// into sm [NR][SS] times mul; columns D..SS-1 of those rows and rows
+// nrows..NR-1 are zero (padding never holds NaN). Whole block.
+template <int NR>
+__device__ __forceinline__ void stage_rows(float *sm, int SS, const float *__restrict__ g,
+                                           int64_t ld, int nrows, int D, float mul)
+{
+    const int c4 = dp4_of(D) >> 2;
+    const bool vec = (D & 3) == 0 && ((uintptr_t)g & 15) == 0;
+    for (int idx = threadIdx.x; idx < NR * c4; idx += blockDim.x) {
+        const int r = idx / c4, c = idx - r * c4;
+        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < nrows) {
+            const float *p = g + (int64_t)r * ld + 4 * c;
+            if (vec) {
+                x = __ldg(reinterpret_cast<const float4 *>(p));
+            } else {
+                const int d = 4 * c;
+                x.x = __ldg(p);
+                if (d + 1 < D) x.y = __ldg(p + 1);
+                if (d + 2 < D) x.z = __ldg(p + 2);
+                if (d + 3 < D) x.w = __ldg(p + 3);
+            }
+            x.x *= mul;
+            x.y *= mul;
+            x.z *= mul;
+            x.w *= mul;
+        }
+        *reinterpret_cast<float4 *>(sm + r * SS + 4 * c) = x;
+    }
+    // columns DP..SS-1 (the KS padding) are never read
+}
+
+__device__ __forceinline__ float4 lds4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
+
+__device__ __forceinline__ float dot4(float4 a, float4 b, float acc)
+{
+    acc = fmaf(a.x, b.x, acc);
+    acc = fmaf(a.y, b.y, acc);
+    acc = fmaf(a.z, b.z, acc);
+    return fmaf(a.w, b.w, acc);
+}
+
+// VW contiguous floats from shared memory (16/8/4-byte aligned).
+// (d0 = the first dim: a vector past the padded row DP is zero, never read.)
+template <int VW>
+__device__ __forceinline__ void ldsv(const float *p, float *o, int d0, int DP)
+{
+    if (d0 >= DP) {
+#pragma unroll
+        for (int e = 0; e < VW; ++e) o[e] = 0.0f;
+    } else if constexpr (VW == 4) {
+        const float4 x = lds4(p);
+        o[0] = x.x, o[1] = x.y, o[2] = x.z, o[3] = x.w;
+    } else if constexpr (VW == 2) {
+        const float2 x = *reinterpret_cast<const float2 *>(p);
+        o[0] = x.x, o[1] = x.y;
+    } else {
+        o[0] = *p;
+    }
+}
+
+// The R values of one key of a per-warp [key][R] buffer (broadcast loads).
+template <int R>
+__device__ __forceinline__ void ld_row(const float *p, float *o)
+{
+    if constexpr (R % 4 == 0) {
+#pragma unroll
+        for (int r = 0; r < R; r += 4) {
+            const float4 x = lds4(p + r);
+            o[r] = x.x, o[r + 1] = x.y, o[r + 2] = x.z, o[r + 3] = x.w;
+        }
+    } else {
+#pragma unroll
+        for (int r = 0; r < R; ++r) o[r] = p[r];
+    }
+}
+
+template <int R, int KPL>
+__device__ __forceinline__ void st_row(float *p, const float (&x)[R][KPL], int i)
+{
+    if constexpr (R % 4 == 0) {
+#pragma unroll
+        for (int r = 0; r < R; r += 4)
+            *reinterpret_cast<float4 *>(p + r) = make_float4(x[r][i], x[r + 1][i], x[r + 2][i], x[r + 3][i]);
+    } else {
+#pragma unroll
+        for (int r = 0; r < R; ++r) p[r] = x[r][i];
+    }
+}
+
+// Store the VW NC dims of one row a lane owns (d < D only).
+template <int VW, int NC>
+__device__ __forceinline__ void store_dims(float *__restrict__ row, const float *x, int lane, int D,
+                                           float mul)
+{
+#pragma unroll
+    for (int c = 0; c < NC; ++c)
+#pragma unroll
+        for (int e = 0; e < VW; ++e) {
+            const int d = VW * lane + 32 * VW * c + e;
+            if (d < D) row[d] = x[c * VW + e] * mul;
+        }
+}
+
+template <int R, int KPL>
+struct Fwd2Smem {
+    static size_t bytes(int D)
+    {
+        return ((size_t)kW2 * R * dp4_of(D) + (size_t)32 * KPL * (ks_of(D) + dp4_of(D)) +
+                (size_t)kW2 * 32 * KPL * R) * 4;
+    }
+};
+
+template <int R, int KPL, int VW, int NC>
+__global__ void __launch_bounds__(kW2 * 32)
+attn_fwd_v2_kernel(float *__restrict__ out, float *__restrict__ lse, const float *__restrict__ q,
+                   const float *__restrict__ k, const float *__restrict__ v, AttnDims a)
+{
+    constexpr int BQ = kW2 * R, BK = 32 * KPL, NO = VW * NC;
+    extern __shared__ float4 smem4[];
+    const int D = (int)a.D, DP = dp4_of(D), KS = ks_of(D);
+    float *Qs = reinterpret_cast<float *>(smem4);   // [BQ][DP]   scale * q
+    float *Ks = Qs + BQ * DP;                          // [BK][KS]
+    float *Vs = Ks + BK * KS;                          // [BK][DP]
+    float *Ps = Vs + BK * DP;                          // [kW2][BK][R]
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t b = blockIdx.z, h = blockIdx.y;
+    const int64_t hk = h / (a.Hq / a.Hkv);
+    const int64_t t0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * BQ;   // heavy blocks first
+    const int nq = (int)min((int64_t)BQ, a.T - t0);
+    const int64_t blk_last = min(a.S - 1, a.pos0 + t0 + nq - 1);
+    const int64_t tw = t0 + warp * R;
+    const int64_t warp_last = tw < a.T ? min(a.S - 1, a.pos0 + min(a.T - 1, tw + R - 1)) : -1;
+    // last key of each row; rows past T repeat row T-1 (finite math, never stored)
+    int64_t lim[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) lim[r] = min(a.S - 1, a.pos0 + min(a.T - 1, tw + r));
+
+    stage_rows<BQ>(Qs, DP, q + ((b * a.T + t0) * a.Hq + h) * a.D, a.Hq * a.D, nq, D, a.scale);
+
+    float m[R], l[R], o[R][NO];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < NO; ++i) o[r][i] = 0.0f;
+    }
+    const float *Qw = Qs + warp * R * DP;
+    float *Pw = Ps + warp * BK * R;
+
+    for (int64_t kb = 0; kb <= blk_last; kb += BK) {
+        __syncthreads();
+        const int nk = (int)min((int64_t)BK, blk_last - kb + 1);
+        const int64_t g0 = ((b * a.S + kb) * a.Hkv + hk) * a.D;
+        stage_rows<BK>(Ks, KS, k + g0, a.Hkv * a.D, nk, D, 1.0f);
+        stage_rows<BK>(Vs, DP, v + g0, a.Hkv * a.D, nk, D, 1.0f);
+        __syncthreads();
+        if (kb > warp_last) continue;   // warp-uniform: every row of the warp is past this tile
+
+        float sc[R][KPL];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int i = 0; i < KPL; ++i) sc[r][i] = 0.0f;
+        for (int c = 0; c < DP; c += 4) {
+            float4 kf[KPL];
+#pragma unroll
+            for (int i = 0; i < KPL; ++i) kf[i] = lds4(Ks + (lane + 32 * i) * KS + c);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const float4 qf = lds4(Qw + r * DP + c);
+#pragma unroll
+                for (int i = 0; i < KPL; ++i) sc[r][i] = dot4(qf, kf[i], sc[r][i]);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int i = 0; i < KPL; ++i) {
+                if (kb + lane + 32 * i > lim[r]) sc[r][i] = -INFINITY;
+                mx = fmaxf(mx, sc[r][i]);
+            }
+            // finite: every row saw key 0 in the first tile
+            const float mn = fmaxf(m[r], warp_max(mx));
+            float ps = 0.0f;
+#pragma unroll
+            for (int i = 0; i < KPL; ++i) {
+                sc[r][i] = expf(sc[r][i] - mn);   // exp(-inf) = 0 for masked keys
+                ps += sc[r][i];
+            }
+            const float corr = expf(m[r] - mn);   // 0 on the first tile
+            l[r] = l[r] * corr + warp_sum(ps);
+#pragma unroll
+            for (int i = 0; i < NO; ++i) o[r][i] *= corr;
+            m[r] = mn;
+        }
+#pragma unroll
+        for (int i = 0; i < KPL; ++i) st_row<R, KPL>(Pw + (lane + 32 * i) * R, sc, i);
+        __syncwarp();
+        const int nkw = (int)min((int64_t)BK, warp_last - kb + 1);
+#pragma unroll 2
+        for (int j = 0; j < nkw; ++j) {
+            float p[R];
+            ld_row<R>(Pw + j * R, p);
+#pragma unroll
+            for (int c = 0; c < NC; ++c) {
+                float vv[VW];
+                ldsv<VW>(Vs + j * DP + VW * lane + 32 * VW * c, vv, VW * lane + 32 * VW * c, DP);
+#pragma unroll
+                for (int r = 0; r < R; ++r)
+#pragma unroll
+                    for (int e = 0; e < VW; ++e) o[r][c * VW + e] = fmaf(p[r], vv[e], o[r][c * VW + e]);
+            }
+        }
+        __syncwarp();
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int64_t t = tw + r;
+        if (t >= a.T) break;
+        store_dims<VW, NC>(out + ((b * a.T + t) * a.Hq + h) * a.D, o[r], lane, D, 1.0f / l[r]);
+        if (lse && lane == 0) lse[(b * a.Hq + h) * a.T + t] = m[r] + logf(l[r]);
+    }
+}
+
+template <int R, int KPL>
+struct Dq2Smem {
+    static size_t bytes(int D)
+    {
+        return ((size_t)2 * kW2 * R * dp4_of(D) + (size_t)2 * 32 * KPL * ks_of(D) +
+                (size_t)kW2 * 32 * KPL * R) * 4;
+    }
+};
+
+template <int R, int KPL, int VW, int NC>
+__global__ void __launch_bounds__(kW2 * 32)
+attn_bwd_dq_v2_kernel(float *__restrict__ dq, const float *__restrict__ q,
+                      const float *__restrict__ k, const float *__restrict__ v,
+                      const float *__restrict__ lse, const float *__restrict__ dsum,
+                      const float *__restrict__ dout, AttnDims a)
+{
+    constexpr int BQ = kW2 * R, BK = 32 * KPL, NO = VW * NC;
+    extern __shared__ float4 smem4[];
+    const int D = (int)a.D, DP = dp4_of(D), KS = ks_of(D);
+    float *Qs = reinterpret_cast<float *>(smem4);   // [BQ][DP]   scale * q
+    float *Gs = Qs + BQ * DP;                          // [BQ][DP]   dout
+    float *Ks = Gs + BQ * DP;                          // [BK][KS]
+    float *Vs = Ks + BK * KS;                          // [BK][KS]
+    float *Ps = Vs + BK * KS;                          // [kW2][BK][R]  dS
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t b = blockIdx.z, h = blockIdx.y;
+    const int64_t hk = h / (a.Hq / a.Hkv);
+    const int64_t t0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * BQ;
+    const int nq = (int)min((int64_t)BQ, a.T - t0);
+    const int64_t blk_last = min(a.S - 1, a.pos0 + t0 + nq - 1);
+    const int64_t tw = t0 + warp * R;
+    const int64_t warp_last = tw < a.T ? min(a.S - 1, a.pos0 + min(a.T - 1, tw + R - 1)) : -1;
+    int64_t lim[R];
+    float lse_r[R], dsum_r[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int64_t t = min(a.T - 1, tw + r);
+        lim[r] = min(a.S - 1, a.pos0 + t);
+        lse_r[r] = lse[(b * a.Hq + h) * a.T + t];
+        dsum_r[r] = dsum[(b * a.Hq + h) * a.T + t];
+    }
+    const int64_t ro = ((b * a.T + t0) * a.Hq + h) * a.D;
+    stage_rows<BQ>(Qs, DP, q + ro, a.Hq * a.D, nq, D, a.scale);
+    stage_rows<BQ>(Gs, DP, dout + ro, a.Hq * a.D, nq, D, 1.0f);
+
+    float acc[R][NO];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int i = 0; i < NO; ++i) acc[r][i] = 0.0f;
+    const float *Qw = Qs + warp * R * DP, *Gw = Gs + warp * R * DP;
+    float *Pw = Ps + warp * BK * R;
+
+    for (int64_t kb = 0; kb <= blk_last; kb += BK) {
+        __syncthreads();
+        const int nk = (int)min((int64_t)BK, blk_last - kb + 1);
+        const int64_t g0 = ((b * a.S + kb) * a.Hkv + hk) * a.D;
+        stage_rows<BK>(Ks, KS, k + g0, a.Hkv * a.D, nk, D, 1.0f);
+        stage_rows<BK>(Vs, KS, v + g0, a.Hkv * a.D, nk, D, 1.0f);
+        __syncthreads();
+        if (kb > warp_last) continue;
+
+        float sc[R][KPL], dp[R][KPL];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int i = 0; i < KPL; ++i) sc[r][i] = dp[r][i] = 0.0f;
+        for (int c = 0; c < DP; c += 4) {
+            float4 kf[KPL], vf[KPL];
+#pragma unroll
+            for (int i = 0; i < KPL; ++i) {
+                kf[i] = lds4(Ks + (lane + 32 * i) * KS + c);
+                vf[i] = lds4(Vs + (lane + 32 * i) * KS + c);
+            }
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const float4 qf = lds4(Qw + r * DP + c), gf = lds4(Gw + r * DP + c);
+#pragma unroll
+                for (int i = 0; i < KPL; ++i) {
+                    sc[r][i] = dot4(qf, kf[i], sc[r][i]);
+                    dp[r][i] = dot4(gf, vf[i], dp[r][i]);
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int i = 0; i < KPL; ++i)
+                sc[r][i] = kb + lane + 32 * i <= lim[r]
+                               ? expf(sc[r][i] - lse_r[r]) * (dp[r][i] - dsum_r[r])
+                               : 0.0f;
+#pragma unroll
+        for (int i = 0; i < KPL; ++i) st_row<R, KPL>(Pw + (lane + 32 * i) * R, sc, i);
+        __syncwarp();
+        const int nkw = (int)min((int64_t)BK, warp_last - kb + 1);
+#pragma unroll 2
+        for (int j = 0; j < nkw; ++j) {
+            float ds[R];
+            ld_row<R>(Pw + j * R, ds);
+#pragma unroll
+            for (int c = 0; c < NC; ++c) {
+                float kv[VW];
+                ldsv<VW>(Ks + j * KS + VW * lane + 32 * VW * c, kv, VW * lane + 32 * VW * c, DP);
+#pragma unroll
+                for (int r = 0; r < R; ++r)
+#pragma unroll
+                    for (int e = 0; e < VW; ++e)
+                        acc[r][c * VW + e] = fmaf(ds[r], kv[e], acc[r][c * VW + e]);
+            }
+        }
+        __syncwarp();
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int64_t t = tw + r;
+        if (t >= a.T) break;
+        store_dims<VW, NC>(dq + ((b * a.T + t) * a.Hq + h) * a.D, acc[r], lane, D, a.scale);
+    }
+}
+
+template <int R, int KPL>
+struct Dkv2Smem {
+    static size_t bytes(int D)
+    {
+        return ((size_t)2 * kW2 * R * dp4_of(D) + (size_t)2 * 32 * KPL * ks_of(D) +
+                (size_t)2 * 32 * KPL + (size_t)2 * kW2 * 32 * KPL * R) * 4;
+    }
+};
+
+template <int R, int KPL, int VW, int NC>
+__global__ void __launch_bounds__(kW2 * 32)
+attn_bwd_dkv_v2_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__restrict__ q,
+                       const float *__restrict__ k, const float *__restrict__ v,
+                       const float *__restrict__ lse, const float *__restrict__ dsum,
+                       const float *__restrict__ dout, AttnDims a)
+{
+    constexpr int BS = kW2 * R, BT = 32 * KPL, NO = VW * NC;
+    extern __shared__ float4 smem4[];
+    const int D = (int)a.D, DP = dp4_of(D), KS = ks_of(D);
+    float *Kb = reinterpret_cast<float *>(smem4);   // [BS][DP]   the block's keys
+    float *Vb = Kb + BS * DP;                          // [BS][DP]
+    float *Qt = Vb + BS * DP;                          // [BT][KS]   scale * q tile
+    float *Gt = Qt + BT * KS;                          // [BT][KS]   dout tile
+    float *Lt = Gt + BT * KS;                          // [BT] lse
+    float *St = Lt + BT;                               // [BT] dsum
+    float *Ps = St + BT;                               // [kW2][BT][R]  P
+    float *Ds = Ps + kW2 * BT * R;                     // [kW2][BT][R]  dS
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t b = blockIdx.z, hk = blockIdx.y;
+    const int64_t group = a.Hq / a.Hkv;
+    const int64_t s0 = (int64_t)blockIdx.x * BS;   // small s0 (most queries) first
+    const int ns = (int)min((int64_t)BS, a.S - s0);
+    const int64_t sw = s0 + warp * R;
+    const bool active = sw < a.S;
+
+    const int64_t ko = ((b * a.S + s0) * a.Hkv + hk) * a.D;
+    stage_rows<BS>(Kb, DP, k + ko, a.Hkv * a.D, ns, D, 1.0f);
+    stage_rows<BS>(Vb, DP, v + ko, a.Hkv * a.D, ns, D, 1.0f);
+
+    float ak[R][NO], av[R][NO];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int i = 0; i < NO; ++i) ak[r][i] = av[r][i] = 0.0f;
+    const float *Kw = Kb + warp * R * DP, *Vw = Vb + warp * R * DP;
+    float *Pw = Ps + warp * BT * R, *Dw = Ds + warp * BT * R;
+
+    // Queries that see key s satisfy pos0 + t >= s.
+    const int64_t tfirst = max((int64_t)0, s0 - a.pos0);
+    for (int64_t hh = 0; hh < group; ++hh) {
+        const int64_t h = hk * group + hh;
+        for (int64_t tq = tfirst; tq < a.T; tq += BT) {
+            __syncthreads();
+            const int nq = (int)min((int64_t)BT, a.T - tq);
+            const int64_t go = ((b * a.T + tq) * a.Hq + h) * a.D;
+            stage_rows<BT>(Qt, KS, q + go, a.Hq * a.D, nq, D, a.scale);
+            stage_rows<BT>(Gt, KS, dout + go, a.Hq * a.D, nq, D, 1.0f);
+            if (threadIdx.x < BT) {
+                const bool in = (int)threadIdx.x < nq;
+                Lt[threadIdx.x] = in ? lse[(b * a.Hq + h) * a.T + tq + threadIdx.x] : 0.0f;
+                St[threadIdx.x] = in ? dsum[(b * a.Hq + h) * a.T + tq + threadIdx.x] : 0.0f;
+            }
+            __syncthreads();
+            // warp-uniform: no key of the warp, or no query of the tile sees its first key
+            if (!active || a.pos0 + tq + nq - 1 < sw) continue;
+
+            float sc[R][KPL], dp[R][KPL];
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int i = 0; i < KPL; ++i) sc[r][i] = dp[r][i] = 0.0f;
+            for (int c = 0; c < DP; c += 4) {
+                float4 qf[KPL], gf[KPL];
+#pragma unroll
+                for (int i = 0; i < KPL; ++i) {
+                    qf[i] = lds4(Qt + (lane + 32 * i) * KS + c);
+                    gf[i] = lds4(Gt + (lane + 32 * i) * KS + c);
+                }
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const float4 kf = lds4(Kw + r * DP + c), vf = lds4(Vw + r * DP + c);
+#pragma unroll
+                    for (int i = 0; i < KPL; ++i) {
+                        sc[r][i] = dot4(qf[i], kf, sc[r][i]);
+                        dp[r][i] = dot4(gf[i], vf, dp[r][i]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < KPL; ++i) {
+                const int j = lane + 32 * i;
+                const float lt = Lt[j], st = St[j];
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const bool valid = j < nq && a.pos0 + tq + j >= sw + r;
+                    const float p = valid ? expf(sc[r][i] - lt) : 0.0f;
+                    sc[r][i] = p;
+                    dp[r][i] = p * (dp[r][i] - st);
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < KPL; ++i) {
+                st_row<R, KPL>(Pw + (lane + 32 * i) * R, sc, i);
+                st_row<R, KPL>(Dw + (lane + 32 * i) * R, dp, i);
+            }
+            __syncwarp();
+            // queries before tq + jfirst see none of the warp's keys
+            const int jfirst = (int)max((int64_t)0, sw - a.pos0 - tq);
+#pragma unroll 2
+            for (int j = jfirst; j < nq; ++j) {
+                float p[R], ds[R];
+                ld_row<R>(Pw + j * R, p);
+                ld_row<R>(Dw + j * R, ds);
+#pragma unroll
+                for (int c = 0; c < NC; ++c) {
+                    float gv[VW], qv[VW];
+                    ldsv<VW>(Gt + j * KS + VW * lane + 32 * VW * c, gv, VW * lane + 32 * VW * c, DP);
+                    ldsv<VW>(Qt + j * KS + VW * lane + 32 * VW * c, qv, VW * lane + 32 * VW * c, DP);
+#pragma unroll
+                    for (int r = 0; r < R; ++r)
+#pragma unroll
+                        for (int e = 0; e < VW; ++e) {
+                            av[r][c * VW + e] = fmaf(p[r], gv[e], av[r][c * VW + e]);
+                            ak[r][c * VW + e] = fmaf(ds[r], qv[e], ak[r][c * VW + e]);
+                        }
+                }
+            }
+            __syncwarp();
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int64_t s = sw + r;
+        if (s >= a.S) break;
+        const int64_t o = ((b * a.S + s) * a.Hkv + hk) * a.D;
+        store_dims<VW, NC>(dk + o, ak[r], lane, D, 1.0f);
+        store_dims<VW, NC>(dv + o, av[r], lane, D, 1.0f);
+    }
+}
+
 size_t fwd_smem(int64_t D) { return (size_t)(kTile * (D + 1) + kTile * D + kWarps * D) * 4; }
 size_t bwd_smem(int64_t D) { return (size_t)(2 * kTile * (D + 1) + 2 * kWarps * D) * 4; }
 size_t dkv_smem(int64_t D) { return (size_t)(2 * kTile * (D + 1) + 2 * kWarps * D + 2 * kTile) * 4; }
@@ -341,6 +876,104 @@ cudaError_t run_bwd(cudaStream_t s, float *dq, float *dk, float *dv, const float
     return cudaGetLastError();
 }
 
+// ------------------------------------------------------- version selection
+int g_attn_version = 0;   // 0: not read yet
+
+int attn_version()
+{
+    if (!g_attn_version) {
+        const char *e = getenv("CQ_CUDA_ATTN");
+        g_attn_version = (e && e[0] == '2' && !e[1]) ? 2 : 1;
+    }
+    return g_attn_version;
+}
+
+// Opt-in shared memory per block of the current device (cached per device).
+size_t smem_optin_attn()
+{
+    static int cached[64];   // bytes + 1, 0 = not read
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 48 * 1024;
+    if (dev >= 0 && dev < 64 && cached[dev]) return (size_t)(cached[dev] - 1);
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        v = 48 * 1024;
+    if (dev >= 0 && dev < 64) cached[dev] = v + 1;
+    return (size_t)v;
+}
+
+// Raise a kernel's dynamic shared memory limit once per device and size
+// (`set` is the kernel's own cache: the largest size allowed per device).
+template <typename K>
+cudaError_t allow_smem_cached(K kernel, size_t bytes, size_t *set)
+{
+    if (bytes <= 48 * 1024) return cudaSuccess;
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev >= 0 && dev < 64 && bytes <= set[dev]) return cudaSuccess;
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e == cudaSuccess && dev >= 0 && dev < 64) set[dev] = bytes;
+    return e;
+}
+
+template <int R, int KPL, int VW, int NC>
+cudaError_t run_fwd2(cudaStream_t s, float *out, float *lse, const float *q, const float *k,
+                     const float *v, int64_t B, const AttnDims &a)
+{
+    static size_t set[64];
+    const size_t sm = Fwd2Smem<R, KPL>::bytes((int)a.D);
+    cudaError_t e = allow_smem_cached(attn_fwd_v2_kernel<R, KPL, VW, NC>, sm, set);
+    if (e != cudaSuccess) return e;
+    constexpr int BQ = kW2 * R;
+    dim3 grid((unsigned)((a.T + BQ - 1) / BQ), (unsigned)a.Hq, (unsigned)B);
+    attn_fwd_v2_kernel<R, KPL, VW, NC><<<grid, kW2 * 32, sm, s>>>(out, lse, q, k, v, a);
+    return cudaGetLastError();
+}
+
+template <int R, int KPL, int VW, int NC>
+cudaError_t run_bwd2(cudaStream_t s, float *dq, float *dk, float *dv, const float *q,
+                     const float *k, const float *v, const float *lse, const float *dsum,
+                     const float *dout, int64_t B, const AttnDims &a)
+{
+    static size_t set_q[64], set_kv[64];
+    const size_t sq = Dq2Smem<R, KPL>::bytes((int)a.D), skv = Dkv2Smem<R, KPL>::bytes((int)a.D);
+    cudaError_t e = allow_smem_cached(attn_bwd_dq_v2_kernel<R, KPL, VW, NC>, sq, set_q);
+    if (e == cudaSuccess) e = allow_smem_cached(attn_bwd_dkv_v2_kernel<R, KPL, VW, NC>, skv, set_kv);
+    if (e != cudaSuccess) return e;
+    constexpr int BR = kW2 * R;
+    dim3 gq((unsigned)((a.T + BR - 1) / BR), (unsigned)a.Hq, (unsigned)B);
+    attn_bwd_dq_v2_kernel<R, KPL, VW, NC><<<gq, kW2 * 32, sq, s>>>(dq, q, k, v, lse, dsum, dout, a);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    dim3 gkv((unsigned)((a.S + BR - 1) / BR), (unsigned)a.Hkv, (unsigned)B);
+    attn_bwd_dkv_v2_kernel<R, KPL, VW, NC><<<gkv, kW2 * 32, skv, s>>>(dk, dv, q, k, v, lse, dsum,
+                                                                     dout, a);
+    return cudaGetLastError();
+}
+
+// Version 2 shapes per head dim: D <= 128 takes R = 8 rows per warp,
+// D <= 256 R = 4 (shared memory); 64-key (dk/dv: 64-query) tiles.
+#define CQK_ATTN_V2_DISPATCH(FN, ...)                                                  \
+    (a.D <= 32    ? FN<8, 2, 1, 1>(__VA_ARGS__)                                        \
+     : a.D <= 64  ? FN<8, 2, 2, 1>(__VA_ARGS__)                                        \
+     : a.D <= 128 ? FN<8, 2, 4, 1>(__VA_ARGS__)                                        \
+                  : FN<4, 2, 4, 2>(__VA_ARGS__))
+
+// Version 2 runs when selected and its shared memory fits the device (the
+// D = 256 dk/dv kernel needs 216 KiB: not on an A100); else version 1.
+bool use_v2(const AttnDims &a, bool bwd)
+{
+    if (attn_version() != 2) return false;
+    const int D = (int)a.D;
+    size_t need;
+    if (D <= 128)
+        need = bwd ? std::max(Dq2Smem<8, 2>::bytes(D), Dkv2Smem<8, 2>::bytes(D)) : Fwd2Smem<8, 2>::bytes(D);
+    else
+        need = bwd ? std::max(Dq2Smem<4, 2>::bytes(D), Dkv2Smem<4, 2>::bytes(D)) : Fwd2Smem<4, 2>::bytes(D);
+    return need <= smem_optin_attn();
+}
+
 }  // namespace
 
 extern "C" cudaError_t cqk_attn(cudaStream_t s, float *out, float *lse, const float *q,
@@ -351,6 +984,7 @@ extern "C" cudaError_t cqk_attn(cudaStream_t s, float *out, float *lse, const fl
     if (!dims_ok(B, a)) return cudaErrorInvalidValue;
     if (B == 0 || T == 0 || Hq == 0) return cudaSuccess;
     if (S == 0) return cudaErrorInvalidValue;   // a query with no key has no softmax
+    if (use_v2(a, false)) return CQK_ATTN_V2_DISPATCH(run_fwd2, s, out, lse, q, k, v, B, a);
     if (D <= 32) return run_fwd<1>(s, out, lse, q, k, v, B, a);
     if (D <= 64) return run_fwd<2>(s, out, lse, q, k, v, B, a);
     if (D <= 128) return run_fwd<4>(s, out, lse, q, k, v, B, a);
@@ -375,8 +1009,14 @@ extern "C" cudaError_t cqk_attn_bwd(cudaStream_t s, float *dq, float *dk, float 
     attn_dsum_kernel<<<grid_for(rows * 32, 256, 0x7fffffffu), 256, 0, s>>>(dsum, out, dout, B, a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
+    if (use_v2(a, true))
+        return CQK_ATTN_V2_DISPATCH(run_bwd2, s, dq, dk, dv, q, k, v, lse, dsum, dout, B, a);
     if (D <= 32) return run_bwd<1>(s, dq, dk, dv, q, k, v, lse, dsum, dout, B, a);
     if (D <= 64) return run_bwd<2>(s, dq, dk, dv, q, k, v, lse, dsum, dout, B, a);
     if (D <= 128) return run_bwd<4>(s, dq, dk, dv, q, k, v, lse, dsum, dout, B, a);
     return run_bwd<8>(s, dq, dk, dv, q, k, v, lse, dsum, dout, B, a);
 }
+
+extern "C" void cqk_attn_set_version(int version) { g_attn_version = version == 2 ? 2 : 1; }
+
+extern "C" int cqk_attn_version(void) { return attn_version(); }

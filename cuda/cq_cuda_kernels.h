@@ -72,6 +72,13 @@ cudaError_t cqk_rope(cudaStream_t s, float *y, const float *x, int64_t B, int64_
 cudaError_t cqk_attn(cudaStream_t s, float *out, float *lse /* may be NULL */, const float *q,
                      const float *k, const float *v, int64_t B, int64_t T, int64_t S, int64_t Hq,
                      int64_t Hkv, int64_t D, int64_t pos0, float scale);
+/* Kernel version of cqk_attn / cqk_attn_bwd: 1 = one query row per warp,
+ * 2 = register-tiled (several rows per warp, docs/cuda.md). The first call
+ * reads CQ_CUDA_ATTN (1 or 2, default 1) once; set_version overrides it
+ * (tests run both). Version 2 falls back to 1 where its shared memory does
+ * not fit the device. */
+void cqk_attn_set_version(int version);
+int cqk_attn_version(void);
 /* dsum: workspace of B*Hq*T floats. */
 cudaError_t cqk_attn_bwd(cudaStream_t s, float *dq, float *dk, float *dv, const float *q,
                          const float *k, const float *v, const float *out, const float *lse,

@@ -16,6 +16,7 @@
 #include "backends.h"
 #include "cq_ops.h"
 #include "cuda/cq_cuda.h"
+#include "cuda/cq_cuda_kernels.h"
 #include "op_cases.h"
 
 static cq_backend *g_cpu, *g_cuda;
@@ -225,19 +226,32 @@ static void test_qmatmul_llama_shapes(void **state)
     assert_int_equal(failed, 0);
 }
 
+/* Every case under both kernel versions of cuda/attention.cu (1: a query
+ * row per warp, 2: register-tiled, 64-row tiles), then the version the
+ * environment picked is restored. */
 static void test_attention_shapes(void **state)
 {
     (void)state;
-    tr_seed(23);
     int failed = 0;
-    for (int bwd = 0; bwd < 2; bwd++) {
-        failed += attn_case(bwd, 1, 70, 70, 8, 2, 128) != 0;   /* several key tiles, GQA 4:1 */
-        failed += attn_case(bwd, 2, 5, 100, 4, 4, 64) != 0;    /* KV cache: pos0 = 95 */
-        failed += attn_case(bwd, 1, 1, 200, 32, 8, 128) != 0;  /* decoding */
-        failed += attn_case(bwd, 1, 40, 40, 2, 1, 80) != 0;    /* D not a power of two */
-        failed += attn_case(bwd, 1, 33, 45, 2, 2, 256) != 0;   /* > 48 KiB of shared memory */
-        failed += attn_case(bwd, 1, 9, 9, 3, 1, 17) != 0;      /* odd D */
+    const int env_version = cqk_attn_version();
+    for (int ver = 1; ver <= 2; ver++) {
+        cqk_attn_set_version(ver);
+        printf("  attention kernels: version %d\n", ver);
+        tr_seed(23);
+        for (int bwd = 0; bwd < 2; bwd++) {
+            failed += attn_case(bwd, 1, 70, 70, 8, 2, 128) != 0;   /* several key tiles, GQA 4:1 */
+            failed += attn_case(bwd, 2, 5, 100, 4, 4, 64) != 0;    /* KV cache: pos0 = 95 */
+            failed += attn_case(bwd, 1, 1, 200, 32, 8, 128) != 0;  /* decoding */
+            failed += attn_case(bwd, 1, 40, 40, 2, 1, 80) != 0;    /* D not a power of two */
+            failed += attn_case(bwd, 1, 33, 45, 2, 2, 256) != 0;   /* > 48 KiB of shared memory */
+            failed += attn_case(bwd, 1, 9, 9, 3, 1, 17) != 0;      /* odd D */
+            failed += attn_case(bwd, 1, 300, 300, 4, 2, 128) != 0; /* 5 query / key tiles of 64 */
+            failed += attn_case(bwd, 1, 40, 300, 4, 2, 128) != 0;  /* pos0 = 260, partial tiles */
+            failed += attn_case(bwd, 2, 70, 70, 2, 1, 36) != 0;    /* D % 8 = 4, two tiles */
+            failed += attn_case(bwd, 1, 130, 150, 2, 1, 256) != 0; /* D 256, pos0 = 20, 3 tiles */
+        }
     }
+    cqk_attn_set_version(env_version);
     assert_int_equal(failed, 0);
 }
 
