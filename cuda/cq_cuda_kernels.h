@@ -74,9 +74,10 @@ cudaError_t cqk_attn(cudaStream_t s, float *out, float *lse /* may be NULL */, c
                      int64_t Hkv, int64_t D, int64_t pos0, float scale);
 /* Kernel version of cqk_attn / cqk_attn_bwd: 1 = one query row per warp,
  * 2 = register-tiled (several rows per warp, docs/cuda.md). The first call
- * reads CQ_CUDA_ATTN (1 or 2, default 1) once; set_version overrides it
- * (tests run both). Version 2 falls back to 1 where its shared memory does
- * not fit the device. */
+ * reads CQ_CUDA_ATTN (1 or 2) once; without it (0, auto) version 2 runs
+ * for calls of >= 128 query rows and version 1 for the rest; set_version
+ * (1, 2, or 0 = auto) overrides it (tests run both). Version 2 falls back
+ * to 1 where its shared memory does not fit the device. */
 void cqk_attn_set_version(int version);
 int cqk_attn_version(void);
 /* dsum: workspace of B*Hq*T floats. */
