@@ -134,8 +134,13 @@ cudaError_t cqk_qgemv(cudaStream_t s, float *Y, const float *X, int64_t N, const
  * applied (the batch path: then a GEMM). */
 cudaError_t cqk_qdequant(cudaStream_t s, float *Wt, int64_t row0, int64_t nrows,
                          const cqk_qweight *w);
-/* Which GEMV kernel cqk_qgemv picks ("fast" or "generic"), for logs/benchmarks. */
+/* Which GEMV kernel cqk_qgemv picks ("fast vN" or "generic"), for logs/benchmarks. */
 const char *cqk_qgemv_path(const cqk_qweight *w);
+/* Variant of the fast GEMV kernel (0..3, cuda/qmatmul.cu; default 2, or
+ * CQ_QGEMV_VARIANT read once): set_variant overrides it (test_cuda runs
+ * every variant; out-of-range values select the default). */
+void cqk_qgemv_set_variant(int v);
+int cqk_qgemv_variant(void);
 
 #ifdef __cplusplus
 }

@@ -420,14 +420,15 @@ cudaError_t launch_fast_v(cudaStream_t s, float *Y, const float *X, int64_t N, c
 // 2 = half the rows, 4 blocks of 4 warps; 3 = 4 rows, 2 blocks of 4 warps.
 // CQ_QGEMV_VARIANT=0..3 picks one for benchmarking (tools/bench_cuda);
 // the default is the one measured fastest (docs/cuda.md).
+int g_gemv_variant = -1;   // -1: not read yet
+
 int gemv_variant()
 {
-    static int v = -1;
-    if (v < 0) {
+    if (g_gemv_variant < 0) {
         const char *e = getenv("CQ_QGEMV_VARIANT");
-        v = (e && *e >= '0' && *e <= '3' && !e[1]) ? *e - '0' : 2;
+        g_gemv_variant = (e && *e >= '0' && *e <= '3' && !e[1]) ? *e - '0' : 2;
     }
-    return v;
+    return g_gemv_variant;
 }
 
 template <int BITS>
@@ -449,6 +450,10 @@ extern "C" int cqk_qmatmul_supported_bits(int bits)
 {
     return bits == 2 || bits == 3 || bits == 4 || bits == 8;
 }
+
+extern "C" void cqk_qgemv_set_variant(int v) { g_gemv_variant = v >= 0 && v <= 3 ? v : 2; }
+
+extern "C" int cqk_qgemv_variant(void) { return gemv_variant(); }
 
 extern "C" const char *cqk_qgemv_path(const cqk_qweight *q)
 {

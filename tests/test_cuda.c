@@ -198,13 +198,19 @@ static void test_qmatmul_sweep(void **state)
     tr_seed(21);
     static const int bits[] = { 2, 3, 4, 8 }, groups[] = { 0, 32, 64, 128 };
     int failed = 0;
-    for (int b = 0; b < 4; b++)
-        for (int g = 0; g < 4; g++) {
-            failed += qmatmul_case(1, 70, 512, bits[b], groups[g], 2) != 0;    /* fast, N = 1 */
-            failed += qmatmul_case(3, 33, 384, bits[b], groups[g], 0) != 0;    /* fast, no cherries */
-            failed += qmatmul_case(2, 19, 200, bits[b], groups[g], 3) != 0;    /* generic, partial group */
-            failed += qmatmul_case(24, 41, 256, bits[b], groups[g], 2) != 0;   /* batch path */
-        }
+    const int env_variant = cqk_qgemv_variant();
+    for (int v = 0; v < 4; v++) {   /* every fast-GEMV variant of cuda/qmatmul.cu */
+        cqk_qgemv_set_variant(v);
+        for (int b = 0; b < 4; b++)
+            for (int g = 0; g < 4; g++) {
+                failed += qmatmul_case(1, 70, 512, bits[b], groups[g], 2) != 0;    /* fast, N = 1 */
+                failed += qmatmul_case(3, 33, 384, bits[b], groups[g], 0) != 0;    /* fast, no cherries */
+                if (v) continue;   /* the rest do not take the fast kernel */
+                failed += qmatmul_case(2, 19, 200, bits[b], groups[g], 3) != 0;    /* generic, partial group */
+                failed += qmatmul_case(24, 41, 256, bits[b], groups[g], 2) != 0;   /* batch path */
+            }
+    }
+    cqk_qgemv_set_variant(env_variant);
     assert_int_equal(failed, 0);
 }
 
@@ -215,13 +221,18 @@ static void test_qmatmul_llama_shapes(void **state)
     (void)state;
     tr_seed(22);
     int failed = 0;
-    failed += qmatmul_case(1, 512, 4096, 3, 128, 16) != 0;
-    failed += qmatmul_case(1, 256, 4096, 4, 128, 16) != 0;
-    failed += qmatmul_case(1, 128, 11008, 3, 128, 43) != 0;
-    failed += qmatmul_case(1, 128, 11008, 4, 64, 43) != 0;
-    failed += qmatmul_case(1, 64, 14336, 3, 128, 56) != 0;
-    failed += qmatmul_case(4, 300, 4096, 2, 64, 16) != 0;
-    failed += qmatmul_case(1, 64, 4096, 8, 128, 16) != 0;
+    const int env_variant = cqk_qgemv_variant();
+    for (int v = 0; v < 4; v++) {
+        cqk_qgemv_set_variant(v);
+        failed += qmatmul_case(1, 512, 4096, 3, 128, 16) != 0;
+        failed += qmatmul_case(1, 256, 4096, 4, 128, 16) != 0;
+        failed += qmatmul_case(1, 128, 11008, 3, 128, 43) != 0;
+        failed += qmatmul_case(1, 128, 11008, 4, 64, 43) != 0;
+        failed += qmatmul_case(1, 64, 14336, 3, 128, 56) != 0;
+        failed += qmatmul_case(4, 300, 4096, 2, 64, 16) != 0;
+        failed += qmatmul_case(1, 64, 4096, 8, 128, 16) != 0;
+    }
+    cqk_qgemv_set_variant(env_variant);
     failed += qmatmul_case(64, 256, 4096, 3, 128, 16) != 0;   /* prefill through the GEMM */
     assert_int_equal(failed, 0);
 }
