@@ -128,7 +128,7 @@ fi
 fi
 if want ncu; then
 sect "ncu on the 3-bit mixed GEMV (first shape, one launch) and its SASS"
-ncu --clock-control none --kernel-name regex:qgemv_fast_kernelILi3 --launch-skip 20 --launch-count 1 --set full \
+ncu --clock-control none --kernel-name qgemv_fast_kernel --launch-skip 2 --launch-count 1 --set full \
     "$bin/tools/bench_cuda" --iters 30 >"$OUT/ncu.txt" 2>&1; echo "rc $?"
 grep -E 'Duration|DRAM Throughput|Memory Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Issue Slots Busy|Issued Ipc|No Eligible|Warp Cycles Per Issued|Executed Instructions  |Block Limit' "$OUT/ncu.txt" | head -40
 cuobjdump -sass "$bin/tools/bench_cuda" | awk '/Function : .*qgemv_fast_kernelILi3ELi2ELb0ELi4/{f=1} /Function :/&&!/ILi3ELi2ELb0ELi4/{f=0} f' >"$OUT/k3.sass"
