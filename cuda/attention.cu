@@ -896,34 +896,6 @@ int attn_version()
     return g_attn_version;
 }
 
-// Opt-in shared memory per block of the current device (cached per device).
-size_t smem_optin_attn()
-{
-    static int cached[64];   // bytes + 1, 0 = not read
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 48 * 1024;
-    if (dev >= 0 && dev < 64 && cached[dev]) return (size_t)(cached[dev] - 1);
-    int v = 0;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-        v = 48 * 1024;
-    if (dev >= 0 && dev < 64) cached[dev] = v + 1;
-    return (size_t)v;
-}
-
-// Raise a kernel's dynamic shared memory limit once per device and size
-// (`set` is the kernel's own cache: the largest size allowed per device).
-template <typename K>
-cudaError_t allow_smem_cached(K kernel, size_t bytes, size_t *set)
-{
-    if (bytes <= 48 * 1024) return cudaSuccess;
-    int dev = 0;
-    cudaGetDevice(&dev);
-    if (dev >= 0 && dev < 64 && bytes <= set[dev]) return cudaSuccess;
-    const cudaError_t e =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    if (e == cudaSuccess && dev >= 0 && dev < 64) set[dev] = bytes;
-    return e;
-}
 
 template <int R, int KPL, int VW, int NC>
 cudaError_t run_fwd2(cudaStream_t s, float *out, float *lse, const float *q, const float *k,
@@ -980,7 +952,7 @@ bool use_v2(const AttnDims &a, bool bwd)
         need = bwd ? std::max(Dq2Smem<8, 2>::bytes(D), Dkv2Smem<8, 2>::bytes(D)) : Fwd2Smem<8, 2>::bytes(D);
     else
         need = bwd ? std::max(Dq2Smem<4, 2>::bytes(D), Dkv2Smem<4, 2>::bytes(D)) : Fwd2Smem<4, 2>::bytes(D);
-    return need <= smem_optin_attn();
+    return need <= smem_optin_bytes();
 }
 
 }  // namespace

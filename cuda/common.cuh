@@ -23,6 +23,37 @@ static inline unsigned grid_for(int64_t n, int threads, unsigned cap = 65535u * 
     return (unsigned)b;
 }
 
+// Opt-in shared memory per block of the current device, looked up once per
+// device per translation unit (a launch path must not pay a driver query
+// per call); 48 KiB if it cannot be read.
+static inline size_t smem_optin_bytes()
+{
+    static int cached[64];   // bytes + 1, 0 = not read
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 48 * 1024;
+    if (dev >= 0 && dev < 64 && cached[dev]) return (size_t)(cached[dev] - 1);
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        v = 48 * 1024;
+    if (dev >= 0 && dev < 64) cached[dev] = v + 1;
+    return (size_t)v;
+}
+
+// Raise a kernel's dynamic shared memory limit once per device and size
+// (`set` is the kernel's own cache: the largest size allowed per device).
+template <typename K>
+cudaError_t allow_smem_cached(K kernel, size_t bytes, size_t *set)
+{
+    if (bytes <= 48 * 1024) return cudaSuccess;
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev >= 0 && dev < 64 && bytes <= set[dev]) return cudaSuccess;
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e == cudaSuccess && dev >= 0 && dev < 64) set[dev] = bytes;
+    return e;
+}
+
 __device__ __forceinline__ float load_f(const void *p, int dt, int64_t i)
 {
     switch (dt) {

@@ -372,27 +372,13 @@ bool valid(const cqk_qweight *q)
     return true;
 }
 
-// Opt-in shared memory per block of the current device, looked up once per
-// device (the launch path must not pay a driver query per call).
-int smem_optin()
-{
-    static int cached[64];
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return 48 * 1024;
-    if (dev < 64 && cached[dev]) return cached[dev];
-    int optin = 48 * 1024;
-    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    if (dev < 64) cached[dev] = optin;
-    return optin;
-}
-
 size_t fast_smem(const cqk_qweight *q) { return (size_t)(q->in + q->in / 32) * sizeof(float); }
 
 bool fast_ok(const cqk_qweight *q)
 {
     if (q->in <= 0 || q->in % 128 || q->in >= ((int64_t)1 << 31) || (q->group && q->group % 32)) return false;
     if (q->row_bytes % 16 || ((uintptr_t)q->codes & 15)) return false;
-    return fast_smem(q) <= (size_t)smem_optin();
+    return fast_smem(q) <= smem_optin_bytes();
 }
 
 template <int BITS, int ROWS, bool PF, int MINB, int WARPS = kWarpsFast>
@@ -400,14 +386,8 @@ cudaError_t launch_fast_v(cudaStream_t s, float *Y, const float *X, int64_t N, c
                           size_t smem)
 {
     static size_t smem_set[64];   // the largest size already allowed, per device
-    int dev = 0;
-    cudaGetDevice(&dev);
-    if (smem > 48 * 1024 && (dev < 0 || dev >= 64 || smem > smem_set[dev])) {
-        cudaError_t e = cudaFuncSetAttribute(qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e != cudaSuccess) return e;
-        if (dev >= 0 && dev < 64) smem_set[dev] = smem;
-    }
+    cudaError_t e = allow_smem_cached(qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS>, smem, smem_set);
+    if (e != cudaSuccess) return e;
     const int64_t per_block = (int64_t)WARPS * ROWS;
     dim3 grid((unsigned)((w.out + per_block - 1) / per_block), (unsigned)N);
     qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS><<<grid, WARPS * 32, smem, s>>>(Y, X, w);
