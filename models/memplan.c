@@ -32,7 +32,8 @@
  *   train     4P weights + 4P grads + 8P AdamW m, v + 4*2 A_tok N
  *             + 4 A_tok N: the trainer evaluates (batch B, no grad) on the
  *             same context, which caches the training buffers across the reset
- *   qat       train + Plin masks (u8) + 4P best weights (keep_best)
+ *   qat       train + Plin masks (u8) + 4P best weights (keep_best; the
+ *             RTN start seeds them, no second copy)
  *             + 4*2 Plin fake-quant copies and their grads;
  *             cherryq also runs impact first: max(impact, qat)
  *   gptq      4P + captured layer inputs 4 samples seqlen dim
@@ -61,8 +62,9 @@
  *             + the lm_head 2 V dim (+ 4 V dim gradient unchunked);
  *   offload: AdamW m, v move to host memory (8P, pinned on CUDA); the device
  *             keeps a staging pair of the largest parameter, 8 maxparam.
- *   QAT's host copies (best weights, keep_best; the RTN starting point kept
- *   by cq_qat_train) are malloc'ed: 8P host whatever the backend.
+ *   QAT's host copy of the best weights (keep_best, seeded with the RTN
+ *   starting point, so it is also the start cq_qat_train falls back to) is
+ *   malloc'ed: 4P host whatever the backend.
  * Plus a fixed 64 MiB for the process itself (code, OpenBLAS buffers, the
  * tokenizer), as models/llama_io.c's load check uses.
  * Not counted: the corpus text and token ids of train/quantize (their size
@@ -142,7 +144,7 @@ int cq_memplan_estimate(const cq_llama_config *cf, cq_plan_cmd cmd, const cq_pla
         }
         if (qat) {
             state += Plin;                               /* cherry masks (u8) */
-            host_only += 8 * P;                          /* best weights + RTN start */
+            host_only += 4 * P;                          /* best weights (seeded with the RTN start) */
         }
         if (o->checkpoint) {
             act = 4 * (L + 1) * dim * N + 4 * 6 * dim * N + 4 * 2 * (a_layer + Hq + dim) * N + 4 * 2 * V * Nx +

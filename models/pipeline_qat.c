@@ -9,40 +9,6 @@
 #include "pipeline.h"
 #include "train.h"
 
-/* host copy of every parameter (the RTN starting point) */
-static int snapshot(const cq_llama *m, float ***out)
-{
-    float **s = calloc((size_t)m->n_params + 1, sizeof *s);
-    if (!s) return CQ_ENOMEM;
-    for (int i = 0; i < m->n_params; i++) {
-        if (!m->params[i]) continue;
-        s[i] = malloc(cq_tensor_nbytes(m->params[i]) + 1);
-        if (!s[i] || cq_tensor_get(m->params[i], s[i], cq_tensor_nbytes(m->params[i]))) {
-            for (int j = 0; j <= i; j++) free(s[j]);
-            free(s);
-            return CQ_ENOMEM;
-        }
-    }
-    *out = s;
-    return CQ_OK;
-}
-
-static int restore(cq_llama *m, float **s)
-{
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i] && s[i]) {
-            int r = cq_tensor_set(m->params[i], s[i], cq_tensor_nbytes(m->params[i]));
-            if (r) return r;
-        }
-    return CQ_OK;
-}
-
-static void snapshot_free(const cq_llama *m, float **s)
-{
-    for (int i = 0; s && i < m->n_params; i++) free(s[i]);
-    free(s);
-}
-
 int cq_qat_train(cq_llama *m, const cq_qplan *p, const cq_qspec *s, const struct cq_train_opts *o,
                  const int32_t *train, size_t n_train, const int32_t *val, size_t n_val, bool resume,
                  cq_qat_result *res)
@@ -61,11 +27,13 @@ int cq_qat_train(cq_llama *m, const cq_qplan *p, const cq_qspec *s, const struct
     int r = cq_qat_setup(m, p, s);
     if (r) return r;
     cq_trainer *t = NULL;
-    float **start = NULL;
     r = cq_trainer_create(&t, m, &to, train, n_train, val, n_val);
-    /* the RTN starting point: the fake-quant forward of the unchanged weights */
+    /* the RTN starting point: the fake-quant forward of the unchanged weights.
+     * It seeds the trainer's best copy, so "keep the start if training never
+     * beat it" needs no second host copy of the weights (4P bytes: 27 GB for
+     * a 7B model). A resumed run's checkpoint brings its own best copy. */
     if (!r) r = cq_trainer_eval(t, &res->start_val);
-    if (!r) r = snapshot(m, &start);
+    if (!r) r = cq_trainer_seed_best(t, res->start_val);
     if (!r && resume && to.ckpt_dir) {
         /* no checkpoint yet (killed before the first one) is not an error */
         size_t pl = strlen(to.ckpt_dir) + sizeof "/trainer.ckpt";
@@ -85,19 +53,18 @@ int cq_qat_train(cq_llama *m, const cq_qplan *p, const cq_qspec *s, const struct
         res->steps = cq_trainer_step_count(t);
         res->best_val = cq_trainer_best_val(t);
         res->epochs = (double)res->steps * (double)(to.batch * to.seq * to.accum) / (double)n_train;
+        /* the best copy is the start unless an evaluation beat it */
+        r = cq_trainer_restore_best(t);
         if (res->best_val < res->start_val) {
-            r = cq_trainer_restore_best(t);
             res->final_val = res->best_val;
         } else {
-            cq_warn("qat: training did not improve the held-out loss (%.4f -> best %.4f); keeping the "
-                    "round-to-nearest starting point",
-                    res->start_val, res->best_val);
-            r = restore(m, start);
+            cq_warn("qat: training never brought the held-out loss below the round-to-nearest start (%.4f); "
+                    "keeping the starting point",
+                    res->start_val);
             res->final_val = res->start_val;
             res->kept_start = true;
         }
     }
-    snapshot_free(m, start);
     cq_trainer_destroy(&t);
     cq_qat_clear(m);
     /* the training-memory options were for the QAT run only */

@@ -451,11 +451,10 @@ int cq_trainer_eval(cq_trainer *t, double *mean_nll)
     return CQ_OK;
 }
 
-static int remember_best(cq_trainer *t, double v)
+/* the current weights become the best copy (host memory) */
+static int take_best(cq_trainer *t)
 {
-    if (!(v < t->best_val)) return CQ_OK;
-    t->best_val = v;
-    if (!t->o.keep_best) return CQ_OK;
+    t->have_best = false;   /* until every copy is complete */
     for (int i = 0; i < t->n_ps; i++) {
         tparam *tp = &t->ps[i];
         size_t n = (size_t)cq_tensor_numel(tp->p);
@@ -465,6 +464,25 @@ static int remember_best(cq_trainer *t, double v)
     }
     t->have_best = true;
     return CQ_OK;
+}
+
+static int remember_best(cq_trainer *t, double v)
+{
+    if (!(v < t->best_val)) return CQ_OK;
+    t->best_val = v;
+    if (!t->o.keep_best) return CQ_OK;
+    return take_best(t);
+}
+
+int cq_trainer_seed_best(cq_trainer *t, double val)
+{
+    CQ_CHECK_ARG(t && isfinite(val), CQ_EINVAL);
+    if (!t->o.keep_best) {
+        cq_error("trainer: seed_best needs keep_best");
+        return CQ_EINVAL;
+    }
+    t->best_val = val;
+    return take_best(t);
 }
 
 int cq_trainer_restore_best(cq_trainer *t)
@@ -749,8 +767,10 @@ int cq_trainer_load(cq_trainer *t, const char *dir)
         t->rng = rng;
         t->n_skipped = (int64_t)nsk;
         t->n_bad_run = (int64_t)nbad;
-        memcpy(&t->best_val, &bv, 8);
-        t->have_best = hb != 0;
+        if (hb || !t->have_best) {   /* a checkpoint without best weights keeps a seeded copy */
+            memcpy(&t->best_val, &bv, 8);
+            t->have_best = hb != 0;
+        }
         r = zero_grads(t);
     }
 done:

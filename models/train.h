@@ -116,6 +116,12 @@ CQ_API double cq_trainer_lr(const cq_trainer *t, int64_t step); /* schedule */
  * (keep_best only; CQ_EINVAL otherwise or if no evaluation ran). */
 CQ_API double cq_trainer_best_val(const cq_trainer *t);
 CQ_API int cq_trainer_restore_best(cq_trainer *t);
+/* keep_best only: take the current weights as the best so far, with
+ * validation loss val (QAT seeds it with the round-to-nearest start, so the
+ * best copy doubles as the start and no second host copy is needed).
+ * Evaluations replace it only when strictly lower. A checkpoint that holds
+ * no best weights does not clear the seed on load. */
+CQ_API int cq_trainer_seed_best(cq_trainer *t, double val);
 
 /* GPTQ-protocol NLL (CHERRYQ.md section 7) on the ctx's backend without
  * gradients: tokens cut into floor(n / seqlen) non-overlapping windows of

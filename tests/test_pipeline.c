@@ -702,6 +702,51 @@ static void test_e2e_cherryq(void **state)
     cq_llama_destroy(&m);
 }
 
+/* QAT that never beats the round-to-nearest start (a learning rate that
+ * wrecks the weights): the start comes back bitwise, from the trainer's
+ * best copy that the start seeded (no second copy of the weights). */
+static void test_qat_keeps_start(void **state)
+{
+    (void)state;
+    cq_llama *m = load_fp();
+    cq_qspec s = spec(3, 32, true, CQ_SEL_MAGNITUDE, 1);
+    cq_qplan p;
+    assert_int_equal(cq_qplan_make(&p, m, NULL, &s), 0);
+    float **w0 = calloc((size_t)m->n_params, sizeof *w0);
+    assert_non_null(w0);
+    for (int i = 0; i < m->n_params; i++) {
+        w0[i] = malloc(cq_tensor_nbytes(m->params[i]));
+        assert_non_null(w0[i]);
+        assert_int_equal(cq_tensor_get(m->params[i], w0[i], cq_tensor_nbytes(m->params[i])), 0);
+    }
+    cq_train_opts o;
+    cq_train_opts_default(&o);
+    o.steps = 4;
+    o.batch = 2;
+    o.seq = 32;
+    o.lr = 50.0f;
+    o.warmup = 0;
+    o.clip = 0;
+    o.eval_every = 2;
+    cq_qat_result res;
+    assert_int_equal(cq_qat_train(m, &p, &s, &o, corpus, 30000, corpus + 30000, 2048, false, &res), 0);
+    fprintf(stderr, "qat at lr 50: start %.4f best %.4f final %.4f kept_start %d\n", res.start_val, res.best_val,
+            res.final_val, res.kept_start);
+    assert_true(res.kept_start);
+    assert_true(res.final_val == res.start_val);
+    for (int i = 0; i < m->n_params; i++) {
+        float *w = malloc(cq_tensor_nbytes(m->params[i]));
+        assert_non_null(w);
+        assert_int_equal(cq_tensor_get(m->params[i], w, cq_tensor_nbytes(m->params[i])), 0);
+        assert_memory_equal(w, w0[i], cq_tensor_nbytes(m->params[i]));
+        free(w);
+        free(w0[i]);
+    }
+    free(w0);
+    cq_qplan_free(&p);
+    cq_llama_destroy(&m);
+}
+
 /* ------------------------------------------------------------ bad input */
 
 /* overwrite bytes of tensor `name` in dir/model.safetensors */
@@ -1024,6 +1069,7 @@ int main(void)
         cmocka_unit_test(test_qmodel_roundtrip),
         cmocka_unit_test(test_gptq_vs_rtn),
         cmocka_unit_test(test_e2e_cherryq),
+        cmocka_unit_test(test_qat_keeps_start),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_svg),
     };
