@@ -64,7 +64,7 @@
  *             keeps a staging pair of the largest parameter, 8 maxparam.
  *   QAT's host copy of the best weights (keep_best, seeded with the RTN
  *   starting point, so it is also the start cq_qat_train falls back to) is
- *   malloc'ed: 4P host whatever the backend.
+ *   malloc'ed: 4P host whatever the backend; best_on_disk: in a file, 0.
  * Plus a fixed 64 MiB for the process itself (code, OpenBLAS buffers, the
  * tokenizer), as models/llama_io.c's load check uses.
  * Not counted: the corpus text and token ids of train/quantize (their size
@@ -144,7 +144,7 @@ int cq_memplan_estimate(const cq_llama_config *cf, cq_plan_cmd cmd, const cq_pla
         }
         if (qat) {
             state += Plin;                               /* cherry masks (u8) */
-            host_only += 4 * P;                          /* best weights (seeded with the RTN start) */
+            if (!o->best_on_disk) host_only += 4 * P;    /* best weights (seeded with the RTN start) */
         }
         if (o->checkpoint) {
             act = 4 * (L + 1) * dim * N + 4 * 6 * dim * N + 4 * 2 * (a_layer + Hq + dim) * N + 4 * 2 * V * Nx +

@@ -43,6 +43,7 @@ typedef struct cq_plan_opts {
     int64_t xent_chunk; /* > 0: cross-entropy this many tokens at a time */
     int compute_bytes;  /* 2: bf16/f16 GEMM inputs; else f32 */
     bool offload;       /* AdamW m, v in host memory, streamed through staging */
+    bool best_on_disk;  /* QAT: the best-weights copy in a file, not host memory */
 } cq_plan_opts;
 
 typedef struct cq_plan_est {

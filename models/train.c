@@ -1,7 +1,10 @@
 /* cherryq: the trainer. Semantics and checkpoint layout: train.h. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
 
 #include "cq_io.h"
 #include "train.h"
@@ -451,10 +454,74 @@ int cq_trainer_eval(cq_trainer *t, double *mean_nll)
     return CQ_OK;
 }
 
-/* the current weights become the best copy (host memory) */
+static size_t max_param_bytes(const cq_trainer *t)
+{
+    size_t mx = 0;
+    for (int i = 0; i < t->n_ps; i++)
+        if (cq_tensor_nbytes(t->ps[i].p) > mx) mx = cq_tensor_nbytes(t->ps[i].p);
+    return mx;
+}
+
+/* best_file: the current weights, parameter after parameter, written
+ * atomically (a crash leaves the previous best file whole) */
+static int best_file_take(cq_trainer *t)
+{
+    float *tmp = malloc(max_param_bytes(t) + 1);
+    if (!tmp) return CQ_ENOMEM;
+    cq_afile f;
+    int r = cq_afile_open(&f, t->o.best_file);
+    for (int i = 0; i < t->n_ps && !r; i++) {
+        size_t nb = cq_tensor_nbytes(t->ps[i].p);
+        r = cq_tensor_get(t->ps[i].p, tmp, nb);
+        if (!r) r = cq_afile_write(&f, tmp, nb);
+    }
+    if (r) {
+        cq_afile_abort(&f);
+        cq_error("%s: cannot write the best weights (%s)", t->o.best_file, cq_strerror(r));
+    } else if ((r = cq_afile_commit(&f))) {
+        cq_error("%s: cannot write the best weights (%s)", t->o.best_file, cq_strerror(r));
+    }
+    free(tmp);
+    return r;
+}
+
+/* best_file: opened for reading, checked to hold every parameter */
+static int best_file_open(const cq_trainer *t, FILE **out)
+{
+    size_t total = 0;
+    for (int i = 0; i < t->n_ps; i++) total += cq_tensor_nbytes(t->ps[i].p);
+    FILE *fp = fopen(t->o.best_file, "rb");
+    if (!fp) {
+        cq_error("%s: cannot open the best weights: %s", t->o.best_file, strerror(errno));
+        return CQ_EIO;
+    }
+    if (fseeko(fp, 0, SEEK_END) != 0 || ftello(fp) != (off_t)total || fseeko(fp, 0, SEEK_SET) != 0) {
+        cq_error("%s: the best-weights file does not hold this model's %zu bytes", t->o.best_file, total);
+        fclose(fp);
+        return CQ_EBADMSG;
+    }
+    *out = fp;
+    return CQ_OK;
+}
+
+static int best_file_read(FILE *fp, const char *path, void *dst, size_t nb)
+{
+    if (fread(dst, 1, nb, fp) != nb) {
+        cq_error("%s: short read of the best weights", path);
+        return CQ_EIO;
+    }
+    return CQ_OK;
+}
+
+/* the current weights become the best copy (host memory or best_file) */
 static int take_best(cq_trainer *t)
 {
     t->have_best = false;   /* until every copy is complete */
+    if (t->o.best_file) {
+        int r = best_file_take(t);
+        if (!r) t->have_best = true;
+        return r;
+    }
     for (int i = 0; i < t->n_ps; i++) {
         tparam *tp = &t->ps[i];
         size_t n = (size_t)cq_tensor_numel(tp->p);
@@ -491,6 +558,19 @@ int cq_trainer_restore_best(cq_trainer *t)
     if (!t->o.keep_best || !t->have_best) {
         cq_error("trainer: no best weights kept (keep_best off or no evaluation ran)");
         return CQ_EINVAL;
+    }
+    if (t->o.best_file) {
+        FILE *fp = NULL;
+        float *tmp = malloc(max_param_bytes(t) + 1);
+        int r = tmp ? best_file_open(t, &fp) : CQ_ENOMEM;
+        for (int i = 0; i < t->n_ps && !r; i++) {
+            size_t nb = cq_tensor_nbytes(t->ps[i].p);
+            r = best_file_read(fp, t->o.best_file, tmp, nb);
+            if (!r) r = cq_tensor_set(t->ps[i].p, tmp, nb);
+        }
+        if (fp) fclose(fp);
+        free(tmp);
+        return r;
     }
     for (int i = 0; i < t->n_ps; i++) {
         int r = cq_tensor_set(t->ps[i].p, t->ps[i].best, cq_tensor_nbytes(t->ps[i].p));
@@ -618,6 +698,13 @@ int cq_trainer_save(cq_trainer *t, const char *dir)
         free(path);
         return r;
     }
+    FILE *bf = NULL;   /* best_file: read back in parameter order */
+    if (t->have_best && t->o.best_file && (r = best_file_open(t, &bf))) {
+        cq_afile_abort(&w.f);
+        free(tmp);
+        free(path);
+        return r;
+    }
     w_bytes(&w, CKPT_MAGIC, 8);
     w_u64(&w, CKPT_VERSION);
     w_u64(&w, shape_hash(t));
@@ -635,8 +722,14 @@ int cq_trainer_save(cq_trainer *t, const char *dir)
             r = state_get(t, tp, k, tmp);
             if (!r) r = w_bytes(&w, tmp, cq_tensor_nbytes(tp->p));
         }
-        if (!r && t->have_best) r = w_bytes(&w, tp->best, cq_tensor_nbytes(tp->p));
+        if (!r && t->have_best && bf) {
+            r = best_file_read(bf, t->o.best_file, tmp, cq_tensor_nbytes(tp->p));
+            if (!r) r = w_bytes(&w, tmp, cq_tensor_nbytes(tp->p));
+        } else if (!r && t->have_best) {
+            r = w_bytes(&w, tp->best, cq_tensor_nbytes(tp->p));
+        }
     }
+    if (bf) fclose(bf);
     uint64_t h = w.h;
     if (!r) r = w_u64(&w, h);
     if (!r) r = w.f.failed ? CQ_EIO : CQ_OK;
@@ -736,6 +829,12 @@ int cq_trainer_load(cq_trainer *t, const char *dir)
         cq_error("%s: checkpoint header is inconsistent", path);
         r = CQ_EBADMSG;
     }
+    cq_afile bw;   /* best_file: the checkpoint's best weights go there */
+    bool bw_open = false;
+    if (!r && hb && t->o.best_file) {
+        r = cq_afile_open(&bw, t->o.best_file);
+        bw_open = !r;
+    }
     for (int i = 0; i < t->n_ps && !r; i++) {
         tparam *tp = &t->ps[i];
         size_t nb = cq_tensor_nbytes(tp->p);
@@ -752,7 +851,10 @@ int cq_trainer_load(cq_trainer *t, const char *dir)
             if (!r) r = state_set(t, tp, 1, b.p + b.off);
             b.off += nb;
         }
-        if (!r && hb) {
+        if (!r && hb && bw_open) {
+            r = cq_afile_write(&bw, b.p + b.off, nb);
+            b.off += nb;
+        } else if (!r && hb) {
             if (!tp->best && !(tp->best = malloc(nb + 1))) r = CQ_ENOMEM;
             else memcpy(tp->best, b.p + b.off, nb);
             b.off += nb;
@@ -761,6 +863,10 @@ int cq_trainer_load(cq_trainer *t, const char *dir)
     if (!r && b.off != b.n) {
         cq_error("%s: %zu unexpected bytes at the end of the checkpoint", path, b.n - b.off);
         r = CQ_EBADMSG;
+    }
+    if (bw_open) {
+        if (r) cq_afile_abort(&bw);
+        else if ((r = cq_afile_commit(&bw))) cq_error("%s: cannot write the best weights (%s)", t->o.best_file, cq_strerror(r));
     }
     if (!r) {
         t->step = (int64_t)step;

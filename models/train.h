@@ -81,6 +81,12 @@ typedef struct cq_train_opts {
      * states; the checkpoint layout is the same, so a run can resume across
      * the option. */
     bool offload_optimizer;
+    /* keep_best only: hold the best weights in this file (all parameters as
+     * f32, in parameter order, written atomically at each new best) instead
+     * of host memory (4 bytes a parameter: 27 GB for a 7B model). NULL:
+     * memory. The string must outlive the trainer; the file is left in
+     * place (the caller removes it). */
+    const char *best_file;
     /* called after every step and every evaluation; may be NULL. Return
      * nonzero to stop training (cq_trainer_run then returns 0). */
     int (*progress)(const cq_train_progress *p, void *user);

@@ -41,6 +41,11 @@ expect 0 "gptq 4-bit g32" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out
 expect 0 "\"method\": \"cherryq\".*\"qat_steps\": 6" -- "$CQ" quantize --model "$M" --data "$T/c.txt" \
     --out "$T/q_cq" --method cherryq --bits 3 --group 64 --impact "$T/imp.st" --steps 6 --batch 2 --json
 check "[ -d '$T/q_cq.ckpt' ] && [ ! -e '$T/q_cq.tmp' ]"
+# the best-weights copy in a file instead of host memory: the same model, the file removed
+expect 0 "\"method\": \"cherryq\".*\"qat_steps\": 6" -- "$CQ" quantize --model "$M" --data "$T/c.txt" \
+    --out "$T/q_cqd" --method cherryq --bits 3 --group 64 --impact "$T/imp.st" --steps 6 --batch 2 --json --best-on-disk
+check "cmp -s '$T/q_cq/model.safetensors' '$T/q_cqd/model.safetensors' && [ ! -e '$T/q_cqd.ckpt/qat_best.f32' ]"
+expect 2 "--best-on-disk: only quantize" -- "$CQ" train --data "$T/c.txt" --out "$T/x" --best-on-disk
 expect 0 "handed back" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/q_qat" --method qat --bits 4 \
     --group 128 --steps 4 --batch 2
 expect 0 "capped at" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/q_cap" --method cherryq \

@@ -33,6 +33,13 @@ elif ! awk -v d="$dev" -v g="$gb" -v n="$naive" 'BEGIN { exit !(d < 74.5 && g < 
 else echo "ok: 7B QAT on cuda: $naive GiB device naive, $dev GiB ($gb GB) + $host GiB host with the options"; fi
 grep -q "activation checkpointing on, optimizer states in host memory, GEMM inputs bf16" "$T/out" \
     || fail "the options are not echoed"
+# --best-on-disk: QAT's best-weights copy (4P = 25.1 GiB for 7B) leaves host memory
+"$CQ" plan --config "$CFG7B" --backend cuda --command quantize --batch 4 --checkpoint-activations \
+    --offload-optimizer --compute-dtype bf16 --best-on-disk > "$T/out" 2>&1 || fail "plan --best-on-disk exited $?"
+host2=$(awk '$1 == "quantize" && $2 == "qat" { print $6 }' "$T/out")
+if awk -v a="$host" -v b="$host2" 'BEGIN { d = a - b; exit !(d > 24.5 && d < 25.7) }'; then
+    echo "ok: --best-on-disk: host $host -> $host2 GiB"
+else fail "--best-on-disk: host $host -> $host2 GiB (expected 25.1 GiB less)"; fi
 "$CQ" plan --config "$CFG7B" --compute-dtype f8 > "$T/out" 2>&1
 [ $? = 2 ] && grep -q "expected f32, bf16 or f16" "$T/out" && echo "ok: bad --compute-dtype is a usage error" \
     || fail "--compute-dtype f8"

@@ -396,6 +396,97 @@ static void test_trainable_hook_and_keep_best(void **state)
     free(tok);
 }
 
+static char g_log[4096];
+static void capture(cq_log_level lvl, const char *msg, void *user)
+{
+    (void)user;
+    size_t o = strlen(g_log);
+    if (lvl == CQ_LOG_ERROR && o < sizeof g_log) snprintf(g_log + o, sizeof g_log - o, "%s\n", msg);
+}
+
+/* keep_best with best_file: the same best weights as in host memory
+ * (bitwise), through a checkpoint and back into another trainer's file, and
+ * a truncated file refused with a message. */
+static int run_best(const char *best_file, float **w, size_t *nw, const char *save_dir)
+{
+    cq_llama_config cfg = tiny_cfg();
+    int32_t *tok = make_tokens(2048, cfg.vocab, 4);
+    cq_llama *m = NULL;
+    assert_int_equal(cq_llama_create(&m, &cfg, g_be, 8), 0);
+    cq_train_opts o = tiny_opts(6);
+    o.keep_best = true;
+    o.eval_every = 2;
+    o.lr = 3e-2f;
+    o.best_file = best_file;
+    cq_trainer *t = NULL;
+    assert_int_equal(cq_trainer_create(&t, m, &o, tok, 1800, tok + 1800, 248), 0);
+    double v0;
+    assert_int_equal(cq_trainer_eval(t, &v0), 0);
+    assert_int_equal(cq_trainer_seed_best(t, v0), 0);
+    assert_int_equal(cq_trainer_run(t), 0);
+    if (save_dir) assert_int_equal(cq_trainer_save(t, save_dir), 0);
+    assert_int_equal(cq_trainer_restore_best(t), 0);
+    params_snapshot(m, w, nw);
+    int improved = cq_trainer_best_val(t) < v0;
+    cq_trainer_destroy(&t);
+    cq_llama_destroy(&m);
+    free(tok);
+    return improved;
+}
+
+static void test_best_file(void **state)
+{
+    (void)state;
+    char bf[400], bf2[400], ck[400];
+    snprintf(bf, sizeof bf, "%s/best.f32", g_dir);
+    snprintf(bf2, sizeof bf2, "%s/best2.f32", g_dir);
+    snprintf(ck, sizeof ck, "%s/best_ckpt", g_dir);
+    assert_int_equal(cq_mkdir_p(ck), 0);
+    float *wm, *wf;
+    size_t nm, nf;
+    int imp_m = run_best(NULL, &wm, &nm, NULL);
+    int imp_f = run_best(bf, &wf, &nf, ck);
+    assert_int_equal(imp_m, imp_f);
+    assert_true(imp_m); /* the evaluations beat the start: the best is not the seed */
+    assert_int_equal(nm, nf);
+    assert_memory_equal(wm, wf, nm * sizeof(float));
+    /* the checkpoint's best weights into another file, then restored */
+    cq_llama_config cfg = tiny_cfg();
+    int32_t *tok = make_tokens(2048, cfg.vocab, 4);
+    cq_llama *m = NULL;
+    assert_int_equal(cq_llama_create(&m, &cfg, g_be, 99), 0);
+    cq_train_opts o = tiny_opts(6);
+    o.keep_best = true;
+    o.best_file = bf2;
+    cq_trainer *t = NULL;
+    assert_int_equal(cq_trainer_create(&t, m, &o, tok, 1800, tok + 1800, 248), 0);
+    assert_int_equal(cq_trainer_load(t, ck), 0);
+    assert_int_equal(cq_trainer_restore_best(t), 0);
+    float *w2;
+    size_t n2;
+    params_snapshot(m, &w2, &n2);
+    assert_memory_equal(wm, w2, nm * sizeof(float));
+    /* a truncated best file: refused, named */
+    assert_int_equal(truncate(bf2, 100), 0);
+    g_log[0] = 0;
+    cq_log_set_callback(capture, NULL);
+    assert_int_equal(cq_trainer_restore_best(t), CQ_EBADMSG);
+    cq_log_set_callback(NULL, NULL);
+    assert_non_null(strstr(g_log, "best2.f32"));
+    cq_trainer_destroy(&t);
+    char ckf[500];
+    snprintf(ckf, sizeof ckf, "%s/trainer.ckpt", ck);
+    assert_int_equal(unlink(ckf), 0);
+    assert_int_equal(rmdir(ck), 0);
+    assert_int_equal(unlink(bf), 0);
+    assert_int_equal(unlink(bf2), 0);
+    cq_llama_destroy(&m);
+    free(tok);
+    free(wm);
+    free(wf);
+    free(w2);
+}
+
 static void test_nonfinite_steps(void **state)
 {
     (void)state;
@@ -460,6 +551,7 @@ int main(void)
         cmocka_unit_test(test_eval_matches_direct),
         cmocka_unit_test(test_generate_cache_matches_recompute),
         cmocka_unit_test(test_trainable_hook_and_keep_best),
+        cmocka_unit_test(test_best_file),
         cmocka_unit_test(test_nonfinite_steps),
         cmocka_unit_test(test_bad_args),
     };

@@ -141,6 +141,7 @@ typedef struct cli_memflags {
     bool checkpoint, offload;
     const char *compute;   /* "f32" (default), "bf16", "f16" */
     int64_t xent_chunk;    /* 0: 1024 tokens with --checkpoint-activations, else whole batch */
+    bool best_on_disk;     /* QAT: the best weights in <ckpt>/qat_best.f32 (quantize, plan) */
 } cli_memflags;
 #define CLI_MEMFLAGS(mf)                                                                                         \
     { "checkpoint-activations", CLI_BOOL, &(mf).checkpoint,                                                       \
@@ -150,7 +151,9 @@ typedef struct cli_memflags {
     { "compute-dtype", CLI_STR, &(mf).compute, "GEMM inputs: f32, bf16 or f16 (f32 master weights and grads)",   \
       .metavar = "DT" },                                                                                          \
     { "xent-chunk", CLI_INT, &(mf).xent_chunk,                                                                    \
-      "cross-entropy in chunks of N tokens (0: 1024 with --checkpoint-activations, else none)", CLI_NONNEG }
+      "cross-entropy in chunks of N tokens (0: 1024 with --checkpoint-activations, else none)", CLI_NONNEG },     \
+    { "best-on-disk", CLI_BOOL, &(mf).best_on_disk,                                                               \
+      "QAT (quantize): the best weights in <ckpt>/qat_best.f32 instead of host memory" }
 struct cq_llama;
 struct cq_train_opts;
 /* Validates --compute-dtype (usage error: CQ_EXIT_USAGE) and copies the flags

@@ -87,12 +87,15 @@ int cli_memflags_apply(const char *cmd, const char *usage, const cli_memflags *m
     else if (!strcmp(dt, "bf16")) d = CQ_BF16;
     else if (!strcmp(dt, "f16")) d = CQ_F16;
     else return cli_usage_error(cmd, usage, "--compute-dtype: expected f32, bf16 or f16, got '%s'", dt);
+    if (mf->best_on_disk && !strcmp(cmd, "train"))
+        return cli_usage_error(cmd, usage, "--best-on-disk: only quantize's QAT keeps a best-weights copy");
     int64_t chunk = mf->xent_chunk > 0 ? mf->xent_chunk : mf->checkpoint ? 1024 : 0;
     if (po) {
         po->checkpoint = mf->checkpoint;
         po->offload = mf->offload;
         po->compute_bytes = d == CQ_F32 ? 4 : 2;
         po->xent_chunk = chunk;
+        po->best_on_disk = mf->best_on_disk;
     }
     if (m) {
         m->checkpoint = mf->checkpoint;
@@ -224,6 +227,7 @@ int cmd_plan(int argc, char **argv)
             o.offload = mo.offload;
             o.compute_bytes = mo.compute_bytes;
             o.xent_chunk = mo.xent_chunk;
+            o.best_on_disk = mo.best_on_disk;
         }
         cq_plan_est e;
         if (cq_memplan_estimate(&cfg, rows[i].cmd, &o, &e)) continue;

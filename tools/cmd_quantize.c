@@ -212,7 +212,7 @@ int cmd_quantize(int argc, char **argv)
     int rc = CQ_EXIT_RUNTIME;
     bool have_imp = false;
     pipe_progress pp = { 0 };
-    char ckdir[4096], tokpath[4096], ickpt[4200] = "";
+    char ckdir[4096], tokpath[4096], ickpt[4200] = "", bestpath[4200] = "";
     if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
     if ((r = cli_backend_open(backend, device, &be))) goto done;
     {
@@ -369,6 +369,14 @@ int cmd_quantize(int argc, char **argv)
         }
         to.ckpt_dir = ckpt;
         if ((r = cq_mkdir_p(ckpt))) goto done;
+        if (mem.best_on_disk) {
+            if ((size_t)snprintf(bestpath, sizeof bestpath, "%s/qat_best.f32", ckpt) >= sizeof bestpath) {
+                fprintf(stderr, "cherryq quantize: --ckpt path too long\n");
+                r = CQ_EXIT_USAGE;
+                goto done;
+            }
+            to.best_file = bestpath;
+        }
         cli_progress pr;
         cli_progress_init(&pr, method, steps, steps / 20 > 0 ? steps / 20 : 1);
         to.progress = qat_progress;
@@ -411,6 +419,8 @@ int cmd_quantize(int argc, char **argv)
     /* the model is written: the impact checkpoint is no longer needed */
     if (ickpt[0] && unlink(ickpt) != 0 && errno != ENOENT)
         fprintf(stderr, "cherryq: warning: cannot remove the checkpoint %s: %s\n", ickpt, strerror(errno));
+    if (bestpath[0] && unlink(bestpath) != 0 && errno != ENOENT)
+        fprintf(stderr, "cherryq: warning: cannot remove %s: %s\n", bestpath, strerror(errno));
     double secs = cq_time_sec() - t_start;
     if (json)
         printf("{\"method\": \"%s\", \"bits\": %lld, \"group\": %lld, \"selection\": \"%s\", \"cherries\": %lld, "
