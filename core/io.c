@@ -117,6 +117,7 @@ int cq_afile_open(cq_afile *f, const char *path)
     if (!f->path || !f->tmp) {
         free(f->path);
         free(f->tmp);
+        f->path = f->tmp = NULL;   /* cq_afile_abort after a failed open is a no-op */
         return CQ_ENOMEM;
     }
     snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());

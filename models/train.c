@@ -470,6 +470,10 @@ static int best_file_take(cq_trainer *t)
     if (!tmp) return CQ_ENOMEM;
     cq_afile f;
     int r = cq_afile_open(&f, t->o.best_file);
+    if (r) {
+        free(tmp);
+        return r;   /* cq_afile_open named the file */
+    }
     for (int i = 0; i < t->n_ps && !r; i++) {
         size_t nb = cq_tensor_nbytes(t->ps[i].p);
         r = cq_tensor_get(t->ps[i].p, tmp, nb);
