@@ -407,19 +407,27 @@ static void capture(cq_log_level lvl, const char *msg, void *user)
 /* keep_best with best_file: the same best weights as in host memory
  * (bitwise), through a checkpoint and back into another trainer's file, and
  * a truncated file refused with a message. */
-static int run_best(const char *best_file, float **w, size_t *nw, const char *save_dir)
+/* a tiny model (seed) and a keep_best trainer over fixed tokens */
+static cq_trainer *best_trainer(uint64_t seed, const char *best_file, cq_llama **m, int32_t **tok)
 {
     cq_llama_config cfg = tiny_cfg();
-    int32_t *tok = make_tokens(2048, cfg.vocab, 4);
-    cq_llama *m = NULL;
-    assert_int_equal(cq_llama_create(&m, &cfg, g_be, 8), 0);
+    *tok = make_tokens(2048, cfg.vocab, 4);
+    assert_int_equal(cq_llama_create(m, &cfg, g_be, seed), 0);
     cq_train_opts o = tiny_opts(6);
     o.keep_best = true;
     o.eval_every = 2;
     o.lr = 3e-2f;
     o.best_file = best_file;
     cq_trainer *t = NULL;
-    assert_int_equal(cq_trainer_create(&t, m, &o, tok, 1800, tok + 1800, 248), 0);
+    assert_int_equal(cq_trainer_create(&t, *m, &o, *tok, 1800, *tok + 1800, 248), 0);
+    return t;
+}
+
+static int run_best(const char *best_file, float **w, size_t *nw, const char *save_dir)
+{
+    cq_llama *m = NULL;
+    int32_t *tok = NULL;
+    cq_trainer *t = best_trainer(8, best_file, &m, &tok);
     double v0;
     assert_int_equal(cq_trainer_eval(t, &v0), 0);
     assert_int_equal(cq_trainer_seed_best(t, v0), 0);
@@ -450,16 +458,11 @@ static void test_best_file(void **state)
     assert_true(imp_m); /* the evaluations beat the start: the best is not the seed */
     assert_int_equal(nm, nf);
     assert_memory_equal(wm, wf, nm * sizeof(float));
-    /* the checkpoint's best weights into another file, then restored */
-    cq_llama_config cfg = tiny_cfg();
-    int32_t *tok = make_tokens(2048, cfg.vocab, 4);
+    /* the checkpoint's best weights into another file (another model's
+     * trainer: other initial weights), then restored */
     cq_llama *m = NULL;
-    assert_int_equal(cq_llama_create(&m, &cfg, g_be, 99), 0);
-    cq_train_opts o = tiny_opts(6);
-    o.keep_best = true;
-    o.best_file = bf2;
-    cq_trainer *t = NULL;
-    assert_int_equal(cq_trainer_create(&t, m, &o, tok, 1800, tok + 1800, 248), 0);
+    int32_t *tok = NULL;
+    cq_trainer *t = best_trainer(99, bf2, &m, &tok);
     assert_int_equal(cq_trainer_load(t, ck), 0);
     assert_int_equal(cq_trainer_restore_best(t), 0);
     float *w2;
