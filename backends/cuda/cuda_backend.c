@@ -31,7 +31,9 @@ static void log_oom(cq_cuda_ctx *c, size_t bytes, const char *what)
     }
     cudaGetLastError();
     cq_error("CUDA: out of memory allocating %zu bytes (%.2f GiB) for %s on device %d (%s): "
-             "%.2f GiB free of %.2f GiB (memory pool: %.2f GiB in use, %.2f GiB reserved)",
+             "%.2f GiB free of %.2f GiB (memory pool: %.2f GiB in use, %.2f GiB reserved); "
+             "`cherryq plan --backend cuda` shows what fits: a smaller --batch, --checkpoint-activations, "
+             "--offload-optimizer, --compute-dtype bf16, or --backend cpu",
              bytes, bytes / 1073741824.0, what, c->device, c->name, fr / 1073741824.0,
              tot / 1073741824.0, used / 1073741824.0, reserved / 1073741824.0);
 }
