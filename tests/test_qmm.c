@@ -310,6 +310,33 @@ static double q8_bound(const tmat *t, int64_t r, const float *sx)
     return b;
 }
 
+/* Every row of an int8-activation GEMV y within the int8 bound of the exact
+ * ye: |y - ye| <= q8_bound + 1e-5 |row|. Returns the rows that differ by
+ * more than 1e-5 |row| (the int8 path is not the exact one). */
+static int64_t check_q8_rows(const tmat *t, const float *x, const float *sx, const float *y, const float *ye,
+                             const char *what)
+{
+    int64_t differs = 0;
+    for (int64_t r = 0; r < t->w.out; r++) {
+        double mag = row_mag(t, r, x), err = fabs((double)y[r] - (double)ye[r]);
+        double bound = q8_bound(t, r, sx) + 1e-5 * mag + 1e-30;
+        if (!(err <= bound))
+            fail_msg("%s: bits %d group %lld out %lld in %lld row %lld: got %.9g exact %.9g (err %.3g > bound %.3g)",
+                     what, t->w.bits, (long long)t->g, (long long)t->w.out, (long long)t->w.in, (long long)r, y[r], ye[r],
+                     err, bound);
+        differs += err > 1e-5 * mag;
+    }
+    return differs;
+}
+
+/* The reference of a GEMM over n tokens: the int8 reference GEMV per token
+ * where the kernel uses int8 activations (q8), else the exact one. */
+static void gemm_ref(const tmat *t, const float *X, int64_t n, float *Yr, int q8)
+{
+    for (int64_t k = 0; k < n; k++)
+        assert_int_equal((q8 ? cq_qmm_gemv_q8_ref : cq_qmm_gemv_ref)(&t->w, X + k * t->w.in, Yr + k * t->w.out), 0);
+}
+
 /* The int8 quantization of x itself: range, half-step error, amax -> 127. */
 static void test_quant_x8(void **state)
 {
@@ -385,16 +412,8 @@ static void test_isa_vnni(void **state)
                 assert_int_equal(cq_qmm_gemv(&t.w, x, y), 0);
                 if (cq_qmm_gemv_uses_q8(&t.w)) {
                     check_close(&t, x, 1, y, yq, "avx512vnni vs int8 reference");
-                    for (int64_t r = 0; r < out; r++) {
-                        double mag = row_mag(&t, r, x), err = fabs((double)y[r] - (double)ye[r]);
-                        double bound = q8_bound(&t, r, sx) + 1e-5 * mag + 1e-30;
-                        if (!(err <= bound))
-                            fail_msg("int8 GEMV vs exact: bits %d group %d out %lld in %lld row %lld: "
-                                     "got %.9g exact %.9g (err %.3g > bound %.3g)", t.w.bits, group,
-                                     (long long)out, (long long)in, (long long)r, y[r], ye[r], err, bound);
-                        q8_rows++;
-                        q8_differs += err > 1e-5 * mag;
-                    }
+                    q8_differs += check_q8_rows(&t, x, sx, y, ye, "int8 GEMV vs exact");
+                    q8_rows += out;
                 } else {
                     check_close(&t, x, 1, y, ye, "avx512vnni fallback vs exact reference");
                 }
@@ -413,9 +432,7 @@ static void test_isa_vnni(void **state)
                         float *Yr = malloc(sizeof(float) * (size_t)(n * out));
                         rand_vec(X, n * in);
                         const int q8 = n < 8 && cq_qmm_gemv_uses_q8(&t.w);
-                        for (int64_t k = 0; k < n; k++)
-                            assert_int_equal((q8 ? cq_qmm_gemv_q8_ref : cq_qmm_gemv_ref)(&t.w, X + k * in,
-                                                                                     Yr + k * out), 0);
+                        gemm_ref(&t, X, n, Yr, q8);
                         assert_int_equal(cq_qmm_gemm(&t.w, X, n, Y), 0);
                         check_close(&t, X, n, Y, Yr, q8 ? "avx512vnni gemm (int8)" : "avx512vnni gemm");
                         free(X);
@@ -565,14 +582,7 @@ static void test_interleaved(void **state)
                 if (cq_qmm_gemv_uses_q8(&t.w)) {
                     n_q8++;
                     check_close(&t, x, 1, y, yq, "interleaved int8 vs int8 reference");
-                    for (int64_t r = 0; r < out; r++) {
-                        double mag = row_mag(&t, r, x), err = fabs((double)y[r] - (double)ye[r]);
-                        double bound = q8_bound(&t, r, sx) + 1e-5 * mag + 1e-30;
-                        if (!(err <= bound))
-                            fail_msg("interleaved int8 vs exact: bits %d group %d out %lld in %lld row %lld: "
-                                     "err %.3g > bound %.3g", bits, group, (long long)out, (long long)in,
-                                     (long long)r, err, bound);
-                    }
+                    check_q8_rows(&t, x, sx, y, ye, "interleaved int8 vs exact");
                 } else {
                     check_close(&t, x, 1, y, ye, "interleaved fallback vs exact reference");
                 }
@@ -591,9 +601,7 @@ static void test_interleaved(void **state)
                         float *Yr = malloc(sizeof(float) * (size_t)(n * out));
                         rand_vec(X, n * in);
                         const int q8 = n < 8 && cq_qmm_gemv_uses_q8(&t.w);
-                        for (int64_t k = 0; k < n; k++)
-                            assert_int_equal((q8 ? cq_qmm_gemv_q8_ref : cq_qmm_gemv_ref)(&t.w, X + k * in,
-                                                                                     Yr + k * out), 0);
+                        gemm_ref(&t, X, n, Yr, q8);
                         for (int64_t i = 0; i < n * out; i++) Y[i] = NAN;
                         assert_int_equal(cq_qmm_il_gemm(&il, X, n, Y), 0);
                         check_close(&t, X, n, Y, Yr, q8 ? "interleaved gemm (int8)" : "interleaved gemm");
