@@ -66,22 +66,29 @@ static double backend_gemm_tflops(cq_backend *be, cq_dtype dt, int64_t M, int64_
     int64_t ea[2] = { M, K }, eb[2] = { N, K }, ec[2] = { M, N };
     float *h = malloc((size_t)(M > N ? M : N) * (size_t)K * sizeof(float));
     if (!h || cq_tensor_new(&a32, be, CQ_F32, 2, ea) || cq_tensor_new(&b32, be, CQ_F32, 2, eb) ||
-        cq_tensor_new(&a, be, dt, 2, ea) || cq_tensor_new(&b, be, dt, 2, eb) || cq_tensor_new(&c, be, CQ_F32, 2, ec))
+        (dt != CQ_F32 && (cq_tensor_new(&a, be, dt, 2, ea) || cq_tensor_new(&b, be, dt, 2, eb))) ||
+        cq_tensor_new(&c, be, CQ_F32, 2, ec))
         goto done;
     for (int64_t i = 0; i < M * K; i++) h[i] = (float)((i * 7) % 13) * 0.01f - 0.06f;
     if (cq_tensor_set_f32(a32, h)) goto done;
     for (int64_t i = 0; i < N * K; i++) h[i] = (float)((i * 5) % 11) * 0.01f - 0.05f;
     if (cq_tensor_set_f32(b32, h)) goto done;
-    cq_op cp = { .type = CQ_OP_COPY };
-    cp.src[0] = a32;
-    cp.dst[0] = a;
-    if (dt != CQ_F32 && cq_op_run(be, &cp)) goto done;
-    cp.src[0] = b32;
-    cp.dst[0] = b;
-    if (dt != CQ_F32 && cq_op_run(be, &cp)) goto done;
+    if (dt == CQ_F32) {   /* the f32 operands themselves */
+        a = a32;
+        b = b32;
+        a32 = b32 = NULL;
+    } else {              /* converted on the backend */
+        cq_op cp = { .type = CQ_OP_COPY };
+        cp.src[0] = a32;
+        cp.dst[0] = a;
+        if (cq_op_run(be, &cp)) goto done;
+        cp.src[0] = b32;
+        cp.dst[0] = b;
+        if (cq_op_run(be, &cp)) goto done;
+    }
     cq_op op = { .type = CQ_OP_MATMUL };
-    op.src[0] = dt == CQ_F32 ? a32 : a;
-    op.src[1] = dt == CQ_F32 ? b32 : b;
+    op.src[0] = a;
+    op.src[1] = b;
     op.dst[0] = c;
     op.f[0] = 1.0f;
     op.i[1] = 1;
