@@ -84,6 +84,24 @@ __global__ void convert_contig_kernel(D *__restrict__ dst, const S *__restrict__
         dst[i] = cvt<S, D>(src[i]);
 }
 
+// Both sides contiguous: the 4-wide kernel for the four conversions of the
+// bf16/f16 compute path; false (nothing launched) for any other pair.
+bool convert_contig(cudaStream_t s, void *dst, int ddt, const void *src, int sdt, int64_t n)
+{
+    const unsigned g = grid_for((n + 3) / 4, kThreads);
+    if (sdt == CQK_F32 && ddt == CQK_BF16)
+        convert_contig_kernel<float, __nv_bfloat16><<<g, kThreads, 0, s>>>((__nv_bfloat16 *)dst, (const float *)src, n);
+    else if (sdt == CQK_F32 && ddt == CQK_F16)
+        convert_contig_kernel<float, __half><<<g, kThreads, 0, s>>>((__half *)dst, (const float *)src, n);
+    else if (sdt == CQK_BF16 && ddt == CQK_F32)
+        convert_contig_kernel<__nv_bfloat16, float><<<g, kThreads, 0, s>>>((float *)dst, (const __nv_bfloat16 *)src, n);
+    else if (sdt == CQK_F16 && ddt == CQK_F32)
+        convert_contig_kernel<__half, float><<<g, kThreads, 0, s>>>((float *)dst, (const __half *)src, n);
+    else
+        return false;
+    return true;
+}
+
 bool layout_contig(const Layout &l)
 {
     int64_t st = 1;
@@ -224,21 +242,8 @@ extern "C" cudaError_t cqk_copy(cudaStream_t s, void *dst, int ddt, const cqk_la
     if (n <= 0) return cudaSuccess;
     const Layout d = to_layout(dl), l = to_layout(sl);
     const unsigned grid = grid_for(n, kThreads);
-    if (ddt != sdt && layout_contig(d) && layout_contig(l)) {
-        const unsigned g4 = grid_for((n + 3) / 4, kThreads);
-        if (sdt == CQK_F32 && ddt == CQK_BF16)
-            convert_contig_kernel<float, __nv_bfloat16><<<g4, kThreads, 0, s>>>((__nv_bfloat16 *)dst, (const float *)src, n);
-        else if (sdt == CQK_F32 && ddt == CQK_F16)
-            convert_contig_kernel<float, __half><<<g4, kThreads, 0, s>>>((__half *)dst, (const float *)src, n);
-        else if (sdt == CQK_BF16 && ddt == CQK_F32)
-            convert_contig_kernel<__nv_bfloat16, float><<<g4, kThreads, 0, s>>>((float *)dst, (const __nv_bfloat16 *)src, n);
-        else if (sdt == CQK_F16 && ddt == CQK_F32)
-            convert_contig_kernel<__half, float><<<g4, kThreads, 0, s>>>((float *)dst, (const __half *)src, n);
-        else
-            goto strided;
+    if (ddt != sdt && layout_contig(d) && layout_contig(l) && convert_contig(s, dst, ddt, src, sdt, n))
         return cudaGetLastError();
-    }
-strided:
     const bool i32 = layout_fits32(d, n) && layout_fits32(l, n);
     if (ddt == sdt) {
         switch (dt_size(ddt)) {
