@@ -33,6 +33,7 @@
 #include <stdlib.h>
 
 #include "common.cuh"
+#include "qgemv_q8.h"
 
 using namespace cqk;
 
@@ -166,6 +167,25 @@ __device__ __forceinline__ void dot_chunk(float *acc, const Chunk<BITS, R> &c, c
     }
 }
 
+// Variant 4 (int8 x, dp4a; cuda/qgemv_q8.h): the chunk's 4 sub-chunks of
+// 32 codes against the staged int8 x of chunk ch (two 16-byte loads each),
+// one dp4a per 4 codes, then one f32 term per sub-chunk and row.
+template <int BITS, int R>
+__device__ __forceinline__ void dot_chunk_q8(float *acc, const Chunk<BITS, R> &c, const uint4 *xq4,
+                                             const int32_t *xqsum, const float *sxs, int64_t ch, float off)
+{
+    const float sx = sxs[ch];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const uint4 a = xq4[cqk_q8_unit(ch, k, 0)], b = xq4[cqk_q8_unit(ch, k, 1)];
+        const uint32_t xi[8] = { a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w };
+        const int32_t sq = xqsum[ch * 4 + k];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+            acc[r] = cqk_q8_term(c.sc[r][k], sx, cqk_q8_dot32(BITS, &c.cw[r][k * BITS], xi), off, sq, acc[r]);
+    }
+}
+
 // Latency is what limits a GEMV of a few MB: each warp's work is one or a
 // few round trips to DRAM. So everything independent is issued before the
 // first thing that waits: the codes and scales of the warp's first chunk,
@@ -173,7 +193,11 @@ __device__ __forceinline__ void dot_chunk(float *acc, const Chunk<BITS, R> &c, c
 // of a thread's in one batch). The next chunk's codes are loaded before the
 // current one is computed (two chunks in registers). The cherries read x
 // back from shared memory (undoing the 2^-e pre-scaling, exact).
-template <int BITS, int ROWS, bool PF, int MINB, int WARPS>
+//
+// Q8 (variant 4): x is staged as int8 instead (cuda/qgemv_q8.h: in bytes,
+// then in / 128 float scales, then in / 32 int sums), the dots are dp4a, and
+// the cherries read the exact x from global memory.
+template <int BITS, int ROWS, bool PF, int MINB, int WARPS, bool Q8 = false>
 __global__ void __launch_bounds__(WARPS * 32, MINB)
 qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
 {
@@ -181,6 +205,9 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
     extern __shared__ float4 smem4[];
     float *xs = (float *)smem4;                  // in floats, swizzled, pre-scaled
     float *xsum = xs + w.in;                     // in / 32 floats
+    int8_t *xq = (int8_t *)smem4;                // Q8: in bytes, swizzled, permuted
+    float *sxs = (float *)(xq + w.in);           // Q8: in / 128 x scales
+    int32_t *xqsum = (int32_t *)(sxs + (w.in >> 7));   // Q8: in / 32 sums of xq
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t n = blockIdx.y;
     const float *x = X + n * w.in;
@@ -220,6 +247,24 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
         for (int i = 0; i < XB; ++i) {
             const int64_t p = base + (int64_t)i * blockDim.x + threadIdx.x;
             if (base + (int64_t)i * blockDim.x + warp * 32 >= nx4) break;   // whole warps: nx4 % 32 == 0
+            if constexpr (Q8) {
+                // the warp's 32 float4 are one 128-column block: its amax, scale, int8 x
+                const float m = warp_max(fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+                const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+                const int q0 = cqk_q8_quant(v[i].x, inv), q1 = cqk_q8_quant(v[i].y, inv);
+                const int q2 = cqk_q8_quant(v[i].z, inv), q3 = cqk_q8_quant(v[i].w, inv);
+                int sq = (q0 + q1) + (q2 + q3);
+                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 1);
+                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 2);
+                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 4);
+                if ((lane & 7) == 0) xqsum[p >> 3] = sq;
+                if (lane == 0) sxs[p >> 5] = m > 0.0f ? m / 127.0f : 0.0f;
+                xq[cqk_q8_byte(BITS, p * 4 + 0)] = (int8_t)q0;
+                xq[cqk_q8_byte(BITS, p * 4 + 1)] = (int8_t)q1;
+                xq[cqk_q8_byte(BITS, p * 4 + 2)] = (int8_t)q2;
+                xq[cqk_q8_byte(BITS, p * 4 + 3)] = (int8_t)q3;
+                continue;
+            }
             float sv = (v[i].x + v[i].y) + (v[i].z + v[i].w);   // 8 lanes = 32 columns
             sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 1);
             sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 2);
@@ -255,20 +300,28 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
     float acc[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
+    auto dot = [&](const Chunk<BITS, ROWS> &c, int64_t ch) {
+        if constexpr (Q8)
+            dot_chunk_q8<BITS, ROWS>(acc, c, (const uint4 *)xq, xqsum, sxs, ch, w.off);
+        else
+            dot_chunk<BITS, ROWS>(acc, c, xs, xsum, ch, w.off, magic);
+    };
     for (int64_t ch = lane; ch < nch; ch += 32) {
         if (PF && ch + 32 < nch) {
             Chunk<BITS, ROWS> nxt;
             load_chunk<BITS, ROWS>(nxt, crow, rows_, ch + 32, w);
-            dot_chunk<BITS, ROWS>(acc, cur, xs, xsum, ch, w.off, magic);
+            dot(cur, ch);
             cur = nxt;
         } else {
-            dot_chunk<BITS, ROWS>(acc, cur, xs, xsum, ch, w.off, magic);
+            dot(cur, ch);
             if (ch + 32 < nch) load_chunk<BITS, ROWS>(cur, crow, rows_, ch + 32, w);
         }
     }
     // x[col] back from shared memory: slot of col, times 2^e of its position
+    // (Q8: the exact x from global memory)
     auto xat = [&](int64_t col) -> float {
         if (col < 0 || col >= w.in) return NAN;
+        if constexpr (Q8) return __ldg(x + col);
         const int64_t p = col >> 2;
         return xs[(p ^ ((p >> 5) & 7)) * 4 + (col & 3)] * pow2(code_shift(BITS, (int)(col & 31)));
     };
@@ -373,6 +426,9 @@ bool valid(const cqk_qweight *q)
 }
 
 size_t fast_smem(const cqk_qweight *q) { return (size_t)(q->in + q->in / 32) * sizeof(float); }
+// variant 4: int8 x, a float scale per 128 columns, an int sum per 32 (never
+// more than fast_smem, so fast_ok covers it)
+size_t q8_smem(int64_t in) { return (size_t)in + (size_t)(in / 128 + in / 32) * 4; }
 
 bool fast_ok(const cqk_qweight *q)
 {
@@ -381,32 +437,35 @@ bool fast_ok(const cqk_qweight *q)
     return fast_smem(q) <= smem_optin_bytes();
 }
 
-template <int BITS, int ROWS, bool PF, int MINB, int WARPS = kWarpsFast>
+template <int BITS, int ROWS, bool PF, int MINB, int WARPS = kWarpsFast, bool Q8 = false>
 cudaError_t launch_fast_v(cudaStream_t s, float *Y, const float *X, int64_t N, const QW &w,
                           size_t smem)
 {
     static size_t smem_set[64];   // the largest size already allowed, per device
-    cudaError_t e = allow_smem_cached(qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS>, smem, smem_set);
+    cudaError_t e = allow_smem_cached(qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS, Q8>, smem, smem_set);
     if (e != cudaSuccess) return e;
     const int64_t per_block = (int64_t)WARPS * ROWS;
     dim3 grid((unsigned)((w.out + per_block - 1) / per_block), (unsigned)N);
-    qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS><<<grid, WARPS * 32, smem, s>>>(Y, X, w);
+    qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS, Q8><<<grid, WARPS * 32, smem, s>>>(Y, X, w);
     return cudaGetLastError();
 }
 
 // Kernel variants (rows per warp, next-chunk prefetch, min blocks per SM,
 // warps per block): 0 = 4 rows (2 at 8 bits), prefetch, 1 block, 4 warps;
 // 1 = half the rows (1 at 8 bits), 2 blocks of 8 warps (x staged once per 16 rows);
-// 2 = half the rows, 4 blocks of 4 warps; 3 = 4 rows, 2 blocks of 4 warps.
-// CQ_QGEMV_VARIANT=0..3 picks one for benchmarking (tools/bench_cuda);
-// the default is the one measured fastest (docs/cuda.md).
+// 2 = half the rows, 4 blocks of 4 warps; 3 = 4 rows, 2 blocks of 4 warps;
+// 4 = variant 1's shape with int8 activations and dp4a (Q8 above: an
+// approximation, like the CPU's default decoding GEMV; its oracle is
+// cq_qmm_gemv_q8_ref, not the exact product).
+// CQ_QGEMV_VARIANT=0..4 picks one for benchmarking (tools/bench_cuda);
+// the default is the one measured fastest of the exact ones (docs/cuda.md).
 int g_gemv_variant = -1;   // -1: not read yet
 
 int gemv_variant()
 {
     if (g_gemv_variant < 0) {
         const char *e = getenv("CQ_QGEMV_VARIANT");
-        g_gemv_variant = (e && *e >= '0' && *e <= '3' && !e[1]) ? *e - '0' : 2;
+        g_gemv_variant = (e && *e >= '0' && *e < '0' + CQK_QGEMV_VARIANTS && !e[1]) ? *e - '0' : 2;
     }
     return g_gemv_variant;
 }
@@ -420,6 +479,7 @@ cudaError_t launch_fast(cudaStream_t s, float *Y, const float *X, int64_t N, con
     case 0: return launch_fast_v<BITS, R, true, 1>(s, Y, X, N, w, smem);
     case 1: return launch_fast_v<BITS, (R > 1 ? R / 2 : 1), false, 2, 8>(s, Y, X, N, w, smem);
     case 3: return launch_fast_v<BITS, R, false, 2>(s, Y, X, N, w, smem);
+    case CQK_QGEMV_Q8: return launch_fast_v<BITS, (R > 1 ? R / 2 : 1), false, 2, 8, true>(s, Y, X, N, w, q8_smem(w.in));
     default: return launch_fast_v<BITS, (R > 1 ? R / 2 : 1), false, 4>(s, Y, X, N, w, smem);
     }
 }
@@ -431,14 +491,15 @@ extern "C" int cqk_qmatmul_supported_bits(int bits)
     return bits == 2 || bits == 3 || bits == 4 || bits == 8;
 }
 
-extern "C" void cqk_qgemv_set_variant(int v) { g_gemv_variant = v >= 0 && v <= 3 ? v : 2; }
+extern "C" void cqk_qgemv_set_variant(int v) { g_gemv_variant = v >= 0 && v < CQK_QGEMV_VARIANTS ? v : 2; }
 
 extern "C" int cqk_qgemv_variant(void) { return gemv_variant(); }
 
 extern "C" const char *cqk_qgemv_path(const cqk_qweight *q)
 {
     if (!valid(q)) return "invalid";
-    static const char *const names[4] = { "fast v0", "fast v1", "fast v2", "fast v3" };
+    static const char *const names[CQK_QGEMV_VARIANTS] = { "fast v0", "fast v1", "fast v2", "fast v3",
+                                                      "fast v4 (int8 x, dp4a)" };
     return fast_ok(q) ? names[gemv_variant()] : "generic";
 }
 

@@ -9,6 +9,9 @@ typedef struct op_case {
     char name[64];
     cq_op op;          /* tensors live on the CPU backend */
     double tol;        /* max normalized error allowed vs the reference */
+    /* the reference: NULL = cq_ref_compute; else this computes op's dsts
+     * (on CPU tensors) instead, for kernels with another oracle */
+    int (*ref)(cq_op *op);
 } op_case;
 
 /* Builds all cases on the CPU backend `cpu`. Returns the count; *cases is

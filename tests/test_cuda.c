@@ -18,6 +18,7 @@
 #include "cuda/cq_cuda.h"
 #include "cuda/cq_cuda_kernels.h"
 #include "op_cases.h"
+#include "qmm.h"
 
 static cq_backend *g_cpu, *g_cuda;
 
@@ -114,12 +115,42 @@ static void qweight(cq_op *op, int64_t out, int64_t in, int bits, int group, int
     op->src[5] = dl;
 }
 
+/* The oracle of the int8-activation GEMV (variant 4): the CPU's int8
+ * reference (x quantized per 128 columns the same way), per token. */
+static int q8_reference(cq_op *op)
+{
+    const int64_t in = op->i[2], N = cq_tensor_numel(op->src[0]) / in;
+    const int64_t out = N ? cq_tensor_numel(op->dst[0]) / N : 0;
+    const cq_qmm_w w = { .out = out, .in = in, .bits = op->i[0], .group = op->i[1],
+                         .codes = cq_tensor_host(op->src[1]), .scales = cq_tensor_host(op->src[2]),
+                         .rowptr = op->src[3] ? cq_tensor_host(op->src[3]) : NULL,
+                         .cols = op->src[4] ? cq_tensor_host(op->src[4]) : NULL,
+                         .delta = op->src[5] ? cq_tensor_host(op->src[5]) : NULL };
+    const float *x = cq_tensor_host(op->src[0]);
+    float *y = cq_tensor_host(op->dst[0]);
+    for (int64_t n = 0; n < N; n++) {
+        int r = cq_qmm_gemv_q8_ref(&w, x + n * in, y + n * out);
+        if (r) return r;
+    }
+    return 0;
+}
+
+/* Whether the CUDA backend runs this QMATMUL through the int8 GEMV: the
+ * variant is 4, N takes the GEMV (backends/cuda/cuda_ops.c: N <= 8) and the
+ * shape the fast kernel (cuda/qmatmul.cu fast_ok: in % 128 == 0, groups of
+ * multiples of 32). */
+static int runs_q8(int64_t N, int64_t in, int group)
+{
+    return cqk_qgemv_variant() == CQK_QGEMV_Q8 && N <= 8 && in % 128 == 0 && group % 32 == 0;
+}
+
 static int qmatmul_case(int64_t N, int64_t out, int64_t in, int bits, int group, int k)
 {
     op_case c = { 0 };
-    snprintf(c.name, sizeof c.name, "qmatmul N%lld %lldx%lld b%d g%d k%d", (long long)N, (long long)out,
-             (long long)in, bits, group, k);
+    snprintf(c.name, sizeof c.name, "qmatmul N%lld %lldx%lld b%d g%d k%d%s", (long long)N, (long long)out,
+             (long long)in, bits, group, k, runs_q8(N, in, group) ? " int8" : "");
     c.tol = 1e-5;
+    if (runs_q8(N, in, group)) c.ref = q8_reference;
     c.op.type = CQ_OP_QMATMUL;
     c.op.src[0] = R(2, N, in, 0, 0, 1);
     qweight(&c.op, out, in, bits, group, k);
@@ -175,6 +206,10 @@ static void test_op_table(void **state)
     op_case *cs;
     int n = op_cases_build(g_cpu, &cs, 11);
     int failed = 0;
+    /* the table holds QMATMUL to the exact product: an exact GEMV variant
+     * even when CQ_QGEMV_VARIANT picked the int8 one (its cases are below) */
+    const int env_variant = cqk_qgemv_variant();
+    if (env_variant == CQK_QGEMV_Q8) cqk_qgemv_set_variant(-1);
     for (int i = 0; i < n; i++) {
         double e = 0;
         int r = op_case_check(g_cuda, &cs[i], &e);
@@ -187,6 +222,7 @@ static void test_op_table(void **state)
         }
     }
     op_cases_free(cs, n);
+    cqk_qgemv_set_variant(env_variant);
     assert_int_equal(failed, 0);
 }
 
@@ -199,7 +235,7 @@ static void test_qmatmul_sweep(void **state)
     static const int bits[] = { 2, 3, 4, 8 }, groups[] = { 0, 32, 64, 128 };
     int failed = 0;
     const int env_variant = cqk_qgemv_variant();
-    for (int v = 0; v < 4; v++) {   /* every fast-GEMV variant of cuda/qmatmul.cu */
+    for (int v = 0; v < CQK_QGEMV_VARIANTS; v++) {   /* every fast-GEMV variant of cuda/qmatmul.cu */
         cqk_qgemv_set_variant(v);
         for (int b = 0; b < 4; b++)
             for (int g = 0; g < 4; g++) {
@@ -222,7 +258,7 @@ static void test_qmatmul_llama_shapes(void **state)
     tr_seed(22);
     int failed = 0;
     const int env_variant = cqk_qgemv_variant();
-    for (int v = 0; v < 4; v++) {
+    for (int v = 0; v < CQK_QGEMV_VARIANTS; v++) {
         cqk_qgemv_set_variant(v);
         failed += qmatmul_case(1, 512, 4096, 3, 128, 16) != 0;
         failed += qmatmul_case(1, 256, 4096, 4, 128, 16) != 0;

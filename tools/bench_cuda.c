@@ -23,6 +23,7 @@
 #include "backends.h"
 #include "cq_tensor.h"
 #include "cuda/cq_cuda_kernels.h"
+#include "qmm.h"
 
 /* inside bench_one: report and clean up */
 #define CK(x)                                                                                        \
@@ -54,6 +55,7 @@ typedef struct host_q {
     int32_t *rowptr;
     uint16_t *cols;
     float *delta, *x;
+    double *xc;   /* the x the codes meet: x, or sx * xq for the int8 GEMV (variant 4) */
     int64_t row_bytes, ngroups, nnz;
 } host_q;
 
@@ -70,7 +72,7 @@ static double ref_row(const host_q *h, int64_t o, int64_t in, int bits, int grou
     const uint8_t *row = h->codes + o * h->row_bytes;
     for (int64_t c = 0; c < in; c++) {
         double s = cq_f16_to_f32(h->scales[o * h->ngroups + (group ? c / group : 0)]);
-        acc += ((double)code_at(row, c, bits) - off) * s * h->x[c];
+        acc += ((double)code_at(row, c, bits) - off) * s * h->xc[c];
     }
     for (int32_t j = h->rowptr[o]; j < h->rowptr[o + 1]; j++) acc += (double)h->delta[j] * h->x[h->cols[j]];
     return acc;
@@ -151,6 +153,25 @@ static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t i
             h.delta[o * k + j] = frand();
         }
     for (int64_t c = 0; c < in; c++) h.x[c] = frand();
+    /* the reference of the int8 GEMV is the CPU's int8 oracle
+     * (cq_qmm_gemv_q8_ref): the codes against x quantized per 128 columns */
+    h.xc = malloc((size_t)in * sizeof(double));
+    if (!h.xc) goto done;
+    if (cqk_qgemv_variant() == CQK_QGEMV_Q8) {
+        int8_t *xq = malloc((size_t)in);
+        float *sx = malloc((size_t)((in + CQ_QMM_Q8_BLOCK - 1) / CQ_QMM_Q8_BLOCK) * sizeof(float));
+        if (!xq || !sx) {
+            free(xq);
+            free(sx);
+            goto done;
+        }
+        cq_qmm_quant_x8(h.x, in, xq, sx);
+        for (int64_t c = 0; c < in; c++) h.xc[c] = (double)sx[c / CQ_QMM_Q8_BLOCK] * xq[c];
+        free(xq);
+        free(sx);
+    } else {
+        for (int64_t c = 0; c < in; c++) h.xc[c] = h.x[c];
+    }
 
     /* device: ncopy packed weight sets back to back */
     const size_t stride = (set_bytes + 255) & ~(size_t)255;
@@ -284,6 +305,7 @@ done:
     free(h.cols);
     free(h.delta);
     free(h.x);
+    free(h.xc);
     free(hw16);
     free(hx16);
     free(hy);
