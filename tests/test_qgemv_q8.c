@@ -31,7 +31,7 @@
 #include <cmocka.h>
 
 #include "cuda/qgemv_q8.h"
-#include "qmm.h"
+#include "qmm_internal.h"   /* cq_qmm_code: the library's reader of the packed layout */
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd32(void)
@@ -50,18 +50,6 @@ static float rnd_normal(void)
 }
 
 static const int k_bits[] = { 2, 3, 4, 8 };
-
-/* Code j of an LSB-first bit stream (3-bit: the same stream, 8 codes per
- * 24-bit little-endian word). */
-static unsigned code_at(const uint8_t *row, int bits, int64_t j)
-{
-    unsigned v = 0;
-    for (int t = 0; t < bits; t++) {
-        const int64_t bit = j * bits + t;
-        v |= (unsigned)((row[bit >> 3] >> (bit & 7)) & 1u) << t;
-    }
-    return v;
-}
 
 static uint32_t le32(const uint8_t *p)
 {
@@ -133,7 +121,7 @@ static void test_dot32(void **state)
             }
             uint32_t w[8], xw[8];
             pack32(bits, u, w);
-            for (int j = 0; j < 32; j++) assert_int_equal(code_at((const uint8_t *)w, bits, j), u[j]);
+            for (int j = 0; j < 32; j++) assert_int_equal(cq_qmm_code((const uint8_t *)w, bits, j), u[j]);
             perm_x(bits, xq, xw);
             int32_t want = 0;
             for (int j = 0; j < 32; j++) want += (int32_t)u[j] * xq[j];
