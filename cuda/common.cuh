@@ -2,15 +2,26 @@
 // conversion, warp and block reductions, launch geometry).
 #pragma once
 
+#if defined(CQK_EMU)
+#include "tests/cuda_emu.h"   // the kernels on the CPU (tests/test_cuda_emu.cpp)
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 
 #include "cq_cuda_kernels.h"
 
 #define CQK_FULL_MASK 0xffffffffu
+
+// A kernel's dynamic shared memory as `T name[]`.
+#if defined(CQK_EMU)
+#define CQK_DYN_SMEM(T, name) CQK_EMU_DYN_SMEM(T, name)
+#else
+#define CQK_DYN_SMEM(T, name) extern __shared__ T name[]
+#endif
 
 namespace cqk {
 
@@ -23,6 +34,7 @@ static inline unsigned grid_for(int64_t n, int threads, unsigned cap = 65535u * 
     return (unsigned)b;
 }
 
+#if !defined(CQK_EMU)
 // Opt-in shared memory per block of the current device, looked up once per
 // device per translation unit (a launch path must not pay a driver query
 // per call); 48 KiB if it cannot be read.
@@ -53,6 +65,7 @@ cudaError_t allow_smem_cached(K kernel, size_t bytes, size_t *set)
     if (e == cudaSuccess && dev >= 0 && dev < 64) set[dev] = bytes;
     return e;
 }
+#endif
 
 __device__ __forceinline__ float load_f(const void *p, int dt, int64_t i)
 {

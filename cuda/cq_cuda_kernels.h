@@ -13,7 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#if !defined(CQK_EMU)   /* the emulator (tests/cuda_emu.h) defines the few types used */
 #include <cuda_runtime_api.h>
+#endif
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,0 +1,466 @@
+// cherryq CUDA kernels: QMATMUL, the mixed int-k + FP16-sparse linear layer,
+// device code. Included by cuda/qmatmul.cu (the launches) and by
+// tests/test_cuda_emu.cpp, which runs these same kernels on the CPU under a
+// small SIMT emulator (tests/cuda_emu.h).
+//   Y [N, out] = X [N, in] W^T,  W = dequant(codes, scales) + cherries
+// Packed layout (cq_tensor.h CQ_OP_QMATMUL, CHERRYQ.md section 6): the codes
+// of a row are one LSB-first bit stream starting on a byte boundary (3-bit:
+// 8 codes per 24-bit little-endian word, which is the same stream), code c
+// at bit c*b. u = q - qmin;  b <= 4: w = (u - 2^(b-1) + 0.5) s;  b = 8:
+// w = (u - 127) s. FP16 scales [out, ngroups], group 0 = the whole row, the
+// last group may be partial. Cherries: CSR rowptr/cols/delta, y += delta x[col].
+//
+// Decoding (small N): the fast GEMV kernel.
+//   - A block stages x (one row of X) in shared memory once, pre-multiplied
+//     by 2^-e(c) (see below) and XOR-swizzled so that the 128-bit shared
+//     loads of 32 lanes are free of bank conflicts, plus the sum of x over
+//     each aligned run of 32 columns.
+//   - A warp owns ROWS output rows; lane l handles 128-column chunks
+//     l, l+32, ...: it loads the chunk's packed codes of its ROWS rows with
+//     16-byte loads (16*b bytes per row), then for each 32-column sub-chunk
+//     reads 32 x values once and reuses them for the ROWS rows.
+//   - A code is turned into a float without a conversion instruction: with
+//     the code masked in place at bit offset e (e + b <= 23),
+//     as_float(0x4B000000 | (u << e)) - 2^23 = u * 2^e exactly, and x was
+//     pre-scaled by 2^-e, so the product is u * x exactly as rounded. Per
+//     code: one LOP3, one FADD, one FFMA (plus a shift shared by several
+//     codes). The offset is applied once per group run:
+//     sum_c (u_c - off) s x_c = s (sum_c u_c x_c - off sum_c x_c).
+//   - Per-row partial sums are reduced with warp shuffles; cherries of the
+//     row are added by the lanes (CSR delta) before the reduction.
+//   Conditions: in % 128 == 0, group == 0 or group % 32 == 0, b in {2,3,4,8},
+//   row_bytes % 16 == 0, codes 16-byte aligned, x fits in shared memory.
+//   Anything else takes the generic kernel (a warp per row, code by code).
+// Batches (large N): dequantize a tile of rows to f32 and run a GEMM
+// (backends/cuda/cuda_blas.c): exact f32 arithmetic, same as the CPU path.
+#pragma once
+
+#include "common.cuh"
+#include "qgemv_q8.h"
+
+using namespace cqk;
+
+namespace {
+
+struct QW {
+    const uint8_t *codes;
+    const __half *scales;
+    const int32_t *rowptr;
+    const uint16_t *cols;
+    const float *delta;
+    int64_t nnz;
+    int64_t out, in, row_bytes, ngroups, group;
+    int bits;
+    float off;
+    // 0x4B000000 as a run-time value: the kernels OR it into each masked
+    // code, and a value the compiler cannot see lets (src & mask) | magic be
+    // one LOP3 (mask immediate, magic in a register) instead of two
+    // instructions with two immediates (seen in the H200 SASS: 3 LOP3 per code).
+    uint32_t magic;
+};
+
+constexpr int kWarpsFast = 4;
+constexpr int kWarpsGeneric = 8;
+
+template <int BITS> struct Rows { static constexpr int value = BITS == 8 ? 2 : 4; };
+
+// In-word bit offset at which code c (0..31) of a 32-code sub-chunk is
+// masked in place: its offset in its 32-bit word, minus 16 when that word is
+// first shifted right by 16 (offset + bits > 23), or 0 when the code
+// straddles two words (funnel shift).
+__host__ __device__ constexpr int code_shift(int bits, int c)
+{
+    return ((c * bits) & 31) + bits > 32 ? 0
+         : ((c * bits) & 31) + bits <= 23 ? ((c * bits) & 31)
+         : ((c * bits) & 31) - 16;
+}
+
+// 2^e for |e| <= 126 as a float: multiplying by it is exact (also into the
+// subnormal range, rounded as ldexpf rounds; no flush-to-zero in this build)
+// and costs one FMUL where ldexpf costs a call's worth of range checks.
+__device__ __forceinline__ float pow2(int e) { return __int_as_float((127 + e) << 23); }
+
+// sum_c u_c * x_c over the 32 codes held in BITS words; x pre-scaled by 2^-e(c).
+template <int BITS>
+__device__ __forceinline__ float dot32(const uint32_t *wd, const float *x, uint32_t magic)
+{
+    float a[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+#pragma unroll
+    for (int c = 0; c < 32; ++c) {
+        constexpr uint32_t mask = (1u << BITS) - 1u;
+        const int bit = c * BITS, wi = bit >> 5, off = bit & 31;
+        uint32_t src;
+        if (off + BITS > 32) src = __funnelshift_r(wd[wi], wd[wi + 1], off);
+        else if (off + BITS <= 23) src = wd[wi];
+        else src = wd[wi] >> 16;
+        const int e = code_shift(BITS, c);
+        const float u = __uint_as_float((src & (mask << e)) | magic) - 8388608.0f;
+        a[c & 3] = fmaf(u, x[c], a[c & 3]);
+    }
+    return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+__device__ __forceinline__ float cherries(const QW &w, int64_t row, const float *x, int lane)
+{
+    float acc = 0.0f;
+    if (w.rowptr) {
+        const int64_t j0 = max((int64_t)w.rowptr[row], (int64_t)0);
+        const int64_t j1 = min((int64_t)w.rowptr[row + 1], w.nnz);
+        for (int64_t j = j0 + lane; j < j1; j += 32) {
+            const int64_t col = w.cols[j];
+            acc = fmaf(w.delta[j], col < w.in ? x[col] : NAN, acc);
+        }
+    }
+    return acc;
+}
+
+// The codes and FP16 scales of one 128-column chunk of a warp's ROWS rows.
+template <int BITS, int R> struct Chunk {
+    static constexpr int ROWS = R;
+    uint32_t cw[ROWS][4 * BITS];
+    float sc[ROWS][4];
+};
+
+template <int BITS, int R>
+__device__ __forceinline__ void load_chunk(Chunk<BITS, R> &c, const uint4 *const *crow, const int64_t *rows_,
+                                           int64_t ch, const QW &w)
+{
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int j = 0; j < BITS; ++j) {
+            const uint4 t = __ldg(crow[r] + ch * BITS + j);
+            c.cw[r][4 * j + 0] = t.x;
+            c.cw[r][4 * j + 1] = t.y;
+            c.cw[r][4 * j + 2] = t.z;
+            c.cw[r][4 * j + 3] = t.w;
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            // 32-bit division (a 64-bit one is a call); in < 2^31 (fast_ok)
+            const uint32_t g = w.group ? (uint32_t)(ch * 128 + k * 32) / (uint32_t)w.group : 0u;
+            c.sc[r][k] = __half2float(__ldg(w.scales + rows_[r] * w.ngroups + g));
+        }
+    }
+}
+
+template <int BITS, int R>
+__device__ __forceinline__ void dot_chunk(float *acc, const Chunk<BITS, R> &c, const float *xs, const float *xsum,
+                                          int64_t ch, float off, uint32_t magic)
+{
+    const float4 *xs4 = (const float4 *)xs;
+    const int sw = (int)(ch & 7);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        float xv[32];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const float4 t = xs4[ch * 32 + ((k * 8 + i) ^ sw)];
+            xv[4 * i + 0] = t.x;
+            xv[4 * i + 1] = t.y;
+            xv[4 * i + 2] = t.z;
+            xv[4 * i + 3] = t.w;
+        }
+        const float xsk = xsum[ch * 4 + k];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const float d = dot32<BITS>(&c.cw[r][k * BITS], xv, magic);
+            acc[r] = fmaf(c.sc[r][k], fmaf(-off, xsk, d), acc[r]);
+        }
+    }
+}
+
+// Variant 4 (int8 x, dp4a; cuda/qgemv_q8.h): the chunk's 4 sub-chunks of
+// 32 codes against the staged int8 x of chunk ch (two 16-byte loads each),
+// one dp4a per 4 codes, then one f32 term per sub-chunk and row.
+template <int BITS, int R>
+__device__ __forceinline__ void dot_chunk_q8(float *acc, const Chunk<BITS, R> &c, const uint4 *xq4,
+                                             const int32_t *xqsum, const float *sxs, int64_t ch, float off)
+{
+    const float sx = sxs[ch];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const uint4 a = xq4[cqk_q8_unit(ch, k, 0)], b = xq4[cqk_q8_unit(ch, k, 1)];
+        const uint32_t xi[8] = { a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w };
+        const int32_t sq = xqsum[ch * 4 + k];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+            acc[r] = cqk_q8_term(c.sc[r][k], sx, cqk_q8_dot32(BITS, &c.cw[r][k * BITS], xi), off, sq, acc[r]);
+    }
+}
+
+// Latency is what limits a GEMV of a few MB: each warp's work is one or a
+// few round trips to DRAM. So everything independent is issued before the
+// first thing that waits: the codes and scales of the warp's first chunk,
+// then the cherry CSR (rowptr -> cols, delta), then x (128-bit loads, all
+// of a thread's in one batch). The next chunk's codes are loaded before the
+// current one is computed (two chunks in registers). The cherries read x
+// back from shared memory (undoing the 2^-e pre-scaling, exact).
+//
+// Q8 (variant 4): x is staged as int8 instead (cuda/qgemv_q8.h: in bytes,
+// then in / 128 float scales, then in / 32 int sums), the dots are dp4a, and
+// the cherries read the exact x from global memory.
+template <int BITS, int ROWS, bool PF, int MINB, int WARPS, bool Q8 = false>
+__global__ void __launch_bounds__(WARPS * 32, MINB)
+qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
+{
+    constexpr int XB = 8;                        // float4 loads of x in flight per thread
+    CQK_DYN_SMEM(float4, smem4);
+    float *xs = (float *)smem4;                  // in floats, swizzled, pre-scaled
+    float *xsum = xs + w.in;                     // in / 32 floats
+    int8_t *xq = (int8_t *)smem4;                // Q8: in bytes, swizzled, permuted
+    float *sxs = (float *)(xq + w.in);           // Q8: in / 128 x scales
+    int32_t *xqsum = (int32_t *)(sxs + (w.in >> 7));   // Q8: in / 32 sums of xq
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t n = blockIdx.y;
+    const float *x = X + n * w.in;
+
+    const int64_t row0 = ((int64_t)blockIdx.x * WARPS + warp) * ROWS;
+    const bool active = row0 < w.out;            // no early return: the block syncs below
+    const uint4 *crow[ROWS];
+    int64_t rows_[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        rows_[r] = min(row0 + r, w.out - 1);
+        crow[r] = (const uint4 *)(w.codes + rows_[r] * w.row_bytes);
+    }
+    const int64_t nch = w.in >> 7;
+    Chunk<BITS, ROWS> cur;
+    if (active && lane < nch) load_chunk<BITS, ROWS>(cur, crow, rows_, lane, w);
+
+    // cherries of the warp's rows: lane r < ROWS reads row r's CSR range
+    int64_t cj0 = 0, cj1 = 0;
+    if (active && w.rowptr && lane < ROWS) {
+        const int64_t rr = min(row0 + lane, w.out - 1);
+        cj0 = max((int64_t)__ldg(w.rowptr + rr), (int64_t)0);
+        cj1 = min((int64_t)__ldg(w.rowptr + rr + 1), w.nnz);
+        if (row0 + lane >= w.out) cj1 = cj0;     // clamped duplicate row: no cherries
+    }
+
+    // stage x: XB float4 per thread per batch, loads first, then the stores
+    const int64_t nx4 = w.in >> 2;
+    for (int64_t base = 0; base < nx4; base += (int64_t)XB * blockDim.x) {
+        float4 v[XB];
+#pragma unroll
+        for (int i = 0; i < XB; ++i) {
+            const int64_t p = base + (int64_t)i * blockDim.x + threadIdx.x;
+            if (p < nx4) v[i] = __ldg((const float4 *)x + p);
+        }
+#pragma unroll
+        for (int i = 0; i < XB; ++i) {
+            const int64_t p = base + (int64_t)i * blockDim.x + threadIdx.x;
+            if (base + (int64_t)i * blockDim.x + warp * 32 >= nx4) break;   // whole warps: nx4 % 32 == 0
+            if constexpr (Q8) {
+                // the warp's 32 float4 are one 128-column block: its amax, scale, int8 x
+                const float m = warp_max(fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+                const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+                const int q0 = cqk_q8_quant(v[i].x, inv), q1 = cqk_q8_quant(v[i].y, inv);
+                const int q2 = cqk_q8_quant(v[i].z, inv), q3 = cqk_q8_quant(v[i].w, inv);
+                int sq = (q0 + q1) + (q2 + q3);
+                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 1);
+                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 2);
+                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 4);
+                if ((lane & 7) == 0) xqsum[p >> 3] = sq;
+                if (lane == 0) sxs[p >> 5] = m > 0.0f ? m / 127.0f : 0.0f;
+                xq[cqk_q8_byte(BITS, p * 4 + 0)] = (int8_t)q0;
+                xq[cqk_q8_byte(BITS, p * 4 + 1)] = (int8_t)q1;
+                xq[cqk_q8_byte(BITS, p * 4 + 2)] = (int8_t)q2;
+                xq[cqk_q8_byte(BITS, p * 4 + 3)] = (int8_t)q3;
+                continue;
+            }
+            float sv = (v[i].x + v[i].y) + (v[i].z + v[i].w);   // 8 lanes = 32 columns
+            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 1);
+            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 2);
+            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 4);
+            if ((lane & 7) == 0) xsum[p >> 3] = sv;
+            const int c = (int)((p * 4) & 31);
+            float4 o;
+            o.x = v[i].x * pow2(-code_shift(BITS, c + 0));
+            o.y = v[i].y * pow2(-code_shift(BITS, c + 1));
+            o.z = v[i].z * pow2(-code_shift(BITS, c + 2));
+            o.w = v[i].w * pow2(-code_shift(BITS, c + 3));
+            smem4[p ^ ((p >> 5) & 7)] = o;                      // swizzle by chunk
+        }
+    }
+
+    // the first 32 cherries of each row, one per lane (more: after the dots)
+    float cd[ROWS];
+    int ccol[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        const int64_t j0 = __shfl_sync(CQK_FULL_MASK, cj0, r), j1 = __shfl_sync(CQK_FULL_MASK, cj1, r);
+        cd[r] = 0.0f;
+        ccol[r] = -1;
+        if (j0 + lane < j1) {
+            ccol[r] = __ldg(w.cols + j0 + lane);
+            cd[r] = __ldg(w.delta + j0 + lane);
+        }
+    }
+    __syncthreads();
+    if (!active) return;
+
+    const uint32_t magic = w.magic;
+    float acc[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
+    auto dot = [&](const Chunk<BITS, ROWS> &c, int64_t ch) {
+        if constexpr (Q8)
+            dot_chunk_q8<BITS, ROWS>(acc, c, (const uint4 *)xq, xqsum, sxs, ch, w.off);
+        else
+            dot_chunk<BITS, ROWS>(acc, c, xs, xsum, ch, w.off, magic);
+    };
+    for (int64_t ch = lane; ch < nch; ch += 32) {
+        if (PF && ch + 32 < nch) {
+            Chunk<BITS, ROWS> nxt;
+            load_chunk<BITS, ROWS>(nxt, crow, rows_, ch + 32, w);
+            dot(cur, ch);
+            cur = nxt;
+        } else {
+            dot(cur, ch);
+            if (ch + 32 < nch) load_chunk<BITS, ROWS>(cur, crow, rows_, ch + 32, w);
+        }
+    }
+    // x[col] back from shared memory: slot of col, times 2^e of its position
+    // (Q8: the exact x from global memory)
+    auto xat = [&](int64_t col) -> float {
+        if (col < 0 || col >= w.in) return NAN;
+        if constexpr (Q8) return __ldg(x + col);
+        const int64_t p = col >> 2;
+        return xs[(p ^ ((p >> 5) & 7)) * 4 + (col & 3)] * pow2(code_shift(BITS, (int)(col & 31)));
+    };
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        float v = acc[r];
+        if (ccol[r] >= 0) v = fmaf(cd[r], xat(ccol[r]), v);
+        const int64_t j0 = __shfl_sync(CQK_FULL_MASK, cj0, r), j1 = __shfl_sync(CQK_FULL_MASK, cj1, r);
+        for (int64_t j = j0 + 32 + lane; j < j1; j += 32) v = fmaf(w.delta[j], xat(w.cols[j]), v);
+        v = warp_sum(v);
+        if (lane == 0 && row0 + r < w.out) Y[n * w.out + row0 + r] = v;
+    }
+}
+
+__device__ __forceinline__ uint32_t read_code(const uint8_t *row, int64_t c, int bits,
+                                              int64_t row_bytes)
+{
+    const int64_t bit = c * bits, byte = bit >> 3;
+    uint32_t v = row[byte];
+    if (byte + 1 < row_bytes) v |= (uint32_t)row[byte + 1] << 8;
+    return (v >> (bit & 7)) & ((1u << bits) - 1u);
+}
+
+// Any layout: a warp per (row, n), code by code.
+__global__ void __launch_bounds__(kWarpsGeneric * 32)
+qgemv_generic_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t row = (int64_t)blockIdx.x * kWarpsGeneric + warp;
+    const int64_t n = blockIdx.y;
+    if (row >= w.out) return;
+    const float *x = X + n * w.in;
+    const uint8_t *cr = w.codes + row * w.row_bytes;
+    const __half *sr = w.scales + row * w.ngroups;
+    float acc = 0.0f;
+    for (int64_t c = lane; c < w.in; c += 32) {
+        const float u = (float)read_code(cr, c, w.bits, w.row_bytes);
+        const float s = __half2float(sr[w.group ? c / w.group : 0]);
+        acc = fmaf((u - w.off) * s, x[c], acc);
+    }
+    acc += cherries(w, row, x, lane);
+    acc = warp_sum(acc);
+    if (lane == 0) Y[n * w.out + row] = acc;
+}
+
+__global__ void qdequant_kernel(float *__restrict__ Wt, int64_t row0, int64_t nrows, QW w)
+{
+    const int64_t total = nrows * w.in;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / w.in, c = i - r * w.in, row = row0 + r;
+        const float u = (float)read_code(w.codes + row * w.row_bytes, c, w.bits, w.row_bytes);
+        const float s = __half2float(w.scales[row * w.ngroups + (w.group ? c / w.group : 0)]);
+        Wt[i] = (u - w.off) * s;
+    }
+}
+
+// One thread per row, cherries in CSR order: deterministic, handles repeats.
+__global__ void qcherry_kernel(float *__restrict__ Wt, int64_t row0, int64_t nrows, QW w)
+{
+    const int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (r >= nrows) return;
+    const int64_t row = row0 + r;
+    const int64_t j0 = max((int64_t)w.rowptr[row], (int64_t)0);
+    const int64_t j1 = min((int64_t)w.rowptr[row + 1], w.nnz);
+    for (int64_t j = j0; j < j1; ++j) {
+        const int64_t col = w.cols[j];
+        if (col < w.in) Wt[r * w.in + col] += w.delta[j];
+        else Wt[r * w.in] = NAN;   // corrupt cherry column: poison the row, never write out of range
+    }
+}
+
+QW make_qw(const cqk_qweight *q)
+{
+    QW w;
+    w.codes = q->codes;
+    w.scales = (const __half *)q->scales;
+    w.rowptr = q->rowptr;
+    w.cols = q->cols;
+    w.delta = q->delta;
+    w.nnz = q->rowptr ? q->nnz : 0;
+    w.out = q->out;
+    w.in = q->in;
+    w.row_bytes = q->row_bytes;
+    w.ngroups = q->ngroups;
+    w.group = q->group;
+    w.bits = q->bits;
+    w.off = q->bits <= 4 ? (float)(1 << (q->bits - 1)) - 0.5f : (float)((1 << (q->bits - 1)) - 1);
+    w.magic = 0x4B000000u;
+    return w;
+}
+
+bool valid(const cqk_qweight *q)
+{
+    if (!q || !q->codes || !q->scales || q->out < 0 || q->in < 0 || q->group < 0) return false;
+    if (q->bits != 2 && q->bits != 3 && q->bits != 4 && q->bits != 8) return false;
+    if (q->row_bytes < (q->in * q->bits + 7) / 8) return false;
+    const int64_t ng = q->group ? (q->in + q->group - 1) / q->group : 1;
+    if (q->ngroups < ng) return false;
+    if (q->rowptr && (!q->cols || !q->delta)) return false;
+    return true;
+}
+
+size_t fast_smem(const cqk_qweight *q) { return (size_t)(q->in + q->in / 32) * sizeof(float); }
+// variant 4: int8 x, a float scale per 128 columns, an int sum per 32 (never
+// more than fast_smem, so fast_ok covers it)
+size_t q8_smem(int64_t in) { return (size_t)in + (size_t)(in / 128 + in / 32) * 4; }
+
+// The layout conditions of the fast kernel (the launcher adds: x fits in
+// the device's shared memory).
+bool fast_shape_ok(const cqk_qweight *q)
+{
+    if (q->in <= 0 || q->in % 128 || q->in >= ((int64_t)1 << 31) || (q->group && q->group % 32)) return false;
+    return q->row_bytes % 16 == 0 && ((uintptr_t)q->codes & 15) == 0;
+}
+
+// Kernel variants (rows per warp, next-chunk prefetch, min blocks per SM,
+// warps per block): 0 = 4 rows (2 at 8 bits), prefetch, 1 block, 4 warps;
+// 1 = half the rows (1 at 8 bits), 2 blocks of 8 warps (x staged once per 16 rows);
+// 2 = half the rows, 4 blocks of 4 warps; 3 = 4 rows, 2 blocks of 4 warps;
+// 4 = variant 1's shape with int8 activations and dp4a (Q8 above: an
+// approximation, like the CPU's default decoding GEMV; its oracle is
+// cq_qmm_gemv_q8_ref, not the exact product).
+// One table for the launcher and the emulator test: calls
+// f.template run<BITS, ROWS, PF, MINB, WARPS, Q8>() for variant v.
+template <int BITS, typename F>
+auto with_variant(int v, F &f)
+{
+    constexpr int R = Rows<BITS>::value, H = R > 1 ? R / 2 : 1;
+    switch (v) {
+    case 0: return f.template run<BITS, R, true, 1, kWarpsFast, false>();
+    case 1: return f.template run<BITS, H, false, 2, 8, false>();
+    case 3: return f.template run<BITS, R, false, 2, kWarpsFast, false>();
+    case CQK_QGEMV_Q8: return f.template run<BITS, H, false, 2, 8, true>();
+    default: return f.template run<BITS, H, false, 4, kWarpsFast, false>();
+    }
+}
+
+}  // namespace
