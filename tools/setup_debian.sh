@@ -6,7 +6,7 @@ set -e
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-    gcc libc6-dev meson ninja-build pkg-config \
+    gcc g++ libc6-dev meson ninja-build pkg-config \
     libopenblas-dev libcjson-dev libcmocka-dev \
     libvulkan-dev glslc spirv-tools mesa-vulkan-drivers \
     bible-kjv bible-kjv-text >/dev/null
