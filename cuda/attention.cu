@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 attn_fwd_kernel(float *__restrict__ out, float *__restrict__ lse, const float *__restrict__ q,
                 const float *__restrict__ k, const float *__restrict__ v, AttnDims a)
 {
-    extern __shared__ float smem[];
+    CQK_DYN_SMEM(float, smem);
     const int D = (int)a.D, DP = D + 1;
     float *Ks = smem;                // [kTile][DP]
     float *Vs = Ks + kTile * DP;     // [kTile][D]
@@ -169,7 +169,7 @@ attn_bwd_dq_kernel(float *__restrict__ dq, const float *__restrict__ q,
                    const float *__restrict__ lse, const float *__restrict__ dsum,
                    const float *__restrict__ dout, AttnDims a)
 {
-    extern __shared__ float smem[];
+    CQK_DYN_SMEM(float, smem);
     const int D = (int)a.D, DP = D + 1;
     float *Ks = smem;                 // [kTile][DP]
     float *Vs = Ks + kTile * DP;      // [kTile][DP]
@@ -242,7 +242,7 @@ attn_bwd_dkv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float 
                     const float *__restrict__ lse, const float *__restrict__ dsum,
                     const float *__restrict__ dout, AttnDims a)
 {
-    extern __shared__ float smem[];
+    CQK_DYN_SMEM(float, smem);
     const int D = (int)a.D, DP = D + 1;
     float *Qt = smem;                  // [kTile][DP]  scale * q rows
     float *Gt = Qt + kTile * DP;       // [kTile][DP]  dout rows
@@ -459,7 +459,7 @@ attn_fwd_v2_kernel(float *__restrict__ out, float *__restrict__ lse, const float
                    const float *__restrict__ k, const float *__restrict__ v, AttnDims a)
 {
     constexpr int BQ = kW2 * R, BK = 32 * KPL, NO = VW * NC;
-    extern __shared__ float4 smem4[];
+    CQK_DYN_SMEM(float4, smem4);
     const int D = (int)a.D, DP = dp4_of(D), KS = ks_of(D);
     float *Qs = reinterpret_cast<float *>(smem4);   // [BQ][DP]   scale * q
     float *Ks = Qs + BQ * DP;                          // [BK][KS]
@@ -584,7 +584,7 @@ attn_bwd_dq_v2_kernel(float *__restrict__ dq, const float *__restrict__ q,
                       const float *__restrict__ dout, AttnDims a)
 {
     constexpr int BQ = kW2 * R, BK = 32 * KPL, NO = VW * NC;
-    extern __shared__ float4 smem4[];
+    CQK_DYN_SMEM(float4, smem4);
     const int D = (int)a.D, DP = dp4_of(D), KS = ks_of(D);
     float *Qs = reinterpret_cast<float *>(smem4);   // [BQ][DP]   scale * q
     float *Gs = Qs + BQ * DP;                          // [BQ][DP]   dout
@@ -704,7 +704,7 @@ attn_bwd_dkv_v2_kernel(float *__restrict__ dk, float *__restrict__ dv, const flo
                        const float *__restrict__ dout, AttnDims a)
 {
     constexpr int BS = kW2 * R, BT = 32 * KPL, NO = VW * NC;
-    extern __shared__ float4 smem4[];
+    CQK_DYN_SMEM(float4, smem4);
     const int D = (int)a.D, DP = dp4_of(D), KS = ks_of(D);
     float *Kb = reinterpret_cast<float *>(smem4);   // [BS][DP]   the block's keys
     float *Vb = Kb + BS * DP;                          // [BS][DP]
@@ -856,7 +856,7 @@ cudaError_t run_fwd(cudaStream_t s, float *out, float *lse, const float *q, cons
     cudaError_t e = allow_smem(attn_fwd_kernel<DPL>, sm);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a.T + kWarps - 1) / kWarps), (unsigned)a.Hq, (unsigned)B);
-    attn_fwd_kernel<DPL><<<grid, kWarps * 32, sm, s>>>(out, lse, q, k, v, a);
+    CQK_LAUNCH(grid, kWarps * 32, sm, s, attn_fwd_kernel<DPL>, out, lse, q, k, v, a);
     return cudaGetLastError();
 }
 
@@ -870,11 +870,11 @@ cudaError_t run_bwd(cudaStream_t s, float *dq, float *dk, float *dv, const float
     if (e == cudaSuccess) e = allow_smem(attn_bwd_dkv_kernel<DPL>, skv);
     if (e != cudaSuccess) return e;
     dim3 gq((unsigned)((a.T + kWarps - 1) / kWarps), (unsigned)a.Hq, (unsigned)B);
-    attn_bwd_dq_kernel<DPL><<<gq, kWarps * 32, sq, s>>>(dq, q, k, v, lse, dsum, dout, a);
+    CQK_LAUNCH(gq, kWarps * 32, sq, s, attn_bwd_dq_kernel<DPL>, dq, q, k, v, lse, dsum, dout, a);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     dim3 gkv((unsigned)((a.S + kWarps - 1) / kWarps), (unsigned)a.Hkv, (unsigned)B);
-    attn_bwd_dkv_kernel<DPL><<<gkv, kWarps * 32, skv, s>>>(dk, dv, q, k, v, lse, dsum, dout, a);
+    CQK_LAUNCH(gkv, kWarps * 32, skv, s, attn_bwd_dkv_kernel<DPL>, dk, dv, q, k, v, lse, dsum, dout, a);
     return cudaGetLastError();
 }
 
@@ -907,7 +907,7 @@ cudaError_t run_fwd2(cudaStream_t s, float *out, float *lse, const float *q, con
     if (e != cudaSuccess) return e;
     constexpr int BQ = kW2 * R;
     dim3 grid((unsigned)((a.T + BQ - 1) / BQ), (unsigned)a.Hq, (unsigned)B);
-    attn_fwd_v2_kernel<R, KPL, VW, NC><<<grid, kW2 * 32, sm, s>>>(out, lse, q, k, v, a);
+    CQK_LAUNCH(grid, kW2 * 32, sm, s, attn_fwd_v2_kernel<R, KPL, VW, NC>, out, lse, q, k, v, a);
     return cudaGetLastError();
 }
 
@@ -923,11 +923,11 @@ cudaError_t run_bwd2(cudaStream_t s, float *dq, float *dk, float *dv, const floa
     if (e != cudaSuccess) return e;
     constexpr int BR = kW2 * R;
     dim3 gq((unsigned)((a.T + BR - 1) / BR), (unsigned)a.Hq, (unsigned)B);
-    attn_bwd_dq_v2_kernel<R, KPL, VW, NC><<<gq, kW2 * 32, sq, s>>>(dq, q, k, v, lse, dsum, dout, a);
+    CQK_LAUNCH(gq, kW2 * 32, sq, s, attn_bwd_dq_v2_kernel<R, KPL, VW, NC>, dq, q, k, v, lse, dsum, dout, a);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     dim3 gkv((unsigned)((a.S + BR - 1) / BR), (unsigned)a.Hkv, (unsigned)B);
-    attn_bwd_dkv_v2_kernel<R, KPL, VW, NC><<<gkv, kW2 * 32, skv, s>>>(dk, dv, q, k, v, lse, dsum,
+    CQK_LAUNCH(gkv, kW2 * 32, skv, s, attn_bwd_dkv_v2_kernel<R, KPL, VW, NC>, dk, dv, q, k, v, lse, dsum,
                                                                      dout, a);
     return cudaGetLastError();
 }
@@ -987,7 +987,7 @@ extern "C" cudaError_t cqk_attn_bwd(cudaStream_t s, float *dq, float *dk, float 
         return e;
     }
     const int64_t rows = B * T * Hq;
-    attn_dsum_kernel<<<grid_for(rows * 32, 256, 0x7fffffffu), 256, 0, s>>>(dsum, out, dout, B, a);
+    CQK_LAUNCH(grid_for(rows * 32, 256, 0x7fffffffu), 256, 0, s, attn_dsum_kernel, dsum, out, dout, B, a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     if (use_v2(a, true))

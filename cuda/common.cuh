@@ -16,14 +16,33 @@
 
 #define CQK_FULL_MASK 0xffffffffu
 
-// A kernel's dynamic shared memory as `T name[]`.
+// Shared memory and launches go through these three, so that the kernels
+// also compile as C++ for the CPU emulator (tests/cuda_emu.h, -DCQK_EMU):
+//   CQK_DYN_SMEM(T, name);        a kernel's dynamic shared memory, T name[]
+//   CQK_SHARED(T, name, N);       a static shared array, T name[N]
+//   CQK_LAUNCH(grid, block, smem, stream, kernel, args...);
+//                                 kernel<<<grid, block, smem, stream>>>(args...)
 #if defined(CQK_EMU)
 #define CQK_DYN_SMEM(T, name) CQK_EMU_DYN_SMEM(T, name)
+#define CQK_SHARED(T, name, N) CQK_EMU_SHARED(T, name, N)
+#define CQK_LAUNCH(g, b, sm, s, ...) cqk_emu::launch_on(s, g, b, sm, __VA_ARGS__)
 #else
 #define CQK_DYN_SMEM(T, name) extern __shared__ T name[]
+#define CQK_SHARED(T, name, N) __shared__ T name[N]
+#define CQK_LAUNCH(g, b, sm, s, ...) cqk::launch(g, b, sm, s, __VA_ARGS__)
 #endif
 
 namespace cqk {
+
+#if !defined(CQK_EMU)
+// CQK_LAUNCH: a launch through a pointer to the __global__ function (the
+// arguments convert to its parameter types as in a direct launch).
+template <typename K, typename... A>
+inline void launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, K kernel, A... args)
+{
+    kernel<<<grid, block, smem, s>>>(args...);
+}
+#endif
 
 // Grid size for a grid-stride loop over n items with `threads` per block.
 static inline unsigned grid_for(int64_t n, int threads, unsigned cap = 65535u * 8u)
@@ -34,7 +53,6 @@ static inline unsigned grid_for(int64_t n, int threads, unsigned cap = 65535u * 
     return (unsigned)b;
 }
 
-#if !defined(CQK_EMU)
 // Opt-in shared memory per block of the current device, looked up once per
 // device per translation unit (a launch path must not pay a driver query
 // per call); 48 KiB if it cannot be read.
@@ -65,7 +83,6 @@ cudaError_t allow_smem_cached(K kernel, size_t bytes, size_t *set)
     if (e == cudaSuccess && dev >= 0 && dev < 64) set[dev] = bytes;
     return e;
 }
-#endif
 
 __device__ __forceinline__ float load_f(const void *p, int dt, int64_t i)
 {

@@ -90,13 +90,13 @@ bool convert_contig(cudaStream_t s, void *dst, int ddt, const void *src, int sdt
 {
     const unsigned g = grid_for((n + 3) / 4, kThreads);
     if (sdt == CQK_F32 && ddt == CQK_BF16)
-        convert_contig_kernel<float, __nv_bfloat16><<<g, kThreads, 0, s>>>((__nv_bfloat16 *)dst, (const float *)src, n);
+        CQK_LAUNCH(g, kThreads, 0, s, convert_contig_kernel<float, __nv_bfloat16>, (__nv_bfloat16 *)dst, (const float *)src, n);
     else if (sdt == CQK_F32 && ddt == CQK_F16)
-        convert_contig_kernel<float, __half><<<g, kThreads, 0, s>>>((__half *)dst, (const float *)src, n);
+        CQK_LAUNCH(g, kThreads, 0, s, convert_contig_kernel<float, __half>, (__half *)dst, (const float *)src, n);
     else if (sdt == CQK_BF16 && ddt == CQK_F32)
-        convert_contig_kernel<__nv_bfloat16, float><<<g, kThreads, 0, s>>>((float *)dst, (const __nv_bfloat16 *)src, n);
+        CQK_LAUNCH(g, kThreads, 0, s, convert_contig_kernel<__nv_bfloat16, float>, (float *)dst, (const __nv_bfloat16 *)src, n);
     else if (sdt == CQK_F16 && ddt == CQK_F32)
-        convert_contig_kernel<__half, float><<<g, kThreads, 0, s>>>((float *)dst, (const __half *)src, n);
+        CQK_LAUNCH(g, kThreads, 0, s, convert_contig_kernel<__half, float>, (float *)dst, (const __half *)src, n);
     else
         return false;
     return true;
@@ -232,7 +232,7 @@ int dt_size(int dt)
 extern "C" cudaError_t cqk_fill(cudaStream_t s, void *dst, int dt, int64_t n, float v)
 {
     if (n <= 0) return cudaSuccess;
-    fill_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dst, dt, n, v);
+    CQK_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, fill_kernel, dst, dt, n, v);
     return cudaGetLastError();
 }
 
@@ -248,8 +248,8 @@ extern "C" cudaError_t cqk_copy(cudaStream_t s, void *dst, int ddt, const cqk_la
     if (ddt == sdt) {
         switch (dt_size(ddt)) {
 #define CQK_RAW(T)                                                                                          \
-    if (i32) copy_raw_kernel<T, uint32_t><<<grid, kThreads, 0, s>>>((T *)dst, d, (const T *)src, l, n);    \
-    else copy_raw_kernel<T, int64_t><<<grid, kThreads, 0, s>>>((T *)dst, d, (const T *)src, l, n);
+    if (i32) CQK_LAUNCH(grid, kThreads, 0, s, copy_raw_kernel<T, uint32_t>, (T *)dst, d, (const T *)src, l, n);    \
+    else CQK_LAUNCH(grid, kThreads, 0, s, copy_raw_kernel<T, int64_t>, (T *)dst, d, (const T *)src, l, n);
         case 4: CQK_RAW(uint32_t) break;
         case 2: CQK_RAW(uint16_t) break;
         case 1: CQK_RAW(uint8_t) break;
@@ -257,8 +257,8 @@ extern "C" cudaError_t cqk_copy(cudaStream_t s, void *dst, int ddt, const cqk_la
         default: return cudaErrorInvalidValue;
         }
     } else if (is_float(ddt) && is_float(sdt)) {
-        if (i32) copy_convert_kernel<uint32_t><<<grid, kThreads, 0, s>>>(dst, ddt, d, src, sdt, l, n);
-        else copy_convert_kernel<int64_t><<<grid, kThreads, 0, s>>>(dst, ddt, d, src, sdt, l, n);
+        if (i32) CQK_LAUNCH(grid, kThreads, 0, s, copy_convert_kernel<uint32_t>, dst, ddt, d, src, sdt, l, n);
+        else CQK_LAUNCH(grid, kThreads, 0, s, copy_convert_kernel<int64_t>, dst, ddt, d, src, sdt, l, n);
     } else {
         return cudaErrorInvalidValue;
     }
@@ -270,7 +270,7 @@ extern "C" cudaError_t cqk_binary(cudaStream_t s, int op, float *dst, const floa
 {
     if (n <= 0) return cudaSuccess;
     if (nb <= 0 || n % nb) return cudaErrorInvalidValue;
-    binary_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(op, dst, a, b, n, nb);
+    CQK_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, binary_kernel, op, dst, a, b, n, nb);
     return cudaGetLastError();
 }
 
@@ -278,14 +278,14 @@ extern "C" cudaError_t cqk_scale(cudaStream_t s, float *dst, const float *src, i
                                  float b)
 {
     if (n <= 0) return cudaSuccess;
-    scale_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dst, src, n, a, b);
+    CQK_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, scale_kernel, dst, src, n, a, b);
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t cqk_axpy(cudaStream_t s, float *y, const float *x, int64_t n, float a)
 {
     if (n <= 0) return cudaSuccess;
-    axpy_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(y, x, n, a);
+    CQK_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, axpy_kernel, y, x, n, a);
     return cudaGetLastError();
 }
 
@@ -293,7 +293,7 @@ extern "C" cudaError_t cqk_swiglu(cudaStream_t s, float *y, const float *g, cons
                                   int64_t n)
 {
     if (n <= 0) return cudaSuccess;
-    swiglu_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(y, g, u, n);
+    CQK_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, swiglu_kernel, y, g, u, n);
     return cudaGetLastError();
 }
 
@@ -301,7 +301,7 @@ extern "C" cudaError_t cqk_swiglu_bwd(cudaStream_t s, float *dg, float *du, cons
                                       const float *u, const float *dy, int64_t n)
 {
     if (n <= 0) return cudaSuccess;
-    swiglu_bwd_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dg, du, g, u, dy, n);
+    CQK_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, swiglu_bwd_kernel, dg, du, g, u, dy, n);
     return cudaGetLastError();
 }
 
@@ -319,7 +319,7 @@ extern "C" cudaError_t cqk_adamw(cudaStream_t s, float *p, float *m, float *v, c
     a.step = f[0] / f[5];
     a.sqrt_bc2 = sqrtf(f[6]);
     a.gs = f[7] == 0.0f ? 1.0f : f[7];
-    adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(p, m, v, g, n, a);
+    CQK_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, adamw_kernel, p, m, v, g, n, a);
     return cudaGetLastError();
 }
 
@@ -328,6 +328,6 @@ extern "C" cudaError_t cqk_sqr_accum(cudaStream_t s, float *F, const float *g, i
 {
     if (n <= 0) return cudaSuccess;
     const double k = count;
-    sqr_accum_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(F, g, n, k / (k + 1.0), k + 1.0);
+    CQK_LAUNCH(grid_for(n, kThreads), kThreads, 0, s, sqr_accum_kernel, F, g, n, k / (k + 1.0), k + 1.0);
     return cudaGetLastError();
 }

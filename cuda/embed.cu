@@ -47,7 +47,7 @@ extern "C" cudaError_t cqk_embed(cudaStream_t s, float *y, const void *table, in
 {
     if (N <= 0 || E <= 0) return cudaSuccess;
     const unsigned grid = (unsigned)(N < 65535 * 16 ? N : 65535 * 16);
-    embed_kernel<<<grid, 256, 0, s>>>(y, table, tdt, ids, N, E, V, first_bad);
+    CQK_LAUNCH(grid, 256, 0, s, embed_kernel, y, table, tdt, ids, N, E, V, first_bad);
     return cudaGetLastError();
 }
 
@@ -58,6 +58,6 @@ extern "C" cudaError_t cqk_embed_bwd(cudaStream_t s, float *dtable, const int32_
     cudaError_t e = cudaMemsetAsync(dtable, 0, (size_t)(V * E) * sizeof(float), s);
     if (e != cudaSuccess || N <= 0 || E <= 0) return e;
     const unsigned grid = (unsigned)(N < 65535 * 16 ? N : 65535 * 16);
-    embed_bwd_kernel<<<grid, 256, 0, s>>>(dtable, ids, dy, N, E, V, first_bad);
+    CQK_LAUNCH(grid, 256, 0, s, embed_bwd_kernel, dtable, ids, dy, N, E, V, first_bad);
     return cudaGetLastError();
 }

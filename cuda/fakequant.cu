@@ -20,7 +20,7 @@ constexpr int kThreads = 128;
 __global__ void fakequant_kernel(float *y, const float *w, const uint8_t *mask, int64_t cols,
                                  int bits, int64_t gsize, int fp16_scales)
 {
-    __shared__ float sh[32];
+    CQK_SHARED(float, sh, 32);
     const int64_t row = blockIdx.y;
     const int64_t c0 = (int64_t)blockIdx.x * gsize;
     const int64_t c1 = min(cols, c0 + gsize);
@@ -83,7 +83,7 @@ extern "C" cudaError_t cqk_fakequant(cudaStream_t s, float *y, const float *w, c
     for (int64_t r0 = 0; r0 < rows; r0 += 65535) {
         const int64_t nr = min(rows - r0, (int64_t)65535);
         dim3 grid((unsigned)ngroups, (unsigned)nr);
-        fakequant_kernel<<<grid, kThreads, 0, s>>>(y + r0 * cols, w + r0 * cols,
+        CQK_LAUNCH(grid, kThreads, 0, s, fakequant_kernel, y + r0 * cols, w + r0 * cols,
                                                     mask ? mask + r0 * cols : nullptr, cols, bits,
                                                     gsize, fp16_scales);
         cudaError_t e = cudaGetLastError();

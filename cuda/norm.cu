@@ -13,7 +13,7 @@ constexpr int kThreads = 256;
 
 __global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int64_t C, float eps)
 {
-    __shared__ float sh[32];
+    CQK_SHARED(float, sh, 32);
     const int64_t row = blockIdx.x;
     const float *xr = x + row * C;
     float *yr = y + row * C;
@@ -27,7 +27,7 @@ __global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int64_t
 __global__ void rmsnorm_bwd_dx_kernel(float *dx, const float *x, const float *w, const float *dy,
                                       int64_t C, float eps, float *rstd)
 {
-    __shared__ float sh[32];
+    CQK_SHARED(float, sh, 32);
     const int64_t row = blockIdx.x;
     const float *xr = x + row * C, *dyr = dy + row * C;
     float ss = 0.0f, dot = 0.0f;
@@ -83,7 +83,7 @@ extern "C" cudaError_t cqk_rmsnorm(cudaStream_t s, float *y, const float *x, con
 {
     if (rows <= 0 || C <= 0) return cudaSuccess;
     if (rows > 0x7fffffff) return cudaErrorInvalidValue;
-    rmsnorm_kernel<<<(unsigned)rows, kThreads, 0, s>>>(y, x, w, C, eps);
+    CQK_LAUNCH((unsigned)rows, kThreads, 0, s, rmsnorm_kernel, y, x, w, C, eps);
     return cudaGetLastError();
 }
 
@@ -94,7 +94,7 @@ extern "C" cudaError_t cqk_rmsnorm_bwd(cudaStream_t s, float *dx, float *dw, con
     if (C <= 0) return cudaSuccess;
     if (rows > 0x7fffffff) return cudaErrorInvalidValue;
     if (rows > 0) {
-        rmsnorm_bwd_dx_kernel<<<(unsigned)rows, kThreads, 0, s>>>(dx, x, w, dy, C, eps, rstd);
+        CQK_LAUNCH((unsigned)rows, kThreads, 0, s, rmsnorm_bwd_dx_kernel, dx, x, w, dy, C, eps, rstd);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return e;
     }
@@ -102,12 +102,12 @@ extern "C" cudaError_t cqk_rmsnorm_bwd(cudaStream_t s, float *dx, float *dw, con
         const int64_t rb = dw_rows_per_block(rows), nb = rows > 0 ? (rows + rb - 1) / rb : 0;
         float *part = rstd + rows;
         if (nb > 0) {
-            rmsnorm_bwd_dw_part_kernel<<<dim3((unsigned)((C + 127) / 128), (unsigned)nb), 128, 0, s>>>(
+            CQK_LAUNCH(dim3((unsigned)((C + 127) / 128), (unsigned)nb), 128, 0, s, rmsnorm_bwd_dw_part_kernel, 
                 part, x, dy, rstd, rows, C, rb);
             cudaError_t e = cudaGetLastError();
             if (e != cudaSuccess) return e;
         }
-        rmsnorm_bwd_dw_sum_kernel<<<(unsigned)((C + 127) / 128), 128, 0, s>>>(dw, part, nb, C);
+        CQK_LAUNCH((unsigned)((C + 127) / 128), 128, 0, s, rmsnorm_bwd_dw_sum_kernel, dw, part, nb, C);
     }
     return cudaGetLastError();
 }

@@ -25,7 +25,7 @@ struct FastLaunch {
         if (e != cudaSuccess) return e;
         const int64_t per_block = (int64_t)WARPS * ROWS;
         dim3 grid((unsigned)((w.out + per_block - 1) / per_block), (unsigned)N);
-        qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS, Q8><<<grid, WARPS * 32, sm, s>>>(Y, X, w);
+        CQK_LAUNCH(grid, WARPS * 32, sm, s, qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS, Q8>, Y, X, w);
         return cudaGetLastError();
     }
 };
@@ -92,7 +92,7 @@ extern "C" cudaError_t cqk_qgemv(cudaStream_t s, float *Y, const float *X, int64
             }
         } else {
             dim3 grid((unsigned)((q->out + kWarpsGeneric - 1) / kWarpsGeneric), (unsigned)nn);
-            qgemv_generic_kernel<<<grid, kWarpsGeneric * 32, 0, s>>>(y, x, w);
+            CQK_LAUNCH(grid, kWarpsGeneric * 32, 0, s, qgemv_generic_kernel, y, x, w);
             e = cudaGetLastError();
         }
     }
@@ -105,9 +105,9 @@ extern "C" cudaError_t cqk_qdequant(cudaStream_t s, float *Wt, int64_t row0, int
     if (!valid(q) || row0 < 0 || nrows < 0 || row0 + nrows > q->out) return cudaErrorInvalidValue;
     if (nrows == 0 || q->in == 0) return cudaSuccess;
     const QW w = make_qw(q);
-    qdequant_kernel<<<grid_for(nrows * q->in, 256), 256, 0, s>>>(Wt, row0, nrows, w);
+    CQK_LAUNCH(grid_for(nrows * q->in, 256), 256, 0, s, qdequant_kernel, Wt, row0, nrows, w);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || !q->rowptr) return e;
-    qcherry_kernel<<<(unsigned)((nrows + 127) / 128), 128, 0, s>>>(Wt, row0, nrows, w);
+    CQK_LAUNCH((unsigned)((nrows + 127) / 128), 128, 0, s, qcherry_kernel, Wt, row0, nrows, w);
     return cudaGetLastError();
 }

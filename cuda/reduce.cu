@@ -19,7 +19,7 @@ int sumsq_blocks(int64_t n)
 
 __global__ void sumsq_partial_kernel(const void *x, int dt, int64_t n, double *partial)
 {
-    __shared__ double sh[32];
+    CQK_SHARED(double, sh, 32);
     double acc = 0.0;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -32,7 +32,7 @@ __global__ void sumsq_partial_kernel(const void *x, int dt, int64_t n, double *p
 
 __global__ void sumsq_final_kernel(const double *partial, int nparts, float *out)
 {
-    __shared__ double sh[32];
+    CQK_SHARED(double, sh, 32);
     double acc = 0.0;
     for (int i = threadIdx.x; i < nparts; i += blockDim.x) acc += partial[i];
     acc = block_sum(acc, sh);
@@ -47,9 +47,9 @@ extern "C" cudaError_t cqk_sumsq(cudaStream_t s, float *out, const void *x, int 
                                  double *ws)
 {
     const int nb = sumsq_blocks(n);
-    sumsq_partial_kernel<<<nb, kThreads, 0, s>>>(x, dt, n < 0 ? 0 : n, ws);
+    CQK_LAUNCH(nb, kThreads, 0, s, sumsq_partial_kernel, x, dt, n < 0 ? 0 : n, ws);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
-    sumsq_final_kernel<<<1, kThreads, 0, s>>>(ws, nb, out);
+    CQK_LAUNCH(1, kThreads, 0, s, sumsq_final_kernel, ws, nb, out);
     return cudaGetLastError();
 }

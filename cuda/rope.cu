@@ -43,6 +43,6 @@ extern "C" cudaError_t cqk_rope(cudaStream_t s, float *y, const float *x, int64_
     if (D % 2) return cudaErrorInvalidValue;
     const int64_t npairs = B * T * H * (D / 2);
     if (npairs <= 0) return cudaSuccess;
-    rope_kernel<<<grid_for(npairs, 256), 256, 0, s>>>(y, x, T, H, D, pos0, theta, inverse, npairs);
+    CQK_LAUNCH(grid_for(npairs, 256), 256, 0, s, rope_kernel, y, x, T, H, D, pos0, theta, inverse, npairs);
     return cudaGetLastError();
 }

@@ -13,7 +13,7 @@ constexpr int kThreads = 512;
 __global__ void xent_row_kernel(float *lse, float *nll, const float *logits,
                                 const int32_t *targets, int64_t V)
 {
-    __shared__ float sh[32];
+    CQK_SHARED(float, sh, 32);
     const int64_t n = blockIdx.x;
     const float *x = logits + n * V;
     float mx = -INFINITY;
@@ -32,7 +32,7 @@ __global__ void xent_row_kernel(float *lse, float *nll, const float *logits,
 
 __global__ void xent_loss_kernel(float *loss, const float *nll, int64_t N, float scale)
 {
-    __shared__ double sh[32];
+    CQK_SHARED(double, sh, 32);
     double acc = 0.0;
     // Fixed assignment of rows to threads and a fixed tree: deterministic.
     for (int64_t i = threadIdx.x; i < N; i += blockDim.x) acc += (double)nll[i];
@@ -64,11 +64,11 @@ extern "C" cudaError_t cqk_xent(cudaStream_t s, float *loss, float *lse, float *
 {
     if (N > 0x7fffffff || V <= 0) return cudaErrorInvalidValue;
     if (N > 0) {
-        xent_row_kernel<<<(unsigned)N, kThreads, 0, s>>>(lse, nll, logits, targets, V);
+        CQK_LAUNCH((unsigned)N, kThreads, 0, s, xent_row_kernel, lse, nll, logits, targets, V);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return e;
     }
-    xent_loss_kernel<<<1, 1024, 0, s>>>(loss, nll, N, scale);
+    CQK_LAUNCH(1, 1024, 0, s, xent_loss_kernel, loss, nll, N, scale);
     return cudaGetLastError();
 }
 
@@ -78,6 +78,6 @@ extern "C" cudaError_t cqk_xent_bwd(cudaStream_t s, float *dlogits, const float 
 {
     if (N > 0x7fffffff || V <= 0) return cudaErrorInvalidValue;
     if (N == 0) return cudaSuccess;
-    xent_bwd_kernel<<<(unsigned)N, kThreads, 0, s>>>(dlogits, logits, targets, lse, dloss, V, scale);
+    CQK_LAUNCH((unsigned)N, kThreads, 0, s, xent_bwd_kernel, dlogits, logits, targets, lse, dloss, V, scale);
     return cudaGetLastError();
 }

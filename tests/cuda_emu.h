@@ -19,7 +19,10 @@
 #ifndef CQ_TESTS_CUDA_EMU_H
 #define CQ_TESTS_CUDA_EMU_H
 
+#include <atomic>
 #include <barrier>
+#include <map>
+#include <mutex>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -45,10 +48,15 @@
 // ---------------------------------------------------------------- runtime types
 typedef int cudaError_t;
 typedef struct CUstream_st *cudaStream_t;
-enum { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
+enum { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorInvalidConfiguration = 9 };
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
 
 struct alignas(16) float4 { float x, y, z, w; };
 struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
+inline float4 make_float4(float x, float y, float z, float w) { return { x, y, z, w }; }
+inline float2 make_float2(float x, float y) { return { x, y }; }
 struct uint3 { unsigned x, y, z; };
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
@@ -124,6 +132,7 @@ inline uint32_t __funnelshift_r(uint32_t lo, uint32_t hi, unsigned n)
 {
     return (uint32_t)((((uint64_t)hi << 32) | lo) >> (n & 31));
 }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 template <typename T> inline T min(T a, T b) { return b < a ? b : a; }
 template <typename T> inline T max(T a, T b) { return a < b ? b : a; }
 
@@ -140,6 +149,8 @@ struct Block {
     std::barrier<> bar;
     std::vector<Warp> warps;
     std::vector<unsigned char> smem;
+    std::mutex mu;   // static shared arrays, one per declaration (its tag)
+    std::map<const void *, std::vector<unsigned char>> stat;
 };
 
 struct Ctx {
@@ -151,6 +162,18 @@ struct Ctx {
 inline thread_local Ctx t_ctx;
 
 inline Warp &warp() { return t_ctx.block->warps[t_ctx.tid.x >> 5]; }
+
+// The block's copy of the static shared array declared at `tag`.
+inline void *block_static(const void *tag, size_t bytes)
+{
+    Block &b = *t_ctx.block;
+    std::lock_guard<std::mutex> g(b.mu);
+    std::vector<unsigned char> &v = b.stat[tag];
+    if (v.empty()) v.assign(bytes, 0);
+    return v.data();
+}
+
+inline thread_local cudaError_t t_last_error = cudaSuccess;
 
 template <typename T> inline T shfl(T v, int src)
 {
@@ -204,13 +227,63 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, K kernel, A... args)
     return cudaSuccess;
 }
 
+// CQK_LAUNCH: launch(), its error kept for cudaGetLastError. Runs to
+// completion before returning (a synchronous stream).
+template <typename K, typename... A>
+void launch_on(cudaStream_t, dim3 grid, dim3 block, size_t smem, K kernel, A... args)
+{
+    const cudaError_t e = launch(grid, block, smem, kernel, args...);
+    if (e != cudaSuccess) t_last_error = cudaErrorInvalidConfiguration;
+}
+
 }  // namespace cqk_emu
+
+// ---------------------------------------------------------------- runtime calls
+inline cudaError_t cudaGetLastError()
+{
+    const cudaError_t e = cqk_emu::t_last_error;
+    cqk_emu::t_last_error = cudaSuccess;
+    return e;
+}
+inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t = nullptr)
+{
+    std::memset(p, v, n);
+    return cudaSuccess;
+}
+inline cudaError_t cudaGetDevice(int *d)
+{
+    *d = 0;
+    return cudaSuccess;
+}
+// an H100/H200's opt-in shared memory per block
+inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int)
+{
+    *v = a == cudaDevAttrMaxSharedMemoryPerBlockOptin ? 227 * 1024 : 0;
+    return cudaSuccess;
+}
+template <typename K> inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int v)
+{
+    return v >= 0 && v <= 227 * 1024 ? cudaSuccess : cudaErrorInvalidValue;
+}
+inline float atomicAdd(float *p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline int atomicMin(int *p, int v)
+{
+    std::atomic_ref<int> a(*p);
+    int old = a.load();
+    while (v < old && !a.compare_exchange_weak(old, v)) {
+    }
+    return old;
+}
+inline void __syncwarp(unsigned = 0xffffffffu) { cqk_emu::warp().bar.arrive_and_wait(); }
 
 #define threadIdx (cqk_emu::t_ctx.tid)
 #define blockIdx (cqk_emu::t_ctx.bid)
 #define blockDim (cqk_emu::t_ctx.bdim)
 #define gridDim (cqk_emu::t_ctx.gdim)
 #define CQK_EMU_DYN_SMEM(T, name) T *name = (T *)(void *)cqk_emu::t_ctx.block->smem.data()
+#define CQK_EMU_SHARED(T, name, N)                                                                 \
+    static char cqk_emu_tag_##name;                                                                \
+    T *name = (T *)cqk_emu::block_static(&cqk_emu_tag_##name, sizeof(T) * (size_t)(N))
 
 inline void __syncthreads() { cqk_emu::t_ctx.block->bar.arrive_and_wait(); }
 template <typename T> inline T __shfl_sync(unsigned, T v, int src) { return cqk_emu::shfl(v, src); }
