@@ -23,14 +23,16 @@ int cq_vulkan_backend_create(cq_backend **out, int device)
 #endif
 
 #if !CQ_HAVE_CUDA
-int cq_cuda_probe(cq_backend_info *info)
+/* weak: the emulated CUDA test build (tests/meson.build, cuda_emu) links the
+ * real backend, compiled against tests/cuda_emu, over these */
+__attribute__((weak)) int cq_cuda_probe(cq_backend_info *info)
 {
     info->n_devices = 0;
     snprintf(info->reason, sizeof info->reason, "configure with -Dcuda=true");
     return CQ_OK;
 }
-int cq_cuda_devices(cq_device_info *devs, int max) { (void)devs; (void)max; return 0; }
-int cq_cuda_backend_create(cq_backend **out, int device)
+__attribute__((weak)) int cq_cuda_devices(cq_device_info *devs, int max) { (void)devs; (void)max; return 0; }
+__attribute__((weak)) int cq_cuda_backend_create(cq_backend **out, int device)
 {
     (void)device;
     *out = NULL;

@@ -3,7 +3,8 @@
  * stubbed in backends/stubs.c. */
 #include "cuda/cq_cuda.h"
 
-int cq_cuda_mem_info(size_t *free_bytes, size_t *total_bytes)
+/* weak: see backends/stubs.c */
+__attribute__((weak)) int cq_cuda_mem_info(size_t *free_bytes, size_t *total_bytes)
 {
     if (free_bytes) *free_bytes = 0;
     if (total_bytes) *total_bytes = 0;

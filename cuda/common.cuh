@@ -3,7 +3,7 @@
 #pragma once
 
 #if defined(CQK_EMU)
-#include "tests/cuda_emu.h"   // the kernels on the CPU (tests/test_cuda_emu.cpp)
+#include "tests/cuda_emu/simt.h"   // the kernels on the CPU (tests/test_cuda_emu.cpp)
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -17,7 +17,7 @@
 #define CQK_FULL_MASK 0xffffffffu
 
 // Shared memory and launches go through these three, so that the kernels
-// also compile as C++ for the CPU emulator (tests/cuda_emu.h, -DCQK_EMU):
+// also compile as C++ for the CPU emulator (tests/cuda_emu/simt.h, -DCQK_EMU):
 //   CQK_DYN_SMEM(T, name);        a kernel's dynamic shared memory, T name[]
 //   CQK_SHARED(T, name, N);       a static shared array, T name[N]
 //   CQK_LAUNCH(grid, block, smem, stream, kernel, args...);

@@ -13,9 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if !defined(CQK_EMU)   /* the emulator (tests/cuda_emu.h) defines the few types used */
-#include <cuda_runtime_api.h>
-#endif
+#include <cuda_runtime_api.h>   /* in the emulated test build: tests/cuda_emu/include */
 
 #ifdef __cplusplus
 extern "C" {

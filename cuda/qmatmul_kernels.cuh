@@ -1,7 +1,7 @@
 // cherryq CUDA kernels: QMATMUL, the mixed int-k + FP16-sparse linear layer,
 // device code. Included by cuda/qmatmul.cu (the launches) and by
 // tests/test_cuda_emu.cpp, which runs these same kernels on the CPU under a
-// small SIMT emulator (tests/cuda_emu.h).
+// small SIMT emulator (tests/cuda_emu/simt.h).
 //   Y [N, out] = X [N, in] W^T,  W = dequant(codes, scales) + cherries
 // Packed layout (cq_tensor.h CQ_OP_QMATMUL, CHERRYQ.md section 6): the codes
 // of a row are one LSB-first bit stream starting on a byte boundary (3-bit:

@@ -1,9 +1,9 @@
 // cherryq: the QMATMUL CUDA kernels (cuda/qmatmul_kernels.cuh), their own
-// source, run on the CPU under the SIMT emulator of tests/cuda_emu.h, in
-// every build (CI has no GPU). Checks:
+// source, run on the CPU under the SIMT emulator of tests/cuda_emu/simt.h, in
+// every build without -Dcuda=true (CI has no GPU). Checks:
 //   - every fast-GEMV variant (cuda/qmatmul_kernels.cuh with_variant: the
 //     table the real launcher uses) and bit width, groups 0/32/64/128/256,
-//     N = 1 and 3 (blockIdx.y), rows not a multiple of a block's rows (the
+//     N = 3 (blockIdx.y), rows not a multiple of a block's rows (the
 //     clamped duplicate rows), rows with no cherries, a few, and more than 32
 //     (the second cherry loop): variants 0-3 against cq_qmm_gemv_ref (the
 //     exact product), variant 4 against cq_qmm_gemv_q8_ref (its int8
@@ -11,9 +11,10 @@
 //   - the generic kernel on shapes the fast one refuses (in % 128 != 0, a
 //     group of 48);
 //   - the batch path's dequantize + cherry kernels against
-//     cq_qmm_dequant_rows, bit for bit.
-// A GPU run (test_cuda) is still what proves the kernels; this catches the
-// index, mapping and shared-memory mistakes on every machine.
+//     cq_qmm_dequant_rows (to 1e-6).
+// test_cuda runs the same kernels through the backend (on a GPU, or on this
+// emulator as the cuda_emu_backend test); this one reaches every variant
+// directly. A GPU run is still what proves the kernels.
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
