@@ -136,7 +136,7 @@ cudaError_t cqk_qdequant(cudaStream_t s, float *Wt, int64_t row0, int64_t nrows,
                          const cqk_qweight *w);
 /* Which GEMV kernel cqk_qgemv picks ("fast vN" or "generic"), for logs/benchmarks. */
 const char *cqk_qgemv_path(const cqk_qweight *w);
-/* Variant of the fast GEMV kernel (0..4, cuda/qmatmul.cu; default 2, or
+/* Variant of the fast GEMV kernel (0..4, cuda/qmatmul.cu; default 1, or
  * CQ_QGEMV_VARIANT read once): set_variant overrides it (test_cuda runs
  * every variant; out-of-range values select the default). 0..3 are exact
  * f32; 4 quantizes x to int8 per 128 columns (dp4a), an approximation whose
