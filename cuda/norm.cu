@@ -102,7 +102,7 @@ extern "C" cudaError_t cqk_rmsnorm_bwd(cudaStream_t s, float *dx, float *dw, con
         const int64_t rb = dw_rows_per_block(rows), nb = rows > 0 ? (rows + rb - 1) / rb : 0;
         float *part = rstd + rows;
         if (nb > 0) {
-            CQK_LAUNCH(dim3((unsigned)((C + 127) / 128), (unsigned)nb), 128, 0, s, rmsnorm_bwd_dw_part_kernel, 
+            CQK_LAUNCH(dim3((unsigned)((C + 127) / 128), (unsigned)nb), 128, 0, s, rmsnorm_bwd_dw_part_kernel,
                 part, x, dy, rstd, rows, C, rb);
             cudaError_t e = cudaGetLastError();
             if (e != cudaSuccess) return e;
