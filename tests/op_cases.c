@@ -15,6 +15,7 @@ static uint64_t next64(void)
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+uint32_t tr_u32(void) { return (uint32_t)(next64() >> 32); }
 float tr_uniform(float lo, float hi) { return lo + (hi - lo) * (float)((next64() >> 11) * (1.0 / 9007199254740992.0)); }
 float tr_normal(void)
 {

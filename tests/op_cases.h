@@ -26,6 +26,7 @@ int op_case_check(cq_backend *be, const op_case *c, double *err_out);
 
 /* deterministic random numbers */
 void tr_seed(unsigned s);
+uint32_t tr_u32(void);
 float tr_uniform(float lo, float hi);
 float tr_normal(void);
 

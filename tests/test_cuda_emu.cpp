@@ -28,6 +28,7 @@
 
 extern "C" {
 #include "cq_base.h"
+#include "op_cases.h"   // tr_seed, tr_u32, tr_normal: the tests' random numbers
 #include "qmm.h"
 }
 
@@ -38,22 +39,6 @@ extern "C" {
 }
 
 namespace {
-
-uint64_t g_rng = 0x2545F4914F6CDD1Dull;
-uint32_t rnd32()
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (uint32_t)(g_rng >> 16);
-}
-
-float rnd_normal()
-{
-    const float u = ((float)(rnd32() & 0xFFFFFF) + 0.5f) / 16777216.0f;
-    const float v = ((float)(rnd32() & 0xFFFFFF) + 0.5f) / 16777216.0f;
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
 
 // A random packed matrix; cherries per row vary: none, a few, or 40 (> 32).
 struct QMat {
@@ -71,15 +56,15 @@ struct QMat {
         ng = cq_qmm_ngroups(group, in);
         codes_store.resize((size_t)(out * rb) + 16);
         codes = codes_store.data() + ((16 - ((uintptr_t)codes_store.data() & 15)) & 15);
-        for (int64_t k = 0; k < out * rb; k++) codes[k] = (uint8_t)rnd32();
+        for (int64_t k = 0; k < out * rb; k++) codes[k] = (uint8_t)tr_u32();
         scales.resize((size_t)(out * ng));
-        for (auto &s : scales) s = cq_f32_to_f16(0.005f + 0.045f * (float)(rnd32() % 1000) / 1000.0f);
+        for (auto &s : scales) s = cq_f32_to_f16(0.005f + 0.045f * (float)(tr_u32() % 1000) / 1000.0f);
         rowptr.assign((size_t)out + 1, 0);
         for (int64_t r = 0; r < out; r++) {
-            const int k = !cherries || r % 5 == 0 ? 0 : r % 7 == 1 ? 40 : 1 + (int)(rnd32() % 5);
+            const int k = !cherries || r % 5 == 0 ? 0 : r % 7 == 1 ? 40 : 1 + (int)(tr_u32() % 5);
             for (int j = 0; j < k; j++) {
-                cols.push_back((uint16_t)(rnd32() % (uint32_t)in));
-                delta.push_back(0.3f * rnd_normal());
+                cols.push_back((uint16_t)(tr_u32() % (uint32_t)in));
+                delta.push_back(0.3f * tr_normal());
             }
             rowptr[(size_t)r + 1] = (int32_t)cols.size();
         }
@@ -196,7 +181,7 @@ void test_fast_variants(void **state)
                 assert_true(valid(&q) && fast_shape_ok(&q));
                 const cq_qmm_w w = m.w();
                 std::vector<float> X((size_t)(N * in)), Y((size_t)(N * out));
-                for (auto &v : X) v = rnd_normal();
+                for (auto &v : X) v = tr_normal();
                 X[5] = 0.0f;
                 for (int64_t j = 128; j < 256; j++) X[(size_t)(in + j)] = 0.0f;   // n = 1: an all-zero block
                 std::vector<std::vector<double>> mag((size_t)N);
@@ -243,7 +228,7 @@ void test_generic(void **state)
             const cq_qmm_w w = m.w();
             const int64_t N = 2, out = m.out, in = m.in;
             std::vector<float> X((size_t)(N * in)), Y((size_t)(N * out), NAN), Ye((size_t)out);
-            for (auto &v : X) v = rnd_normal();
+            for (auto &v : X) v = tr_normal();
             const QW qw = make_qw(&q);
             const dim3 grid((unsigned)((out + kWarpsGeneric - 1) / kWarpsGeneric), (unsigned)N);
             assert_int_equal(cqk_emu::launch(grid, dim3(kWarpsGeneric * 32), 0, qgemv_generic_kernel, Y.data(),
@@ -286,6 +271,7 @@ void test_dequant(void **state)
 
 int main(void)
 {
+    tr_seed(9);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_variants),
         cmocka_unit_test(test_generic),

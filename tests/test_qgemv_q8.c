@@ -31,23 +31,8 @@
 #include <cmocka.h>
 
 #include "cuda/qgemv_q8.h"
+#include "op_cases.h"       /* tr_seed, tr_u32, tr_normal: the tests' random numbers */
 #include "qmm_internal.h"   /* cq_qmm_code: the library's reader of the packed layout */
-
-static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-static uint32_t rnd32(void)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (uint32_t)(g_rng >> 16);
-}
-
-static float rnd_normal(void)
-{
-    float u = ((float)(rnd32() & 0xFFFFFF) + 0.5f) / 16777216.0f;
-    float v = ((float)(rnd32() & 0xFFFFFF) + 0.5f) / 16777216.0f;
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
 
 static const int k_bits[] = { 2, 3, 4, 8 };
 
@@ -116,8 +101,8 @@ static void test_dot32(void **state)
             int xq[32];
             for (int j = 0; j < 32; j++) {
                 /* trial 0: every code maximal against x = -127; 1: against +127 */
-                u[j] = trial < 2 ? umax : rnd32() & umax;
-                xq[j] = trial == 0 ? -127 : trial == 1 ? 127 : (int)(rnd32() % 255u) - 127;
+                u[j] = trial < 2 ? umax : tr_u32() & umax;
+                xq[j] = trial == 0 ? -127 : trial == 1 ? 127 : (int)(tr_u32() % 255u) - 127;
             }
             uint32_t w[8], xw[8];
             pack32(bits, u, w);
@@ -177,13 +162,13 @@ static void qmat_make(qmat *m, int64_t out, int64_t in, int bits, int group, int
     m->rowptr = malloc((size_t)(out + 1) * 4);
     m->cols = malloc((size_t)(out * k + 1) * 2);
     m->delta = malloc((size_t)(out * k + 1) * 4);
-    for (int64_t i = 0; i < out * rb; i++) m->codes[i] = (uint8_t)rnd32();
-    for (int64_t i = 0; i < out * ng; i++) m->scales[i] = cq_f32_to_f16(0.005f + 0.045f * (float)(rnd32() % 1000) / 1000.0f);
+    for (int64_t i = 0; i < out * rb; i++) m->codes[i] = (uint8_t)tr_u32();
+    for (int64_t i = 0; i < out * ng; i++) m->scales[i] = cq_f32_to_f16(0.005f + 0.045f * (float)(tr_u32() % 1000) / 1000.0f);
     for (int64_t r = 0; r <= out; r++) m->rowptr[r] = (int32_t)(r * k);
     for (int64_t r = 0; r < out; r++)
         for (int j = 0; j < k; j++) {
-            m->cols[r * k + j] = (uint16_t)(j * (in / k) + (int64_t)(rnd32() % (uint32_t)(in / k)));
-            m->delta[r * k + j] = 0.3f * rnd_normal();
+            m->cols[r * k + j] = (uint16_t)(j * (in / k) + (int64_t)(tr_u32() % (uint32_t)(in / k)));
+            m->delta[r * k + j] = 0.3f * tr_normal();
         }
     m->w = (cq_qmm_w){ .out = out, .in = in, .bits = bits, .group = group, .codes = m->codes,
                        .scales = m->scales, .rowptr = k ? m->rowptr : NULL, .cols = m->cols,
@@ -268,7 +253,7 @@ static void test_gemv_vs_q8_oracle(void **state)
                 qmat_make(&m, out, in, bits, group, k);
                 float *x = malloc((size_t)in * 4), *y = malloc((size_t)out * 4);
                 float *yr = malloc((size_t)out * 4), *ye = malloc((size_t)out * 4);
-                for (int64_t j = 0; j < in; j++) x[j] = rnd_normal();
+                for (int64_t j = 0; j < in; j++) x[j] = tr_normal();
                 x[in / 2] = 0.0f;
                 if (in >= 256)   /* an all-zero 128-column block: sx = 0 */
                     for (int64_t j = 128; j < 256; j++) x[j] = 0.0f;
@@ -298,6 +283,7 @@ static void test_gemv_vs_q8_oracle(void **state)
 
 int main(void)
 {
+    tr_seed(8);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_col_pos_bijection),
         cmocka_unit_test(test_prmt_dp4a),

@@ -33,17 +33,8 @@
 
 #include <cmocka.h>
 
+#include "op_cases.h"   /* tr_seed, tr_u32, tr_uniform: the tests' random numbers */
 #include "qmm.h"
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-static float rndf(float a, float b) { return a + (b - a) * (float)(rnd() & 0xFFFFFF) / 16777216.0f; }
 
 /* A test matrix: the unpacked truth plus its packed form. */
 typedef struct {
@@ -102,9 +93,9 @@ static void tmat_make(tmat *t, int64_t out, int64_t in, int bits, int group, int
     unsigned umax = bits == 8 ? 254 : (1u << bits) - 1;
     for (int64_t r = 0; r < out; r++) {
         for (int64_t gi = 0; gi < t->ng; gi++)
-            t->scales[r * t->ng + gi] = cq_f32_to_f16(rndf(0.002f, 0.05f));
+            t->scales[r * t->ng + gi] = cq_f32_to_f16(tr_uniform(0.002f, 0.05f));
         for (int64_t j = 0; j < in; j++) {
-            unsigned v = rnd() % (umax + 1);
+            unsigned v = tr_u32() % (umax + 1);
             t->u[r * in + j] = (uint8_t)v;
             pack_code(t->codes + r * t->rb, bits, j, v);
             float s = cq_f16_to_f32(t->scales[r * t->ng + j / t->g]);
@@ -118,7 +109,7 @@ static void tmat_make(tmat *t, int64_t out, int64_t in, int bits, int group, int
         int32_t *cnt = malloc(sizeof(int32_t) * (size_t)out);
         for (int64_t r = 0; r < out; r++) {
             int kind = (int)(r % 4);
-            int64_t k = kind == 0 ? 0 : kind == 1 ? 1 + rnd() % 3 : kind == 2 ? (in + 255) / 256 : in / 4 + 1;
+            int64_t k = kind == 0 ? 0 : kind == 1 ? 1 + tr_u32() % 3 : kind == 2 ? (in + 255) / 256 : in / 4 + 1;
             if (k > in) k = in;
             cnt[r] = (int32_t)k;
             cap += k;
@@ -132,9 +123,9 @@ static void tmat_make(tmat *t, int64_t out, int64_t in, int bits, int group, int
             memset(used, 0, (size_t)in);
             for (int32_t i = 0; i < cnt[r]; i++) {
                 int64_t j;
-                do j = rnd() % in; while (used[j]);
+                do j = tr_u32() % in; while (used[j]);
                 used[j] = 1;
-                float v = cq_f16_to_f32(cq_f32_to_f16(rndf(-2.0f, 2.0f)));
+                float v = cq_f16_to_f32(cq_f32_to_f16(tr_uniform(-2.0f, 2.0f)));
                 float dq = t->dense[r * in + j];
                 t->cols[pos] = (uint16_t)j;
                 t->delta[pos] = v - dq;
@@ -177,7 +168,7 @@ static double row_mag(const tmat *t, int64_t r, const float *x)
 
 static void rand_vec(float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) x[i] = rndf(-1.0f, 1.0f);
+    for (int64_t i = 0; i < n; i++) x[i] = tr_uniform(-1.0f, 1.0f);
 }
 
 static void check_close(const tmat *t, const float *X, int64_t n, const float *Y, const float *Yref,
@@ -757,6 +748,7 @@ static void test_args(void **state)
 
 int main(void)
 {
+    tr_seed(5);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ref_vs_dense),
         cmocka_unit_test(test_isa_scalar),
