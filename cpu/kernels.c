@@ -321,6 +321,22 @@ static int k_xent(const cq_op *op, int bwd)
 
 static float sigm(float x) { return cq_fsigmoid(x); }
 
+cq_qmm_w cq_cpu_qmm_w(const cq_op *op)
+{
+    const cq_qmm_w w = {
+        .out = op->src[1]->ne[0],
+        .in = op->i[2],
+        .bits = (int)op->i[0],
+        .group = (int)op->i[1],
+        .codes = cq_tensor_host(op->src[1]),
+        .scales = cq_tensor_host(op->src[2]),
+        .rowptr = op->src[3] ? cq_tensor_host(op->src[3]) : NULL,
+        .cols = op->src[3] ? cq_tensor_host(op->src[4]) : NULL,
+        .delta = op->src[3] ? cq_tensor_host(op->src[5]) : NULL,
+    };
+    return w;
+}
+
 int cq_cpu_compute(const cq_op *op)
 {
     const cq_tensor *s0 = op->src[0], *s1 = op->src[1];
@@ -476,17 +492,7 @@ int cq_cpu_compute(const cq_op *op)
         /* the fast mixed int-k + FP16-sparse kernels of cpu/qmm.c (GEMV for
          * a few tokens, tiled dequant + sgemm above); the scalar reference
          * in cpu/ref.c stays the oracle (tests/test_pipeline.c compares) */
-        cq_qmm_w w = {
-            .out = op->src[1]->ne[0],
-            .in = op->i[2],
-            .bits = (int)op->i[0],
-            .group = (int)op->i[1],
-            .codes = cq_tensor_host(op->src[1]),
-            .scales = cq_tensor_host(op->src[2]),
-            .rowptr = op->src[3] ? cq_tensor_host(op->src[3]) : NULL,
-            .cols = op->src[3] ? cq_tensor_host(op->src[4]) : NULL,
-            .delta = op->src[3] ? cq_tensor_host(op->src[5]) : NULL,
-        };
+        const cq_qmm_w w = cq_cpu_qmm_w(op);
         if (op->i[3] == CQ_QCODES_IL4) {
             /* codes interleaved at load time (models/qmodel.c make_qlinear) */
             const cq_qmm_il il = { .w = w };

@@ -18,6 +18,7 @@
 #include "cuda/cq_cuda.h"
 #include "cuda/cq_cuda_kernels.h"
 #include "op_cases.h"
+#include "kernels.h"   /* cq_cpu_qmm_w */
 #include "qmm.h"
 
 static cq_backend *g_cpu, *g_cuda;
@@ -119,13 +120,8 @@ static void qweight(cq_op *op, int64_t out, int64_t in, int bits, int group, int
  * reference (x quantized per 128 columns the same way), per token. */
 static int q8_reference(cq_op *op)
 {
-    const int64_t in = op->i[2], N = cq_tensor_numel(op->src[0]) / in;
-    const int64_t out = N ? cq_tensor_numel(op->dst[0]) / N : 0;
-    const cq_qmm_w w = { .out = out, .in = in, .bits = op->i[0], .group = op->i[1],
-                         .codes = cq_tensor_host(op->src[1]), .scales = cq_tensor_host(op->src[2]),
-                         .rowptr = op->src[3] ? cq_tensor_host(op->src[3]) : NULL,
-                         .cols = op->src[4] ? cq_tensor_host(op->src[4]) : NULL,
-                         .delta = op->src[5] ? cq_tensor_host(op->src[5]) : NULL };
+    const cq_qmm_w w = cq_cpu_qmm_w(op);
+    const int64_t in = w.in, out = w.out, N = cq_tensor_numel(op->src[0]) / in;
     const float *x = cq_tensor_host(op->src[0]);
     float *y = cq_tensor_host(op->dst[0]);
     for (int64_t n = 0; n < N; n++) {
