@@ -57,6 +57,10 @@ struct QW {
     // one LOP3 (mask immediate, magic in a register) instead of two
     // instructions with two immediates (seen in the H200 SASS: 3 LOP3 per code).
     uint32_t magic;
+    // column c's group is __umulhi(c, gdiv) (make_qw): one IMAD.HI where a
+    // 32-bit division by the run-time group is about a dozen instructions,
+    // four a row and chunk. 0 for group 0 (one scale a row).
+    uint32_t gdiv;
 };
 
 constexpr int kWarpsFast = 4;
@@ -137,8 +141,8 @@ __device__ __forceinline__ void load_chunk(Chunk<BITS, R> &c, const uint4 *const
         }
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-            // 32-bit division (a 64-bit one is a call); in < 2^31 (fast_ok)
-            const uint32_t g = w.group ? (uint32_t)(ch * 128 + k * 32) / (uint32_t)w.group : 0u;
+            // (ch * 128 + k * 32) / group: exact, in * group <= 2^32 (fast_shape_ok)
+            const uint32_t g = __umulhi((uint32_t)(ch * 128 + k * 32), w.gdiv);
             c.sc[r][k] = __half2float(__ldg(w.scales + rows_[r] * w.ngroups + g));
         }
     }
@@ -414,6 +418,11 @@ QW make_qw(const cqk_qweight *q)
     w.bits = q->bits;
     w.off = q->bits <= 4 ? (float)(1 << (q->bits - 1)) - 0.5f : (float)((1 << (q->bits - 1)) - 1);
     w.magic = 0x4B000000u;
+    // ceil(2^32 / group): floor(c * gdiv / 2^32) = floor(c / group) whenever
+    // c * (gdiv * group - 2^32) < 2^32, which c < 2^32 / group guarantees:
+    // the fast kernels, its only users, take in * group <= 2^32 (fast_shape_ok;
+    // LLaMA sizes are ~2^21), so every column c < in qualifies
+    w.gdiv = q->group >= 32 ? (uint32_t)((((uint64_t)1 << 32) + (uint64_t)q->group - 1) / (uint64_t)q->group) : 0u;
     return w;
 }
 
@@ -438,6 +447,7 @@ size_t q8_smem(int64_t in) { return (size_t)in + (size_t)(in / 128 + in / 32) * 
 bool fast_shape_ok(const cqk_qweight *q)
 {
     if (q->in <= 0 || q->in % 128 || q->in >= ((int64_t)1 << 31) || (q->group && q->group % 32)) return false;
+    if (q->group && q->in * q->group > ((int64_t)1 << 32)) return false;   // QW.gdiv exact (make_qw)
     return q->row_bytes % 16 == 0 && ((uintptr_t)q->codes & 15) == 0;
 }
 

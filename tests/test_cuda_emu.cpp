@@ -216,6 +216,45 @@ void test_fast_variants(void **state)
             }
 }
 
+// The fast kernels' group index __umulhi(c, gdiv) equals c / group for every
+// group they take (a multiple of 32) and every column they can see (c < in,
+// in * group <= 2^32, fast_shape_ok): checked at every group boundary (c =
+// k * group - 1, k * group), where a rounding error would show first, for
+// groups 32..8192, up to the largest in that group allows.
+void test_group_index(void **state)
+{
+    (void)state;
+    int64_t checked = 0;
+    for (int64_t group = 32; group <= 8192; group += 32) {
+        cqk_qweight q;
+        memset(&q, 0, sizeof q);
+        q.bits = 3;
+        q.group = group;
+        const uint32_t gdiv = make_qw(&q).gdiv;
+        const int64_t in_max = ((int64_t)1 << 32) / group;
+        for (int64_t c = group - 1; c < in_max; c += group) {
+            for (int64_t cc = c; cc <= c + 1 && cc < in_max; cc++, checked++)
+                if (__umulhi((uint32_t)cc, gdiv) != (uint32_t)(cc / group))
+                    fail_msg("group %lld: column %lld gives group %u, want %lld", (long long)group, (long long)cc,
+                             __umulhi((uint32_t)cc, gdiv), (long long)(cc / group));
+        }
+    }
+    assert_true(checked > 10000000);
+    cqk_qweight q;
+    memset(&q, 0, sizeof q);
+    q.bits = 3;
+    assert_int_equal(make_qw(&q).gdiv, 0);   // group 0: one scale a row
+    // past the bound the fast kernels are not used (the generic one divides)
+    QMat m(1, 128, 3, 32, false);
+    cqk_qweight big = m.q();
+    big.in = (int64_t)1 << 20;
+    big.row_bytes = 3 * (big.in / 8);
+    big.group = 4096;
+    assert_true(fast_shape_ok(&big));
+    big.group = 8192;
+    assert_false(fast_shape_ok(&big));
+}
+
 void test_generic(void **state)
 {
     (void)state;
@@ -274,6 +313,7 @@ int main(void)
     tr_seed(9);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_variants),
+        cmocka_unit_test(test_group_index),
         cmocka_unit_test(test_generic),
         cmocka_unit_test(test_dequant),
     };

@@ -102,6 +102,8 @@ inline uint32_t __funnelshift_r(uint32_t lo, uint32_t hi, unsigned n)
 {
     return (uint32_t)((((uint64_t)hi << 32) | lo) >> (n & 31));
 }
+// high 32 bits of the 64-bit product
+inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((uint64_t)a * b) >> 32); }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 template <typename T> inline T min(T a, T b) { return b < a ? b : a; }
 template <typename T> inline T max(T a, T b) { return a < b ? b : a; }
