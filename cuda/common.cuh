@@ -53,20 +53,50 @@ static inline unsigned grid_for(int64_t n, int threads, unsigned cap = 65535u * 
     return (unsigned)b;
 }
 
-// Opt-in shared memory per block of the current device, looked up once per
-// device per translation unit (a launch path must not pay a driver query
-// per call); 48 KiB if it cannot be read.
+// An attribute of the current device, looked up once per device per
+// translation unit and attribute (a launch path must not pay a driver query
+// per call); `fallback` if it cannot be read.
+template <cudaDeviceAttr A>
+static inline int device_attr_cached(int fallback)
+{
+    static int cached[64];   // value + 1, 0 = not read
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return fallback;
+    if (dev >= 0 && dev < 64 && cached[dev]) return cached[dev] - 1;
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, A, dev) != cudaSuccess || v < 0) v = fallback;
+    if (dev >= 0 && dev < 64) cached[dev] = v + 1;
+    return v;
+}
+
+// Opt-in shared memory per block of the current device (48 KiB if unknown).
 static inline size_t smem_optin_bytes()
 {
-    static int cached[64];   // bytes + 1, 0 = not read
+    return (size_t)device_attr_cached<cudaDevAttrMaxSharedMemoryPerBlockOptin>(48 * 1024);
+}
+
+// Streaming multiprocessors of the current device (1 if unknown).
+static inline int sm_count() { return device_attr_cached<cudaDevAttrMultiProcessorCount>(1); }
+
+// Resident blocks per SM of `kernel` at `threads` and `smem` bytes of dynamic
+// shared memory, asked once per device and kernel (`cache`, the kernel's own:
+// smem << 8 | blocks, per device); smem changes with the layer's width, so a
+// new size asks again. 1 if the runtime cannot say.
+template <typename K>
+int occupancy_cached(K kernel, int threads, size_t smem, uint64_t *cache)
+{
     int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 48 * 1024;
-    if (dev >= 0 && dev < 64 && cached[dev]) return (size_t)(cached[dev] - 1);
-    int v = 0;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-        v = 48 * 1024;
-    if (dev >= 0 && dev < 64) cached[dev] = v + 1;
-    return (size_t)v;
+    cudaGetDevice(&dev);
+    const bool slot = dev >= 0 && dev < 64;
+    if (slot && cache[dev] && (cache[dev] >> 8) == (uint64_t)smem) return (int)(cache[dev] & 255);
+    int b = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, threads, smem) != cudaSuccess || b < 1) {
+        (void)cudaGetLastError();   // not a launch error
+        b = 1;
+    }
+    if (b > 255) b = 255;
+    if (slot) cache[dev] = (uint64_t)smem << 8 | (uint64_t)b;
+    return b;
 }
 
 // Raise a kernel's dynamic shared memory limit once per device and size

@@ -136,15 +136,16 @@ cudaError_t cqk_qdequant(cudaStream_t s, float *Wt, int64_t row0, int64_t nrows,
                          const cqk_qweight *w);
 /* Which GEMV kernel cqk_qgemv picks ("fast vN" or "generic"), for logs/benchmarks. */
 const char *cqk_qgemv_path(const cqk_qweight *w);
-/* Variant of the fast GEMV kernel (0..4, cuda/qmatmul.cu; default 1, or
- * CQ_QGEMV_VARIANT read once): set_variant overrides it (test_cuda runs
- * every variant; out-of-range values select the default). 0..3 are exact
- * f32; 4 quantizes x to int8 per 128 columns (dp4a), an approximation whose
- * oracle is cq_qmm_gemv_q8_ref (cpu/qmm.h). */
-#define CQK_QGEMV_VARIANTS 5
-#define CQK_QGEMV_Q8 4
+/* Variant of the fast GEMV kernel (0..7, cuda/qmatmul_kernels.cuh
+ * with_variant; default 1, or CQ_QGEMV_VARIANT read once): set_variant
+ * overrides it (test_cuda runs every variant; out-of-range values select the
+ * default). 0..3 and 7 are exact f32; 4, 5 and 6 quantize x to int8 per 128
+ * columns (dp4a), an approximation whose oracle is cq_qmm_gemv_q8_ref
+ * (cpu/qmm.h): cqk_qgemv_variant_q8(v) says which. */
+#define CQK_QGEMV_VARIANTS 8
 void cqk_qgemv_set_variant(int v);
 int cqk_qgemv_variant(void);
+int cqk_qgemv_variant_q8(int v);
 
 #ifdef __cplusplus
 }

@@ -8,29 +8,7 @@ namespace {
 
 bool fast_ok(const cqk_qweight *q) { return fast_shape_ok(q) && fast_smem(q) <= smem_optin_bytes(); }
 
-// Launches variant v of the fast kernel (with_variant: the table).
-struct FastLaunch {
-    cudaStream_t s;
-    float *Y;
-    const float *X;
-    int64_t N;
-    const QW &w;
-    size_t smem;   // fast_smem; variant 4 needs q8_smem
-
-    template <int BITS, int ROWS, bool PF, int MINB, int WARPS, bool Q8> cudaError_t run()
-    {
-        static size_t smem_set[64];   // the largest size already allowed, per device
-        const size_t sm = Q8 ? q8_smem(w.in) : smem;
-        cudaError_t e = allow_smem_cached(qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS, Q8>, sm, smem_set);
-        if (e != cudaSuccess) return e;
-        const int64_t per_block = (int64_t)WARPS * ROWS;
-        dim3 grid((unsigned)((w.out + per_block - 1) / per_block), (unsigned)N);
-        CQK_LAUNCH(grid, WARPS * 32, sm, s, qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS, Q8>, Y, X, w);
-        return cudaGetLastError();
-    }
-};
-
-// CQ_QGEMV_VARIANT=0..4 picks one for benchmarking (tools/bench_cuda);
+// CQ_QGEMV_VARIANT=0..7 picks one for benchmarking (tools/bench_cuda);
 // the default is the exact one measured fastest on the H200 (docs/cuda.md).
 constexpr int kDefaultVariant = 1;
 int g_gemv_variant = -1;   // -1: not read yet
@@ -45,10 +23,9 @@ int gemv_variant()
 }
 
 template <int BITS>
-cudaError_t launch_fast(cudaStream_t s, float *Y, const float *X, int64_t N, const QW &w,
-                        size_t smem)
+cudaError_t launch_fast(cudaStream_t s, float *Y, const float *X, int64_t N, const QW &w)
 {
-    FastLaunch f = { s, Y, X, N, w, smem };
+    FastLaunch f = { s, Y, X, N, w };
     return with_variant<BITS>(gemv_variant(), f);
 }
 
@@ -63,11 +40,15 @@ extern "C" void cqk_qgemv_set_variant(int v) { g_gemv_variant = v >= 0 && v < CQ
 
 extern "C" int cqk_qgemv_variant(void) { return gemv_variant(); }
 
+extern "C" int cqk_qgemv_variant_q8(int v) { return v == 4 || v == 5 || v == 6; }
+
 extern "C" const char *cqk_qgemv_path(const cqk_qweight *q)
 {
     if (!valid(q)) return "invalid";
-    static const char *const names[CQK_QGEMV_VARIANTS] = { "fast v0", "fast v1", "fast v2", "fast v3",
-                                                      "fast v4 (int8 x, dp4a)" };
+    static const char *const names[CQK_QGEMV_VARIANTS] = {
+        "fast v0", "fast v1", "fast v2", "fast v3", "fast v4 (int8 x, dp4a)",
+        "stream v5 (int8 x, dp4a)", "stream v6 (int8 x, dp4a, 1 row a warp)", "stream v7"
+    };
     return fast_ok(q) ? names[gemv_variant()] : "generic";
 }
 
@@ -84,12 +65,11 @@ extern "C" cudaError_t cqk_qgemv(cudaStream_t s, float *Y, const float *X, int64
         float *y = Y + n0 * q->out;
         const float *x = X + n0 * q->in;
         if (fast_ok(q)) {
-            const size_t sm = fast_smem(q);
             switch (q->bits) {
-            case 2: e = launch_fast<2>(s, y, x, nn, w, sm); break;
-            case 3: e = launch_fast<3>(s, y, x, nn, w, sm); break;
-            case 4: e = launch_fast<4>(s, y, x, nn, w, sm); break;
-            default: e = launch_fast<8>(s, y, x, nn, w, sm); break;
+            case 2: e = launch_fast<2>(s, y, x, nn, w); break;
+            case 3: e = launch_fast<3>(s, y, x, nn, w); break;
+            case 4: e = launch_fast<4>(s, y, x, nn, w); break;
+            default: e = launch_fast<8>(s, y, x, nn, w); break;
             }
         } else {
             dim3 grid((unsigned)((q->out + kWarpsGeneric - 1) / kWarpsGeneric), (unsigned)nn);

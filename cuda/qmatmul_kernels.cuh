@@ -193,6 +193,106 @@ __device__ __forceinline__ void dot_chunk_q8(float *acc, const Chunk<BITS, R> &c
     }
 }
 
+// Where a block keeps x in shared memory (dynamic, 16-byte aligned):
+//   exact: xs = in floats, swizzled, pre-scaled; xsum = in / 32 floats;
+//   Q8 (int8 x, cuda/qgemv_q8.h): xq = in bytes, swizzled, permuted; sxs =
+//   in / 128 x scales; xqsum = in / 32 sums of xq.
+struct XStage {
+    float4 *smem4;
+    float *xs, *xsum;
+    int8_t *xq;
+    float *sxs;
+    int32_t *xqsum;
+};
+
+__device__ __forceinline__ XStage x_stage_ptrs(float4 *smem4, int64_t in)
+{
+    XStage s;
+    s.smem4 = smem4;
+    s.xs = (float *)smem4;
+    s.xsum = s.xs + in;
+    s.xq = (int8_t *)smem4;
+    s.sxs = (float *)(s.xq + in);
+    s.xqsum = (int32_t *)(s.sxs + (in >> 7));
+    return s;
+}
+
+// The whole block stages x (one row of X, in % 128 == 0) into st: XB float4
+// loads in flight per thread, then the stores. Q8: each warp's 32 float4 are
+// one 128-column block, quantized as cq_qmm_quant_x8 does. The caller syncs.
+template <int BITS, bool Q8>
+__device__ __forceinline__ void stage_x(const XStage &st, const float *x, int64_t in, int lane, int warp)
+{
+    constexpr int XB = 8;                        // float4 loads of x in flight per thread
+    const int64_t nx4 = in >> 2;
+    for (int64_t base = 0; base < nx4; base += (int64_t)XB * blockDim.x) {
+        float4 v[XB];
+#pragma unroll
+        for (int i = 0; i < XB; ++i) {
+            const int64_t p = base + (int64_t)i * blockDim.x + threadIdx.x;
+            if (p < nx4) v[i] = __ldg((const float4 *)x + p);
+        }
+#pragma unroll
+        for (int i = 0; i < XB; ++i) {
+            const int64_t p = base + (int64_t)i * blockDim.x + threadIdx.x;
+            if (base + (int64_t)i * blockDim.x + warp * 32 >= nx4) break;   // whole warps: nx4 % 32 == 0
+            if constexpr (Q8) {
+                // the warp's 32 float4 are one 128-column block: its amax, scale, int8 x
+                const float m = warp_max(fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+                const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+                const int q0 = cqk_q8_quant(v[i].x, inv), q1 = cqk_q8_quant(v[i].y, inv);
+                const int q2 = cqk_q8_quant(v[i].z, inv), q3 = cqk_q8_quant(v[i].w, inv);
+                int sq = (q0 + q1) + (q2 + q3);
+                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 1);
+                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 2);
+                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 4);
+                if ((lane & 7) == 0) st.xqsum[p >> 3] = sq;
+                if (lane == 0) st.sxs[p >> 5] = m > 0.0f ? m / 127.0f : 0.0f;
+                st.xq[cqk_q8_byte(BITS, p * 4 + 0)] = (int8_t)q0;
+                st.xq[cqk_q8_byte(BITS, p * 4 + 1)] = (int8_t)q1;
+                st.xq[cqk_q8_byte(BITS, p * 4 + 2)] = (int8_t)q2;
+                st.xq[cqk_q8_byte(BITS, p * 4 + 3)] = (int8_t)q3;
+                continue;
+            }
+            float sv = (v[i].x + v[i].y) + (v[i].z + v[i].w);   // 8 lanes = 32 columns
+            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 1);
+            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 2);
+            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 4);
+            if ((lane & 7) == 0) st.xsum[p >> 3] = sv;
+            const int c = (int)((p * 4) & 31);
+            float4 o;
+            o.x = v[i].x * pow2(-code_shift(BITS, c + 0));
+            o.y = v[i].y * pow2(-code_shift(BITS, c + 1));
+            o.z = v[i].z * pow2(-code_shift(BITS, c + 2));
+            o.w = v[i].w * pow2(-code_shift(BITS, c + 3));
+            st.smem4[p ^ ((p >> 5) & 7)] = o;                   // swizzle by chunk
+        }
+    }
+}
+
+// x[col] for a cherry: exact: from shared memory (the slot of col, times
+// the 2^e of its position: exact); Q8: the exact x from global memory. A
+// column outside [0, in) gives NaN, never an out-of-range read.
+template <int BITS, bool Q8>
+__device__ __forceinline__ float x_at(const XStage &st, const float *x, int64_t in, int64_t col)
+{
+    if (col < 0 || col >= in) return NAN;
+    if constexpr (Q8) return __ldg(x + col);
+    const int64_t p = col >> 2;
+    return st.xs[(p ^ ((p >> 5) & 7)) * 4 + (col & 3)] * pow2(code_shift(BITS, (int)(col & 31)));
+}
+
+// The dots of one chunk of a warp's rows into acc: f32 or int8 (Q8).
+template <int BITS, int R, bool Q8>
+__device__ __forceinline__ void dot_any(float *acc, const Chunk<BITS, R> &c, const XStage &st, int64_t ch,
+                                        float off, uint32_t magic)
+{
+    if constexpr (Q8)
+        dot_chunk_q8<BITS, R>(acc, c, (const uint4 *)st.xq, st.xqsum, st.sxs, ch, off);
+    else
+        dot_chunk<BITS, R>(acc, c, st.xs, st.xsum, ch, off, magic);
+}
+
 // Latency is what limits a GEMV of a few MB: each warp's work is one or a
 // few round trips to DRAM. So everything independent is issued before the
 // first thing that waits: the codes and scales of the warp's first chunk,
@@ -208,13 +308,8 @@ template <int BITS, int ROWS, bool PF, int MINB, int WARPS, bool Q8 = false>
 __global__ void __launch_bounds__(WARPS * 32, MINB)
 qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
 {
-    constexpr int XB = 8;                        // float4 loads of x in flight per thread
     CQK_DYN_SMEM(float4, smem4);
-    float *xs = (float *)smem4;                  // in floats, swizzled, pre-scaled
-    float *xsum = xs + w.in;                     // in / 32 floats
-    int8_t *xq = (int8_t *)smem4;                // Q8: in bytes, swizzled, permuted
-    float *sxs = (float *)(xq + w.in);           // Q8: in / 128 x scales
-    int32_t *xqsum = (int32_t *)(sxs + (w.in >> 7));   // Q8: in / 32 sums of xq
+    const XStage st = x_stage_ptrs(smem4, w.in);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t n = blockIdx.y;
     const float *x = X + n * w.in;
@@ -241,51 +336,7 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
         if (row0 + lane >= w.out) cj1 = cj0;     // clamped duplicate row: no cherries
     }
 
-    // stage x: XB float4 per thread per batch, loads first, then the stores
-    const int64_t nx4 = w.in >> 2;
-    for (int64_t base = 0; base < nx4; base += (int64_t)XB * blockDim.x) {
-        float4 v[XB];
-#pragma unroll
-        for (int i = 0; i < XB; ++i) {
-            const int64_t p = base + (int64_t)i * blockDim.x + threadIdx.x;
-            if (p < nx4) v[i] = __ldg((const float4 *)x + p);
-        }
-#pragma unroll
-        for (int i = 0; i < XB; ++i) {
-            const int64_t p = base + (int64_t)i * blockDim.x + threadIdx.x;
-            if (base + (int64_t)i * blockDim.x + warp * 32 >= nx4) break;   // whole warps: nx4 % 32 == 0
-            if constexpr (Q8) {
-                // the warp's 32 float4 are one 128-column block: its amax, scale, int8 x
-                const float m = warp_max(fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
-                const float inv = m > 0.0f ? 127.0f / m : 0.0f;
-                const int q0 = cqk_q8_quant(v[i].x, inv), q1 = cqk_q8_quant(v[i].y, inv);
-                const int q2 = cqk_q8_quant(v[i].z, inv), q3 = cqk_q8_quant(v[i].w, inv);
-                int sq = (q0 + q1) + (q2 + q3);
-                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 1);
-                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 2);
-                sq += __shfl_xor_sync(CQK_FULL_MASK, sq, 4);
-                if ((lane & 7) == 0) xqsum[p >> 3] = sq;
-                if (lane == 0) sxs[p >> 5] = m > 0.0f ? m / 127.0f : 0.0f;
-                xq[cqk_q8_byte(BITS, p * 4 + 0)] = (int8_t)q0;
-                xq[cqk_q8_byte(BITS, p * 4 + 1)] = (int8_t)q1;
-                xq[cqk_q8_byte(BITS, p * 4 + 2)] = (int8_t)q2;
-                xq[cqk_q8_byte(BITS, p * 4 + 3)] = (int8_t)q3;
-                continue;
-            }
-            float sv = (v[i].x + v[i].y) + (v[i].z + v[i].w);   // 8 lanes = 32 columns
-            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 1);
-            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 2);
-            sv += __shfl_xor_sync(CQK_FULL_MASK, sv, 4);
-            if ((lane & 7) == 0) xsum[p >> 3] = sv;
-            const int c = (int)((p * 4) & 31);
-            float4 o;
-            o.x = v[i].x * pow2(-code_shift(BITS, c + 0));
-            o.y = v[i].y * pow2(-code_shift(BITS, c + 1));
-            o.z = v[i].z * pow2(-code_shift(BITS, c + 2));
-            o.w = v[i].w * pow2(-code_shift(BITS, c + 3));
-            smem4[p ^ ((p >> 5) & 7)] = o;                      // swizzle by chunk
-        }
-    }
+    stage_x<BITS, Q8>(st, x, w.in, lane, warp);
 
     // the first 32 cherries of each row, one per lane (more: after the dots)
     float cd[ROWS];
@@ -307,39 +358,152 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
     float acc[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
-    auto dot = [&](const Chunk<BITS, ROWS> &c, int64_t ch) {
-        if constexpr (Q8)
-            dot_chunk_q8<BITS, ROWS>(acc, c, (const uint4 *)xq, xqsum, sxs, ch, w.off);
-        else
-            dot_chunk<BITS, ROWS>(acc, c, xs, xsum, ch, w.off, magic);
-    };
     for (int64_t ch = lane; ch < nch; ch += 32) {
         if (PF && ch + 32 < nch) {
             Chunk<BITS, ROWS> nxt;
             load_chunk<BITS, ROWS>(nxt, crow, rows_, ch + 32, w);
-            dot(cur, ch);
+            dot_any<BITS, ROWS, Q8>(acc, cur, st, ch, w.off, magic);
             cur = nxt;
         } else {
-            dot(cur, ch);
+            dot_any<BITS, ROWS, Q8>(acc, cur, st, ch, w.off, magic);
             if (ch + 32 < nch) load_chunk<BITS, ROWS>(cur, crow, rows_, ch + 32, w);
         }
     }
-    // x[col] back from shared memory: slot of col, times 2^e of its position
-    // (Q8: the exact x from global memory)
-    auto xat = [&](int64_t col) -> float {
-        if (col < 0 || col >= w.in) return NAN;
-        if constexpr (Q8) return __ldg(x + col);
-        const int64_t p = col >> 2;
-        return xs[(p ^ ((p >> 5) & 7)) * 4 + (col & 3)] * pow2(code_shift(BITS, (int)(col & 31)));
-    };
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         float v = acc[r];
-        if (ccol[r] >= 0) v = fmaf(cd[r], xat(ccol[r]), v);
+        if (ccol[r] >= 0) v = fmaf(cd[r], x_at<BITS, Q8>(st, x, w.in, ccol[r]), v);
         const int64_t j0 = __shfl_sync(CQK_FULL_MASK, cj0, r), j1 = __shfl_sync(CQK_FULL_MASK, cj1, r);
-        for (int64_t j = j0 + 32 + lane; j < j1; j += 32) v = fmaf(w.delta[j], xat(w.cols[j]), v);
+        for (int64_t j = j0 + 32 + lane; j < j1; j += 32) v = fmaf(w.delta[j], x_at<BITS, Q8>(st, x, w.in, w.cols[j]), v);
         v = warp_sum(v);
         if (lane == 0 && row0 + r < w.out) Y[n * w.out + row0 + r] = v;
+    }
+}
+
+// The streaming GEMV (variants 5-7): the fast kernel's math on a persistent
+// grid. What it changes, and why: in the fast kernel each warp owns a fixed
+// row group, so at in = 4096 a lane loads one chunk, waits one DRAM round
+// trip with nothing else to do, computes, and the warp ends; the block
+// stages x for only 16 rows; the SM alternates between waiting and
+// computing. Here a block of WARPS warps stages x once and its warps walk
+// row groups g, g + stride, ... (stride = all the grid's warps, the grid
+// sized to the resident blocks), with a two-deep pipeline: while the warp
+// computes one (group, chunk) item, the codes of the next item are already
+// in flight (the next chunk of the group, or the first of the next group),
+// as are the next group's cherries (cols, delta) and the CSR bounds of the
+// group after it. Every lane takes the same number of steps per group
+// (ceil(in / 4096)), so the per-group warp reductions stay converged.
+template <int ROWS, int CK> struct Cherries {
+    int col[ROWS][CK];     // -1: no cherry in this slot
+    float d[ROWS][CK];
+};
+
+template <int BITS, int ROWS, int MINB, int WARPS, bool Q8>
+__global__ void __launch_bounds__(WARPS * 32, MINB)
+qgemv_stream_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
+{
+    constexpr int CK = 2;                          // cherries a row and lane held ahead (64 a row)
+    CQK_DYN_SMEM(float4, smem4);
+    const XStage st = x_stage_ptrs(smem4, w.in);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t n = blockIdx.y;
+    const float *x = X + n * w.in;
+    const int64_t ngr = (w.out + ROWS - 1) / ROWS, stride = (int64_t)gridDim.x * WARPS;
+    const int64_t nch = w.in >> 7;
+    const int steps = (int)((nch + 31) >> 5);
+    int64_t g = (int64_t)blockIdx.x * WARPS + warp;
+
+    // the codes of chunk ch of group gg's rows (a partial last group repeats
+    // row out - 1, never stored)
+    auto load = [&](Chunk<BITS, ROWS> &c, int64_t gg, int64_t ch) {
+        const uint4 *crow[ROWS];
+        int64_t rows_[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            rows_[r] = min(gg * ROWS + r, w.out - 1);
+            crow[r] = (const uint4 *)(w.codes + rows_[r] * w.row_bytes);
+        }
+        load_chunk<BITS, ROWS>(c, crow, rows_, ch, w);
+    };
+    // lane r <= ROWS: rowptr[min(gg * ROWS + r, out)] clamped to [0, nnz];
+    // row r's cherries are [lane r's, lane r+1's) (empty for rows >= out)
+    auto bounds = [&](int64_t gg) -> int {
+        if (!w.rowptr || gg >= ngr || lane > ROWS) return 0;
+        const int64_t v = __ldg(w.rowptr + min(gg * ROWS + lane, w.out));
+        return (int)min(max(v, (int64_t)0), w.nnz);
+    };
+    // the first CK * 32 cherries of each row of a group, from its bounds
+    auto cherries_of = [&](Cherries<ROWS, CK> &c, int bv) {
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            const int j0 = __shfl_sync(CQK_FULL_MASK, bv, r), j1 = __shfl_sync(CQK_FULL_MASK, bv, r + 1);
+#pragma unroll
+            for (int k = 0; k < CK; ++k) {
+                const int j = j0 + 32 * k + lane;
+                c.col[r][k] = j < j1 ? (int)__ldg(w.cols + j) : -1;
+                c.d[r][k] = j < j1 ? __ldg(w.delta + j) : 0.0f;
+            }
+        }
+    };
+
+    Chunk<BITS, ROWS> A, B;
+    if (g < ngr && lane < nch) load(A, g, lane);
+    int bv = bounds(g), bv_next = bounds(g + stride), bv_after = 0;
+    stage_x<BITS, Q8>(st, x, w.in, lane, warp);
+    Cherries<ROWS, CK> ch_cur, ch_next;
+    cherries_of(ch_cur, bv);
+    __syncthreads();
+    if (g >= ngr) return;                          // warp-uniform; no block syncs below
+
+    const uint32_t magic = w.magic;
+    float acc[ROWS], cx[ROWS][CK];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
+    int s = 0;                                     // step within group g
+    // one item: the codes of (g, step s) are in c; prefetch the next item's
+    // into nx; at a group's last step add its cherries, reduce, store.
+    // False when the warp has no group left.
+    auto step = [&](const Chunk<BITS, ROWS> &c, Chunk<BITS, ROWS> &nx) -> bool {
+        const int64_t ch = (int64_t)s * 32 + lane;
+        const bool last = s + 1 == steps;
+        const int64_t gn = last ? g + stride : g, chn = last ? lane : ch + 32;
+        if (gn < ngr && chn < nch) load(nx, gn, chn);
+        if (s == 0) {
+            cherries_of(ch_next, bv_next);
+            bv_after = bounds(g + 2 * stride);
+#pragma unroll
+            for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+                for (int k = 0; k < CK; ++k)
+                    cx[r][k] = ch_cur.col[r][k] >= 0 ? x_at<BITS, Q8>(st, x, w.in, ch_cur.col[r][k]) : 0.0f;
+        }
+        if (ch < nch) dot_any<BITS, ROWS, Q8>(acc, c, st, ch, w.off, magic);
+        if (!last) {
+            ++s;
+            return true;
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            float v = acc[r];
+#pragma unroll
+            for (int k = 0; k < CK; ++k) v = fmaf(ch_cur.d[r][k], cx[r][k], v);
+            const int j0 = __shfl_sync(CQK_FULL_MASK, bv, r), j1 = __shfl_sync(CQK_FULL_MASK, bv, r + 1);
+            for (int j = j0 + 32 * CK + lane; j < j1; j += 32)
+                v = fmaf(__ldg(w.delta + j), x_at<BITS, Q8>(st, x, w.in, __ldg(w.cols + j)), v);
+            v = warp_sum(v);
+            if (lane == 0 && g * ROWS + r < w.out) Y[n * w.out + g * ROWS + r] = v;
+            acc[r] = 0.0f;
+        }
+        ch_cur = ch_next;
+        bv = bv_next;
+        bv_next = bv_after;
+        g += stride;
+        s = 0;
+        return g < ngr;
+    };
+    for (;;) {
+        if (!step(A, B)) break;
+        if (!step(B, A)) break;
     }
 }
 
@@ -437,7 +601,9 @@ bool valid(const cqk_qweight *q)
     return true;
 }
 
-size_t fast_smem(const cqk_qweight *q) { return (size_t)(q->in + q->in / 32) * sizeof(float); }
+// exact f32 x: in floats + an f32 sum per 32 columns
+size_t fast_smem_in(int64_t in) { return (size_t)(in + in / 32) * sizeof(float); }
+size_t fast_smem(const cqk_qweight *q) { return fast_smem_in(q->in); }
 // variant 4: int8 x, a float scale per 128 columns, an int sum per 32 (never
 // more than fast_smem, so fast_ok covers it)
 size_t q8_smem(int64_t in) { return (size_t)in + (size_t)(in / 128 + in / 32) * 4; }
@@ -457,20 +623,64 @@ bool fast_shape_ok(const cqk_qweight *q)
 // 2 = half the rows, 4 blocks of 4 warps; 3 = 4 rows, 2 blocks of 4 warps;
 // 4 = variant 1's shape with int8 activations and dp4a (Q8 above: an
 // approximation, like the CPU's default decoding GEMV; its oracle is
-// cq_qmm_gemv_q8_ref, not the exact product).
+// cq_qmm_gemv_q8_ref, not the exact product);
+// 5-7 = the streaming kernel (persistent grid, pipelined over row groups):
+// 5 = int8 x, half the rows, 2 blocks of 8 warps; 6 = int8 x, 1 row a warp,
+// 3 blocks of 8 warps (2 at 8 bits); 7 = exact f32, half the rows, 3 blocks
+// of 4 warps (the register budgets at which ptxas does not spill, sm_90).
 // One table for the launcher and the emulator test: calls
-// f.template run<BITS, ROWS, PF, MINB, WARPS, Q8>() for variant v.
+// f.template run<BITS, ROWS, PF, MINB, WARPS, Q8, STREAM>() for variant v.
 template <int BITS, typename F>
 auto with_variant(int v, F &f)
 {
     constexpr int R = Rows<BITS>::value, H = R > 1 ? R / 2 : 1;
+    constexpr int M6 = BITS == 8 ? 2 : 3;   // 8-bit: twice the code registers (no spills at 2)
     switch (v) {
-    case 0: return f.template run<BITS, R, true, 1, kWarpsFast, false>();
-    case 1: return f.template run<BITS, H, false, 2, 8, false>();
-    case 3: return f.template run<BITS, R, false, 2, kWarpsFast, false>();
-    case CQK_QGEMV_Q8: return f.template run<BITS, H, false, 2, 8, true>();
-    default: return f.template run<BITS, H, false, 4, kWarpsFast, false>();
+    case 0: return f.template run<BITS, R, true, 1, kWarpsFast, false, false>();
+    case 1: return f.template run<BITS, H, false, 2, 8, false, false>();
+    case 3: return f.template run<BITS, R, false, 2, kWarpsFast, false, false>();
+    case 4: return f.template run<BITS, H, false, 2, 8, true, false>();
+    case 5: return f.template run<BITS, H, false, 2, 8, true, true>();
+    case 6: return f.template run<BITS, 1, false, M6, 8, true, true>();
+    case 7: return f.template run<BITS, H, false, 3, kWarpsFast, false, true>();
+    default: return f.template run<BITS, H, false, 4, kWarpsFast, false, false>();
     }
 }
+
+// Launches variant (ROWS, PF, MINB, WARPS, Q8, STREAM) of the fast GEMV for
+// N rows of X on stream s (tests/test_cuda_emu.cpp launches through it too):
+// the fast kernel on one block per WARPS * ROWS rows, the streaming kernel
+// on the blocks the device holds at once (SMs x resident blocks, split over
+// the N rows of X), each with its dynamic shared memory allowed first.
+struct FastLaunch {
+    cudaStream_t s;
+    float *Y;
+    const float *X;
+    int64_t N;
+    const QW &w;
+
+    template <int BITS, int ROWS, bool PF, int MINB, int WARPS, bool Q8, bool STREAM> cudaError_t run()
+    {
+        static size_t smem_set[64];   // the largest size already allowed, per device
+        const size_t sm = Q8 ? q8_smem(w.in) : fast_smem_in(w.in);
+        const int64_t groups = (w.out + ROWS - 1) / ROWS, need = (groups + WARPS - 1) / WARPS;
+        if constexpr (STREAM) {
+            auto k = qgemv_stream_kernel<BITS, ROWS, MINB, WARPS, Q8>;
+            cudaError_t e = allow_smem_cached(k, sm, smem_set);
+            if (e != cudaSuccess) return e;
+            static uint64_t occ[64];
+            const int64_t resident = (int64_t)sm_count() * occupancy_cached(k, WARPS * 32, sm, occ);
+            const int64_t per_n = (resident + N - 1) / N;
+            const dim3 grid((unsigned)(need < per_n ? need : per_n), (unsigned)N);
+            CQK_LAUNCH(grid, WARPS * 32, sm, s, k, Y, X, w);
+        } else {
+            auto k = qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS, Q8>;
+            cudaError_t e = allow_smem_cached(k, sm, smem_set);
+            if (e != cudaSuccess) return e;
+            CQK_LAUNCH(dim3((unsigned)need, (unsigned)N), WARPS * 32, sm, s, k, Y, X, w);
+        }
+        return cudaGetLastError();
+    }
+};
 
 }  // namespace

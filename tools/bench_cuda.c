@@ -157,7 +157,7 @@ static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t i
      * (cq_qmm_gemv_q8_ref): the codes against x quantized per 128 columns */
     h.xc = malloc((size_t)in * sizeof(double));
     if (!h.xc) goto done;
-    if (cqk_qgemv_variant() == CQK_QGEMV_Q8) {
+    if (cqk_qgemv_variant_q8(cqk_qgemv_variant())) {
         int8_t *xq = malloc((size_t)in);
         float *sx = malloc((size_t)((in + CQ_QMM_Q8_BLOCK - 1) / CQ_QMM_Q8_BLOCK) * sizeof(float));
         if (!xq || !sx) {

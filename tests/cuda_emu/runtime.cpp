@@ -66,6 +66,7 @@ namespace {
 
 constexpr size_t kTotal = (size_t)16 << 30;
 constexpr int kDevices = 1;
+constexpr int kSMs = 2;   // streaming multiprocessors (persistent kernels size their grids by them)
 
 std::mutex g_mu;
 std::unordered_map<void *, size_t> g_allocs;   // device allocations and their sizes
@@ -183,7 +184,7 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d)
     p->totalGlobalMem = kTotal;
     p->major = 9;
     p->minor = 0;
-    p->multiProcessorCount = 2;
+    p->multiProcessorCount = kSMs;
     p->l2CacheSize = 32 << 20;
     return cudaSuccess;
 }
@@ -192,6 +193,7 @@ cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int d)
     if (!v) return fail(cudaErrorInvalidValue);
     if (d < 0 || d >= kDevices) return fail(cudaErrorInvalidDevice);
     switch (a) {
+    case cudaDevAttrMultiProcessorCount: *v = kSMs; break;
     case cudaDevAttrMemoryClockRate: *v = 1593000; break;   // kHz
     case cudaDevAttrGlobalMemoryBusWidth: *v = 5120; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; break;
@@ -278,6 +280,22 @@ cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute a, int
 {
     if (!func || a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || v > 227 * 1024)
         return fail(cudaErrorInvalidValue);
+    return cudaSuccess;
+}
+
+// An SM of an sm_90 part without its register file: 2048 threads, 32
+// blocks, 228 KiB of shared memory (1 KiB of it reserved per block). A GPU
+// may fit fewer (registers); persistent kernels size their grids by this.
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *blocks, const void *func, int block_size,
+                                                          size_t smem)
+{
+    if (!blocks || !func || block_size <= 0 || block_size > 1024 || smem > 227 * 1024)
+        return fail(cudaErrorInvalidValue);
+    int b = 2048 / block_size;
+    if (b > 32) b = 32;
+    const size_t per = smem + 1024;
+    if ((size_t)b * per > 228 * 1024) b = (int)(228 * 1024 / per);
+    *blocks = b;
     return cudaSuccess;
 }
 

@@ -416,6 +416,11 @@ template <typename K> inline cudaError_t cudaFuncSetAttribute(K *kernel, cudaFun
 {
     return cudaFuncSetAttribute((const void *)kernel, a, v);
 }
+template <typename K>
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *blocks, K *kernel, int block_size, size_t smem)
+{
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, (const void *)kernel, block_size, smem);
+}
 inline float atomicAdd(float *p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline int atomicMin(int *p, int v)
 {

@@ -51,7 +51,7 @@ ldd "$bin/tools/cherryq" | grep -E 'not found|cuda|cublas|openblas'
 
 if want cuda; then
 sect "test_cuda (CQ_CUDA_SYNC=1: every op against the CPU reference)"
-CQ_CUDA_SYNC=1 CQ_QMM_EXACT=1 timeout 120 "$bin/tests/test_cuda" >"$OUT/test_cuda.txt" 2>&1; echo "rc $?"
+CQ_CUDA_SYNC=1 CQ_QMM_EXACT=1 timeout 180 "$bin/tests/test_cuda" >"$OUT/test_cuda.txt" 2>&1; echo "rc $?"
 grep -cE '^\[       OK \]' "$OUT/test_cuda.txt" | sed 's/^/tests OK: /'
 grep -vE '^\[       OK \]|^\[ RUN      \]' "$OUT/test_cuda.txt" | tail -60
 
