@@ -2,7 +2,11 @@
  * N = 1) against the memory bandwidth of the GPU and against cuBLAS's f16
  * GEMV (cublasGemmEx with N = 1) on the same matrices, in the same run.
  *
- *   bench_cuda [--iters N] [--quick]
+ *   bench_cuda [--iters N] [--quick] [--variants "1 4 5"]
+ *
+ * --variants times each listed fast-GEMV variant (cuda/qmatmul_kernels.cuh
+ * with_variant) on the same weights, one line each, against one cuBLAS
+ * baseline per shape; default: the variant CQ_QGEMV_VARIANT picks.
  *
  * Bandwidth references: the theoretical peak from the memory clock and bus
  * width, and a device-to-device copy measured here. Bytes counted for the
@@ -55,7 +59,8 @@ typedef struct host_q {
     int32_t *rowptr;
     uint16_t *cols;
     float *delta, *x;
-    double *xc;   /* the x the codes meet: x, or sx * xq for the int8 GEMV (variant 4) */
+    double *xc;   /* the x the codes meet: x, or sx * xq for the int8 GEMVs (ref_row) */
+    double *xc_exact, *xc_q8;
     int64_t row_bytes, ngroups, nnz;
 } host_q;
 
@@ -113,7 +118,7 @@ static double copy_gbs(cudaStream_t s)
 }
 
 static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t in, int bits, int group, int iters,
-                     size_t l2, double peak, double copybw)
+                     size_t l2, double peak, double copybw, const int *variants, int nvariants)
 {
     int rc = -1;
     host_q h = { 0 };
@@ -153,11 +158,12 @@ static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t i
             h.delta[o * k + j] = frand();
         }
     for (int64_t c = 0; c < in; c++) h.x[c] = frand();
-    /* the reference of the int8 GEMV is the CPU's int8 oracle
+    /* the reference of the int8 GEMVs is the CPU's int8 oracle
      * (cq_qmm_gemv_q8_ref): the codes against x quantized per 128 columns */
-    h.xc = malloc((size_t)in * sizeof(double));
-    if (!h.xc) goto done;
-    if (cqk_qgemv_variant_q8(cqk_qgemv_variant())) {
+    h.xc_exact = malloc((size_t)in * sizeof(double));
+    h.xc_q8 = malloc((size_t)in * sizeof(double));
+    if (!h.xc_exact || !h.xc_q8) goto done;
+    {
         int8_t *xq = malloc((size_t)in);
         float *sx = malloc((size_t)((in + CQ_QMM_Q8_BLOCK - 1) / CQ_QMM_Q8_BLOCK) * sizeof(float));
         if (!xq || !sx) {
@@ -166,11 +172,12 @@ static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t i
             goto done;
         }
         cq_qmm_quant_x8(h.x, in, xq, sx);
-        for (int64_t c = 0; c < in; c++) h.xc[c] = (double)sx[c / CQ_QMM_Q8_BLOCK] * xq[c];
+        for (int64_t c = 0; c < in; c++) {
+            h.xc_q8[c] = (double)sx[c / CQ_QMM_Q8_BLOCK] * xq[c];
+            h.xc_exact[c] = h.x[c];
+        }
         free(xq);
         free(sx);
-    } else {
-        for (int64_t c = 0; c < in; c++) h.xc[c] = h.x[c];
     }
 
     /* device: ncopy packed weight sets back to back */
@@ -219,36 +226,8 @@ static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t i
         w[c].bits = bits;
     }
 
-    /* correctness on a sample of rows */
-    CK(cqk_qgemv(s, dy, dx, 1, &w[0]));
-    CK(cudaStreamSynchronize(s));
-    CK(cudaMemcpy(hy, dy, (size_t)out * 4, cudaMemcpyDeviceToHost));
-    double maxerr = 0, maxref = 0;
-    for (int64_t o = 0; o < out; o += (out / 61 > 0 ? out / 61 : 1)) {
-        double r = ref_row(&h, o, in, bits, group);
-        maxerr = fmax(maxerr, fabs(r - hy[o]));
-        maxref = fmax(maxref, fabs(r));
-    }
-    double nerr = maxerr / (maxref > 0 ? maxref : 1);
-    if (!(nerr < 1e-4)) {
-        fprintf(stderr, "bench_cuda: %lldx%lld b%d g%d: GEMV result wrong (normalized error %.3g)\n",
-                (long long)out, (long long)in, bits, group, nerr);
-        goto done;
-    }
-
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 5; i++) CK(cqk_qgemv(s, dy, dx, 1, &w[i % ncopy]));
-    CK(cudaEventRecord(e0, s));
-    for (int i = 0; i < iters; i++) cqk_qgemv(s, dy, dx, 1, &w[i % ncopy]);
-    CK(cudaEventRecord(e1, s));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    const double t_q = ms * 1e-3 / iters;
-    const double bytes_q = (double)set_bytes + in * 4.0 + out * 4.0;
-    const double gbs_q = bytes_q / t_q / 1e9;
-
     /* cuBLAS f16 GEMV: y[out] = W[out, in] x[in], f16 in, f32 out, f32 accumulate */
     double t_h = 0, gbs_h = 0;
     hw16 = malloc(wf16);
@@ -272,6 +251,7 @@ static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t i
         CK(cudaEventRecord(e1, s));
         CK(cudaEventSynchronize(e1));
         if (st == CUBLAS_STATUS_SUCCESS) {
+            float ms = 0;
             CK(cudaEventElapsedTime(&ms, e0, e1));
             t_h = ms * 1e-3 / iters;
             gbs_h = (wf16 + in * 2.0 + out * 4.0) / t_h / 1e9;
@@ -283,11 +263,44 @@ static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t i
         fprintf(stderr, "bench_cuda: no memory for the f16 baseline of %lldx%lld\n", (long long)out, (long long)in);
     }
 
-    printf("%6lld x %-6lld b%d g%-3d %-7s %8.1f us %7.0f GB/s %5.1f%% peak %5.1f%% copy | cuBLAS f16 %8.1f us "
-           "%7.0f GB/s | speedup %.2fx  (err %.1e)\n",
-           (long long)out, (long long)in, bits, group, cqk_qgemv_path(&w[0]), t_q * 1e6, gbs_q,
-           peak > 0 ? 100 * gbs_q / peak : 0, copybw > 0 ? 100 * gbs_q / copybw : 0, t_h * 1e6, gbs_h,
-           t_h > 0 ? t_h / t_q : 0, nerr);
+    float ms = 0;
+    for (int vi = 0; vi < nvariants; vi++) {
+        cqk_qgemv_set_variant(variants[vi]);
+        h.xc = cqk_qgemv_variant_q8(cqk_qgemv_variant()) ? h.xc_q8 : h.xc_exact;
+        /* correctness on a sample of rows */
+        CK(cudaMemset(dy, 0xff, (size_t)out * 4));   /* NaN: a row the kernel skips fails */
+        CK(cqk_qgemv(s, dy, dx, 1, &w[0]));
+        CK(cudaStreamSynchronize(s));
+        CK(cudaMemcpy(hy, dy, (size_t)out * 4, cudaMemcpyDeviceToHost));
+        double maxerr = 0, maxref = 0;
+        for (int64_t o = 0; o < out; o += (out / 61 > 0 ? out / 61 : 1)) {
+            const double r = ref_row(&h, o, in, bits, group), e = fabs(r - hy[o]);
+            maxerr = e == e ? fmax(maxerr, e) : INFINITY;   /* fmax would drop a NaN */
+            maxref = fmax(maxref, fabs(r));
+        }
+        double nerr = maxerr / (maxref > 0 ? maxref : 1);
+        if (!(nerr < 1e-4)) {
+            fprintf(stderr, "bench_cuda: %lldx%lld b%d g%d, %s: GEMV result wrong (normalized error %.3g)\n",
+                    (long long)out, (long long)in, bits, group, cqk_qgemv_path(&w[0]), nerr);
+            goto done;
+        }
+        for (int i = 0; i < 5; i++) CK(cqk_qgemv(s, dy, dx, 1, &w[i % ncopy]));
+        CK(cudaEventRecord(e0, s));
+        for (int i = 0; i < iters; i++) cqk_qgemv(s, dy, dx, 1, &w[i % ncopy]);
+        CK(cudaEventRecord(e1, s));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaGetLastError());
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        const double t_q = ms * 1e-3 / iters;
+        const double bytes_q = (double)set_bytes + in * 4.0 + out * 4.0;
+        const double gbs_q = bytes_q / t_q / 1e9;
+        printf("%6lld x %-6lld b%d g%-3d %-7s %8.1f us %7.0f GB/s %5.1f%% peak %5.1f%% copy | cuBLAS f16 %8.1f us "
+               "%7.0f GB/s | speedup %.2fx  (err %.1e)\n",
+               (long long)out, (long long)in, bits, group, cqk_qgemv_path(&w[0]), t_q * 1e6, gbs_q,
+               peak > 0 ? 100 * gbs_q / peak : 0, copybw > 0 ? 100 * gbs_q / copybw : 0, t_h * 1e6, gbs_h,
+               t_h > 0 ? t_h / t_q : 0, nerr);
+        fflush(stdout);
+    }
     rc = 0;
 done:
     if (e0) cudaEventDestroy(e0);
@@ -305,7 +318,8 @@ done:
     free(h.cols);
     free(h.delta);
     free(h.x);
-    free(h.xc);
+    free(h.xc_exact);
+    free(h.xc_q8);
     free(hw16);
     free(hx16);
     free(hy);
@@ -314,15 +328,29 @@ done:
 
 int main(int argc, char **argv)
 {
-    int iters = 200, quick = 0;
+    int iters = 200, quick = 0, variants[CQK_QGEMV_VARIANTS], nvariants = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--quick")) quick = 1;
-        else {
-            fprintf(stderr, "usage: bench_cuda [--iters N] [--quick]\n");
+        if (!strcmp(argv[i], "--iters") && i + 1 < argc) {
+            iters = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--quick")) {
+            quick = 1;
+        } else if (!strcmp(argv[i], "--variants") && i + 1 < argc) {
+            for (const char *p = argv[++i]; *p; p++) {
+                if (*p == ' ' || *p == ',') continue;
+                if (*p < '0' || *p >= '0' + CQK_QGEMV_VARIANTS || (p[1] && p[1] != ' ' && p[1] != ',') ||
+                    nvariants == CQK_QGEMV_VARIANTS) {
+                    fprintf(stderr, "bench_cuda: --variants: \"%s\": want up to %d variant numbers 0..%d\n", argv[i],
+                            CQK_QGEMV_VARIANTS, CQK_QGEMV_VARIANTS - 1);
+                    return 2;
+                }
+                variants[nvariants++] = *p - '0';
+            }
+        } else {
+            fprintf(stderr, "usage: bench_cuda [--iters N] [--quick] [--variants \"1 4 5\"]\n");
             return 2;
         }
     }
+    if (!nvariants) variants[nvariants++] = cqk_qgemv_variant();
     if (iters < 1) iters = 1;
     if (quick) iters = 20;
     cq_backend_info bi;
@@ -353,7 +381,8 @@ int main(int argc, char **argv)
     int fails = 0;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int b = 0; b < 2; b++)
-            if (bench_one(s, blas, shapes[i].out, shapes[i].in, bits[b], 128, iters, (size_t)l2, peak, copybw))
+            if (bench_one(s, blas, shapes[i].out, shapes[i].in, bits[b], 128, iters, (size_t)l2, peak, copybw,
+                          variants, nvariants))
                 fails++;
     cublasDestroy(blas);
     cudaStreamDestroy(s);

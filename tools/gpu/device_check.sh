@@ -58,10 +58,9 @@ grep -vE '^\[       OK \]|^\[ RUN      \]' "$OUT/test_cuda.txt" | tail -60
 fi
 if want bench; then
 sect "bench_cuda (mixed GEMV vs DRAM bandwidth and cuBLAS f16 GEMV)"
-for v in ${CQ_QGEMV_VARIANTS:-1 4}; do   # 1: the default; 4: the int8 + dp4a GEMV
-    echo "--- CQ_QGEMV_VARIANT=$v"
-    CQ_QGEMV_VARIANT=$v timeout 90 "$bin/tools/bench_cuda"; echo "rc $?"
-done
+# every variant in one process, one cuBLAS baseline per shape (1: the default;
+# 4: int8 + dp4a; 5-7: the streaming kernels, cuda/qmatmul_kernels.cuh)
+timeout 150 "$bin/tools/bench_cuda" --variants "${CQ_QGEMV_VARIANTS:-1 4 5 6 7}"; echo "rc $?"
 
 fi
 if want train; then
