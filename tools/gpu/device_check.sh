@@ -127,9 +127,12 @@ fi
 fi
 if want ncu; then
 sect "ncu on the 3-bit mixed GEMV (first shape, one launch) and its SASS"
-ncu --clock-control none --kernel-name qgemv_fast_kernel --launch-skip 2 --launch-count 1 --set full \
-    "$bin/tools/bench_cuda" --iters 30 >"$OUT/ncu.txt" 2>&1; echo "rc $?"
-grep -E 'Duration|DRAM Throughput|Memory Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Issue Slots Busy|Issued Ipc|No Eligible|Warp Cycles Per Issued|Executed Instructions  |Block Limit' "$OUT/ncu.txt" | head -40
+for v in ${CQ_NCU_VARIANTS:-1 5}; do   # a fast (0-4) and a streaming (5-7) variant
+echo "--- variant $v"
+ncu --clock-control none --kernel-name regex:'qgemv_(fast|stream)_kernel' --launch-skip 2 --launch-count 1 --set full \
+    "$bin/tools/bench_cuda" --iters 30 --variants "$v" >"$OUT/ncu_v$v.txt" 2>&1; echo "rc $?"
+grep -E 'Duration|DRAM Throughput|Memory Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Issue Slots Busy|Issued Ipc|No Eligible|Warp Cycles Per Issued|Executed Instructions  |Block Limit' "$OUT/ncu_v$v.txt" | head -40
+done
 cuobjdump -sass "$bin/tools/bench_cuda" | awk '/Function : .*qgemv_fast_kernelILi3ELi2ELb0ELi4/{f=1} /Function :/&&!/ILi3ELi2ELb0ELi4/{f=0} f' >"$OUT/k3.sass"
 wc -l "$OUT/k3.sass"
 fi
