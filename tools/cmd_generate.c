@@ -194,6 +194,7 @@ int cmd_generate(int argc, char **argv)
     }
     if (!r) r = cq_ctx_status(c);
     printf("\n");
+    fflush(stdout);   /* the text ends before the summary on stderr, also when both go to one pipe */
     if (r) {
         fprintf(stderr, "cherryq generate: %s\n", cq_strerror(r));
         goto done;
