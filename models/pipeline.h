@@ -253,10 +253,19 @@ CQ_API int cq_qmodel_export_dense(const char *qdir, const char *out, cq_dtype dt
 CQ_API int cq_qmodel_is_quantized(const char *dir);
 
 /* Writes the files of a directory to <dir>.tmp, then swaps it in: helpers
- * for every writer of directories. */
+ * for every writer of directories. Only what cherryq wrote is ever removed:
+ * an existing <dir> is replaced only when it is empty, carries cherryq's
+ * ".cherryq" marker (every committed directory does) or holds nothing but
+ * cherryq's own files; files the user added to it are carried over into the
+ * new one. A leftover <dir>.tmp or <dir>.tmp.old is cleaned up only when it
+ * is cherryq's (marked, not a link). cq_dir_check says up front whether
+ * cq_dir_begin would refuse dir, and refuses dir == src (the input model). */
+CQ_API int cq_dir_check(const char *dir, const char *src);
 CQ_API int cq_dir_begin(const char *dir, char *tmp, size_t n);
 CQ_API int cq_dir_commit(const char *tmp, const char *dir);
 CQ_API void cq_dir_abort(const char *tmp);
+/* 1 if a and b name the same existing file or directory (after links). */
+CQ_API int cq_same_file(const char *a, const char *b);
 /* Copies a (small) file atomically. */
 CQ_API int cq_copy_file(const char *src, const char *dst);
 

@@ -29,18 +29,80 @@ static int is_dir(const char *p)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Removes the plain files of dir and dir itself (one level: cherryq writes
- * no subdirectories). 0 if dir is gone afterwards. */
-static int remove_dir_files(const char *dir)
+/* The marker cherryq leaves in every directory it writes through
+ * cq_dir_begin/cq_dir_commit: a later run may replace such a directory,
+ * and clean up a leftover <dir>.tmp that holds it. */
+#define CQ_DIR_MARK ".cherryq"
+
+/* The files cherryq's directory writers put there (and nothing else): a
+ * directory holding only these (any subset) is a cherryq output even
+ * without the marker (written before the marker existed). On replacing a
+ * directory, these are what goes with the old one; anything else in it is
+ * carried over into the new one, never deleted. */
+static int is_cherryq_file(const char *name)
+{
+    static const char *const own[] = { "config.json", "model.safetensors", "tokenizer.json", CQ_DIR_MARK };
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (!strcmp(name, own[i])) return 1;
+    return 0;
+}
+
+/* dir/name into p (n bytes); 0, or -1 when it does not fit */
+static int join(char *p, size_t n, const char *dir, const char *name)
+{
+    int k = snprintf(p, n, "%s/%s", dir, name);
+    return k >= 0 && (size_t)k < n ? 0 : -1;
+}
+
+static int has_mark(const char *dir)
+{
+    char p[8192];
+    struct stat st;
+    return join(p, sizeof p, dir, CQ_DIR_MARK) == 0 && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* 1: dir holds nothing but cherryq's own regular files (or nothing). */
+static int only_cherryq_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int ok = 1;
+    char p[8192];
+    while (ok && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        struct stat st;
+        ok = is_cherryq_file(e->d_name) && join(p, sizeof p, dir, e->d_name) == 0 && lstat(p, &st) == 0 &&
+             S_ISREG(st.st_mode);
+    }
+    closedir(d);
+    return ok;
+}
+
+/* 1: path is a real directory (not a symbolic link) that cherryq made:
+ * marked, or holding only cherryq's files. Only such directories are ever
+ * removed as a whole. */
+static int ours(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && (has_mark(path) || only_cherryq_files(path));
+}
+
+/* Removes dir and everything under it, without following symbolic links
+ * (a link is removed, not its target). Call only on directories that are
+ * ours(). 0 if dir is gone afterwards. */
+static int remove_tree(const char *dir, int depth)
 {
     DIR *d = opendir(dir);
     if (!d) return errno == ENOENT ? 0 : -1;
     struct dirent *e;
-    char p[4096];
+    char p[8192];
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (!is_dir(p)) unlink(p);
+        struct stat st;
+        if (join(p, sizeof p, dir, e->d_name) != 0 || lstat(p, &st) != 0) continue;
+        if (S_ISDIR(st.st_mode) && depth < 16) remove_tree(p, depth + 1);
+        else unlink(p);
     }
     closedir(d);
     return rmdir(dir);
@@ -58,32 +120,103 @@ static int dir_is_empty(const char *dir)
     return empty;
 }
 
-int cq_dir_begin(const char *dir, char *tmp, size_t n)
+static void tmp_name(const char *dir, char *tmp, size_t n)
 {
-    CQ_CHECK_ARG(dir && *dir && tmp && n > 0, CQ_EINVAL);
     size_t L = strlen(dir);
     while (L > 1 && dir[L - 1] == '/') L--;
-    if ((size_t)snprintf(tmp, n, "%.*s.tmp", (int)L, dir) >= n) return CQ_EINVAL;
+    snprintf(tmp, n, "%.*s.tmp", (int)L, dir);
+}
+
+int cq_same_file(const char *a, const char *b)
+{
+    struct stat x, y;
+    return a && b && stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+int cq_dir_check(const char *dir, const char *src)
+{
+    CQ_CHECK_ARG(dir && *dir, CQ_EINVAL);
+    if (src && cq_same_file(dir, src)) {
+        cq_error("%s: is the input model directory (%s); writing there would replace the model being read: "
+                 "choose another output directory",
+                 dir, src);
+        return CQ_EINVAL;
+    }
     struct stat st;
     if (stat(dir, &st) == 0) {
-        char cfg[4096];
-        snprintf(cfg, sizeof cfg, "%s/config.json", dir);
         if (!S_ISDIR(st.st_mode)) {
             cq_error("%s: exists and is not a directory; refusing to replace it", dir);
             return CQ_EINVAL;
         }
-        if (!cq_file_exists(cfg) && !dir_is_empty(dir)) {
-            cq_error("%s: exists, is not empty and is not a model directory (no config.json); refusing to replace "
-                     "it",
-                     dir);
+        if (!dir_is_empty(dir) && !has_mark(dir) && !only_cherryq_files(dir)) {
+            cq_error("%s: exists and holds files cherryq did not write (no %s marker); refusing to replace it: "
+                     "choose another output directory, or move it away",
+                     dir, CQ_DIR_MARK);
             return CQ_EINVAL;
         }
     }
-    if (remove_dir_files(tmp) != 0 && cq_file_exists(tmp)) {
-        cq_error("%s: a stale temporary directory that cannot be removed", tmp);
+    char tmp[4200];
+    tmp_name(dir, tmp, sizeof tmp);
+    if (lstat(tmp, &st) == 0 && !ours(tmp) && !(S_ISDIR(st.st_mode) && dir_is_empty(tmp))) {
+        cq_error("%s: exists and was not made by cherryq (a file, a link, or a directory without its %s marker); "
+                 "it is where %s is written first: move it away",
+                 tmp, CQ_DIR_MARK, dir);
+        return CQ_EINVAL;
+    }
+    char old[4300];
+    snprintf(old, sizeof old, "%s.old", tmp);
+    if (lstat(old, &st) == 0 && !ours(old)) {
+        cq_error("%s: left by an earlier run and not cherryq's own (it may hold an earlier version of %s); move it "
+                 "away",
+                 old, dir);
+        return CQ_EINVAL;
+    }
+    return CQ_OK;
+}
+
+int cq_dir_begin(const char *dir, char *tmp, size_t n)
+{
+    CQ_CHECK_ARG(dir && *dir && tmp && n > 0, CQ_EINVAL);
+    int r = cq_dir_check(dir, NULL);
+    if (r) return r;
+    char t[4200];
+    tmp_name(dir, t, sizeof t);
+    if (strlen(t) >= n) return CQ_EINVAL;
+    snprintf(tmp, n, "%s", t);
+    struct stat st;
+    if (lstat(tmp, &st) == 0 && remove_tree(tmp, 0) != 0) {   /* ours or empty: cq_dir_check */
+        cq_error("%s: a stale temporary directory that cannot be removed: %s", tmp, strerror(errno));
         return CQ_EIO;
     }
-    return cq_mkdir_p(tmp);
+    r = cq_mkdir_p(tmp);
+    if (r) return r;
+    char mark[8192];
+    if (join(mark, sizeof mark, tmp, CQ_DIR_MARK)) return CQ_EINVAL;
+    static const char text[] = "written by cherryq: a later cherryq run with this directory as its output may "
+                               "replace it (files cherryq does not write are carried over)\n";
+    r = cq_write_file_atomic(mark, text, sizeof text - 1);
+    if (r) remove_tree(tmp, 0);
+    return r;
+}
+
+/* Moves what the user added to the previous directory (anything that is not
+ * cherryq's) into the new one. 0 if old holds only cherryq's files after. */
+static int carry_over(const char *old, const char *dir)
+{
+    DIR *d = opendir(old);
+    if (!d) return errno == ENOENT ? 0 : -1;
+    struct dirent *e;
+    int left = 0;
+    char from[8192], to[8192];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || is_cherryq_file(e->d_name)) continue;
+        struct stat st;
+        if (join(from, sizeof from, old, e->d_name) || join(to, sizeof to, dir, e->d_name) || lstat(to, &st) == 0 ||
+            rename(from, to) != 0)
+            left = 1;
+    }
+    closedir(d);
+    return left ? -1 : 0;
 }
 
 int cq_dir_commit(const char *tmp, const char *dir)
@@ -91,13 +224,19 @@ int cq_dir_commit(const char *tmp, const char *dir)
     CQ_CHECK_ARG(tmp && dir, CQ_EINVAL);
     char old[4200];
     snprintf(old, sizeof old, "%s.old", tmp);
-    int had = is_dir(dir);
-    if (had) {
-        remove_dir_files(old);
-        if (rename(dir, old) != 0) {
-            cq_error("%s: cannot move the previous directory aside: %s", dir, strerror(errno));
+    struct stat st;
+    if (lstat(old, &st) == 0) {   /* left by an interrupted commit */
+        if (!ours(old) || remove_tree(old, 0) != 0) {
+            cq_error("%s: left by an earlier run and not removable as cherryq's own; move it away (it may hold "
+                     "an earlier version of %s)",
+                     old, dir);
             return CQ_EIO;
         }
+    }
+    int had = is_dir(dir);
+    if (had && rename(dir, old) != 0) {
+        cq_error("%s: cannot move the previous directory aside: %s", dir, strerror(errno));
+        return CQ_EIO;
     }
     if (rename(tmp, dir) != 0) {
         int e = errno;
@@ -105,13 +244,17 @@ int cq_dir_commit(const char *tmp, const char *dir)
         cq_error("%s: cannot rename %s into place: %s", dir, tmp, strerror(e));
         return CQ_EIO;
     }
-    if (had && remove_dir_files(old) != 0) cq_warn("%s: could not remove the previous directory", old);
+    if (had) {
+        if (carry_over(old, dir) != 0 || remove_tree(old, 0) != 0)
+            cq_warn("%s: kept: the previous %s, with files that could not be carried over into the new one", old,
+                    dir);
+    }
     return CQ_OK;
 }
 
 void cq_dir_abort(const char *tmp)
 {
-    if (tmp && *tmp) remove_dir_files(tmp);
+    if (tmp && *tmp && ours(tmp)) remove_tree(tmp, 0);
 }
 
 int cq_copy_file(const char *src, const char *dst)

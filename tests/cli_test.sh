@@ -74,5 +74,25 @@ expect 1 "no tokenizer found for $T/m2: expected $T/m2/tokenizer.json \(or pass 
     bash -c "cp -r '$T/m' '$T/m2' && rm '$T/m2/tokenizer.json' && exec '$CQ' eval --model '$T/m2' --data '$T/corpus.txt'"
 expect 0 "perplexity" -- "$CQ" eval --model "$T/m2" --data "$T/corpus.txt" --tokenizer "$T/m/tokenizer.json" --seqlen 16
 
+# output directories: only what cherryq wrote is ever replaced or removed
+expect 0 "4.5000 bits per weight" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/q" --method rtn --bits 4 --group 32 --seqlen 16 --threads 1
+[ -f "$T/q/.cherryq" ] || { echo "FAIL: quantize left no .cherryq marker in $T/q"; fails=$((fails + 1)); }
+expect 1 "is the input model directory" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/m" --method rtn --bits 4 --group 32 --seqlen 16
+expect 1 "is the input model directory" -- "$CQ" export --dequantize --model "$T/q" --out "$T/q/"
+expect 1 "holds files cherryq did not write" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/m2" --method rtn --bits 4 --group 32 --seqlen 16
+mkdir "$T/victim" && echo keep > "$T/victim/a.txt" && ln -s "$T/victim" "$T/x.tmp"
+expect 1 "x.tmp: exists and was not made by cherryq" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x"
+[ -f "$T/victim/a.txt" ] || { echo "FAIL: a linked <out>.tmp lost its target's files"; fails=$((fails + 1)); }
+rm "$T/x.tmp" && mkdir "$T/x.tmp" && echo keep > "$T/x.tmp/notes.txt"
+expect 1 "x.tmp: exists and was not made by cherryq" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x"
+[ -f "$T/x.tmp/notes.txt" ] || { echo "FAIL: a user's <out>.tmp lost its files"; fails=$((fails + 1)); }
+rm -r "$T/x.tmp"
+expect 0 "wrote $T/x" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x"
+echo mine > "$T/x/README.md" && mkdir "$T/x/notes" && echo n > "$T/x/notes/n.txt"
+expect 0 "wrote $T/x" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x" --dtype f32
+[ -f "$T/x/README.md" ] && [ -f "$T/x/notes/n.txt" ] || { echo "FAIL: replacing $T/x lost the files the user added"; fails=$((fails + 1)); }
+[ -e "$T/x.tmp" ] || [ -e "$T/x.tmp.old" ] && { echo "FAIL: $T/x.tmp or $T/x.tmp.old left behind"; fails=$((fails + 1)); }
+expect 0 "perplexity" -- "$CQ" eval --model "$T/x" --data "$T/corpus.txt" --seqlen 16
+
 if [ "$fails" != 0 ]; then echo "$fails check(s) failed"; exit 1; fi
 echo "all CLI checks passed"

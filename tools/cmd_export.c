@@ -35,6 +35,7 @@ int cmd_export(int argc, char **argv)
         fprintf(stderr, "cherryq export: %s: no such file or directory\n", model);
         return CQ_EXIT_RUNTIME;
     }
+    if (cq_dir_check(out, model)) return CQ_EXIT_RUNTIME;   /* replaceable, and not the input */
     cq_backend *be = NULL;
     if ((r = cq_backend_create(&be, "cpu", -1))) return CQ_EXIT_RUNTIME;
     r = cq_qmodel_export_dense(model, out, dt, be);

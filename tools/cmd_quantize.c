@@ -158,6 +158,8 @@ int cmd_quantize(int argc, char **argv)
     if (!data && !self_gen)
         return cli_usage_error("quantize", USAGE, "calibration data is required: --data FILE or --self-generate N");
     if (data && self_gen) return cli_usage_error("quantize", USAGE, "give --data or --self-generate, not both");
+    /* before any work: the output must be replaceable, and not the input */
+    if (cq_dir_check(out, model)) return CQ_EXIT_RUNTIME;
     if (cq_quant_check((int)bits, (int)group))
         return cli_usage_error("quantize", USAGE, "unsupported grid --bits %lld --group %lld (bits 2, 3, 4, 8; "
                                "group 32, 64, 128 or 0)", (long long)bits, (long long)group);
