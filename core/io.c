@@ -9,23 +9,37 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int cq_mmap_open(cq_mmap *m, const char *path)
+/* Opens path for reading if it is a regular file. O_NONBLOCK: a FIFO (or a
+ * device) in place of a file is refused at once instead of blocking in
+ * open() until a writer appears; the flag is dropped again for reading.
+ * CQ_OK and the fd in *out, or the error with the reason printed. */
+static int open_regular(const char *path, struct stat *st, int *out)
 {
-    CQ_CHECK_ARG(m && path, CQ_EINVAL);
-    memset(m, 0, sizeof *m);
-    m->fd = -1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
         cq_error("%s: cannot open: %s", path, strerror(e));
         return e == ENOENT ? CQ_ENOENT : CQ_EIO;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
         cq_error("%s: not a regular file", path);
         close(fd);
         return CQ_EIO;
     }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *out = fd;
+    return CQ_OK;
+}
+
+int cq_mmap_open(cq_mmap *m, const char *path)
+{
+    CQ_CHECK_ARG(m && path, CQ_EINVAL);
+    memset(m, 0, sizeof *m);
+    m->fd = -1;
+    struct stat st;
+    int fd = -1, r = open_regular(path, &st, &fd);
+    if (r) return r;
     m->fd = fd;
     m->size = (size_t)st.st_size;
     if (m->size == 0) return CQ_OK;
@@ -55,16 +69,13 @@ int cq_read_file(const char *path, char **data, size_t *size, size_t max_size)
     CQ_CHECK_ARG(path && data, CQ_EINVAL);
     *data = NULL;
     if (size) *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        cq_error("%s: cannot open: %s", path, strerror(e));
-        return e == ENOENT ? CQ_ENOENT : CQ_EIO;
-    }
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        cq_error("%s: not a regular file", path);
-        fclose(f);
+    int fd = -1, r = open_regular(path, &st, &fd);
+    if (r) return r;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        cq_error("%s: cannot open: %s", path, strerror(errno));
+        close(fd);
         return CQ_EIO;
     }
     if ((uint64_t)st.st_size > max_size) {

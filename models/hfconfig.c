@@ -112,12 +112,21 @@ int cq_hf_config_validate(const cq_hf_config *c, const char *what)
                  c->num_attention_heads);
         return CQ_EBADMSG;
     }
-    if (!(c->rms_norm_eps > 0) || !isfinite(c->rms_norm_eps)) {
-        cq_error("%s: field \"rms_norm_eps\" must be positive", what);
+    if (c->bos_token_id >= c->vocab_size || c->eos_token_id >= c->vocab_size) {
+        cq_error("%s: \"bos_token_id\" (%" PRId64 ") and \"eos_token_id\" (%" PRId64 ") must be below vocab_size (%" PRId64
+                 ")",
+                 what, c->bos_token_id, c->eos_token_id, c->vocab_size);
         return CQ_EBADMSG;
     }
-    if (!(c->rope_theta > 0) || !isfinite(c->rope_theta)) {
-        cq_error("%s: field \"rope_theta\" must be positive", what);
+    /* the model computes in 32-bit floats: 1e300 would become inf, 1e-50 zero */
+    if (!((float)c->rms_norm_eps > 0) || !isfinite((float)c->rms_norm_eps)) {
+        cq_error("%s: field \"rms_norm_eps\" (%g) must be positive and finite as a 32-bit float", what,
+                 c->rms_norm_eps);
+        return CQ_EBADMSG;
+    }
+    if (!((float)c->rope_theta > 0) || !isfinite((float)c->rope_theta)) {
+        cq_error("%s: field \"rope_theta\" (%g) must be positive and finite as a 32-bit float", what,
+                 c->rope_theta);
         return CQ_EBADMSG;
     }
     return CQ_OK;

@@ -29,7 +29,9 @@ int cq_llama_config_validate(const cq_llama_config *c)
         (long long)c->n_heads, (long long)c->n_kv_heads);
     REQ(c->head_dim > 0 && c->head_dim % 2 == 0, "head_dim %lld must be even and positive", (long long)c->head_dim);
     REQ(c->max_seq > 0, "max_position_embeddings must be positive");
-    REQ(c->norm_eps > 0 && c->rope_theta > 0, "rms_norm_eps and rope_theta must be positive");
+    REQ(c->norm_eps > 0 && isfinite(c->norm_eps) && c->rope_theta > 0 && isfinite(c->rope_theta),
+        "rms_norm_eps (%g) and rope_theta (%g) must be positive and finite as 32-bit floats", (double)c->norm_eps,
+        (double)c->rope_theta);
     REQ(c->bos < c->vocab && c->eos < c->vocab, "bos/eos ids must be below vocab_size");
 #undef REQ
     return CQ_OK;

@@ -195,9 +195,11 @@ static int load_gguf(cq_llama **out, const char *path, cq_backend *be)
     if (cq_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f) == 0) c.norm_eps = f;
     if (cq_gguf_get_f32(g, "llama.rope.freq_base", &f) == 0) c.rope_theta = f;
     int64_t v = -1;
-    if (gguf_u32(g, "tokenizer.ggml.bos_token_id", &v, 0) == 0) c.bos = (int32_t)v;
+    /* ids past int32 would wrap into another token (or "none"): the
+     * vocabulary check of cq_llama_config_check refuses them as the vocab */
+    if (gguf_u32(g, "tokenizer.ggml.bos_token_id", &v, 0) == 0) c.bos = v > INT32_MAX ? INT32_MAX : (int32_t)v;
     v = -1;
-    if (gguf_u32(g, "tokenizer.ggml.eos_token_id", &v, 0) == 0) c.eos = (int32_t)v;
+    if (gguf_u32(g, "tokenizer.ggml.eos_token_id", &v, 0) == 0) c.eos = v > INT32_MAX ? INT32_MAX : (int32_t)v;
     const cq_gguf_tensor *emb = cq_gguf_find_tensor(g, "token_embd.weight");
     if (!r && (!emb || emb->ndim != 2)) {
         cq_error("%s: token_embd.weight is missing or not 2-D", path);
@@ -319,9 +321,19 @@ int cq_llama_save(const cq_llama *m, const char *dir, cq_dtype dtype, const char
                 r = CQ_ERANGE;
             }
         if (!r && dtype != CQ_F32) {
-            void *h = malloc(n * 2 + 1);
-            if (!h) r = CQ_ENOMEM;
-            else {
+            /* a finite f32 past the target's range (|x| > 65504 for f16)
+             * would be written as inf: refuse it, naming the parameter */
+            const float lim = dtype == CQ_F16 ? 65504.0f : 3.3895314e38f;
+            for (size_t j = 0; !r && j < n; j++)
+                if (fabsf(f[j]) > lim) {
+                    cq_error("save: parameter %s element %zu is %g, beyond the range of %s (+-%g); refusing to write "
+                             "it (f32 keeps it: --dtype f32)",
+                             p->name, j, (double)f[j], dtype == CQ_F16 ? "f16" : "bf16", (double)lim);
+                    r = CQ_ERANGE;
+                }
+            void *h = r ? NULL : malloc(n * 2 + 1);
+            if (!r && !h) r = CQ_ENOMEM;
+            else if (h) {
                 cq_convert(h, dtype, f, CQ_F32, n);
                 free(f);
                 f = h;

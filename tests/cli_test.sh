@@ -74,6 +74,16 @@ expect 1 "no tokenizer found for $T/m2: expected $T/m2/tokenizer.json \(or pass 
     bash -c "cp -r '$T/m' '$T/m2' && rm '$T/m2/tokenizer.json' && exec '$CQ' eval --model '$T/m2' --data '$T/corpus.txt'"
 expect 0 "perplexity" -- "$CQ" eval --model "$T/m2" --data "$T/corpus.txt" --tokenizer "$T/m/tokenizer.json" --seqlen 16
 
+# hostile model directories: a FIFO for a file fails at once, config values
+# that overflow a 32-bit float or an id past the vocabulary are refused
+mkdir "$T/fifo" && cp "$T/m/model.safetensors" "$T/m/tokenizer.json" "$T/fifo/" && mkfifo "$T/fifo/config.json"
+expect 1 "fifo/config.json: not a regular file" -- timeout 20 "$CQ" eval --model "$T/fifo" --data "$T/corpus.txt"
+cp -r "$T/m" "$T/eps" && sed -i -E 's/"rms_norm_eps":[[:space:]]*[0-9.eE+-]+/"rms_norm_eps": 1e300/' "$T/eps/config.json"
+expect 1 "rms_norm_eps.*finite as a 32-bit float" -- "$CQ" eval --model "$T/eps" --data "$T/corpus.txt" --seqlen 16
+cp -r "$T/m" "$T/eos" && sed -i -E 's/"eos_token_id":[[:space:]]*[0-9]+/"eos_token_id": 4294967340/' "$T/eos/config.json"
+expect 1 "must be below vocab_size" -- "$CQ" generate --model "$T/eos" --prompt "In the" --max-tokens 4
+expect 2 "--max-tokens 9223372036854775807: at most" -- "$CQ" generate --model "$T/m" --prompt "In the" --max-tokens 9223372036854775807
+
 # output directories: only what cherryq wrote is ever replaced or removed
 expect 0 "4.5000 bits per weight" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/q" --method rtn --bits 4 --group 32 --seqlen 16 --threads 1
 [ -f "$T/q/.cherryq" ] || { echo "FAIL: quantize left no .cherryq marker in $T/q"; fails=$((fails + 1)); }

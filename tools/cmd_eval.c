@@ -138,12 +138,24 @@ int cmd_eval(int argc, char **argv)
     double mean = 0;
     for (int64_t w = 0; w < nw; w++) mean += wnll[w];
     mean /= (double)nw;
-    double ppl = exp(mean);
+    if (!isfinite(mean)) {
+        /* NaN or Inf weights (or activations that overflow): no perplexity
+         * to report, and a script must not take one */
+        fprintf(stderr, "cherryq eval: %s: the model's loss is not finite (%g): NaN or Inf in its weights or "
+                        "activations\n",
+                model, mean);
+        r = CQ_EXIT_RUNTIME;
+        goto done;
+    }
+    double ppl = exp(mean);   /* may overflow to inf for a finite but huge loss */
     size_t used = (size_t)(nw * seqlen);
     if (json) {
-        printf("{\"ppl\": %.6f, \"mean_nll\": %.8f, \"tokens\": %zu, \"tokens_used\": %zu, \"windows\": %lld, "
+        printf("{\"ppl\": ");
+        if (isfinite(ppl)) printf("%.6f", ppl);
+        else printf("null");   /* JSON has no inf */
+        printf(", \"mean_nll\": %.8f, \"tokens\": %zu, \"tokens_used\": %zu, \"windows\": %lld, "
                "\"seqlen\": %lld, \"predictions\": %lld, \"protocol\": \"gptq\", \"model\": ",
-               ppl, mean, n, used, (long long)nw, (long long)seqlen, (long long)npred);
+               mean, n, used, (long long)nw, (long long)seqlen, (long long)npred);
         json_str(model);
         printf(", \"data\": ");
         json_str(data);

@@ -90,6 +90,8 @@ int cmd_generate(int argc, char **argv)
     if ((r = cli_check_backend_name("generate", USAGE, backend))) return r;
     if (!model) return cli_usage_error("generate", USAGE, "--model is required");
     if (!prompt) return cli_usage_error("generate", USAGE, "--prompt is required");
+    if (max_tokens > ((int64_t)1 << 31))   /* more than any model's context; and n + max_tokens stays exact */
+        return cli_usage_error("generate", USAGE, "--max-tokens %lld: at most 2147483648", (long long)max_tokens);
     if (!cq_file_exists(model)) {
         fprintf(stderr, "cherryq generate: %s: no such file or directory\n", model);
         return CQ_EXIT_RUNTIME;

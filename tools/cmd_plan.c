@@ -57,8 +57,9 @@ int cli_plan_check(const char *name, const cq_llama_config *cfg, cq_plan_cmd cmd
         fprintf(stderr, "cherryq %s: --force: going on anyway\n", name);
         return 0;
     }
-    fprintf(stderr, "cherryq %s: lower --seqlen/--batch, use another backend, or pass --force to try anyway\n",
-            name);
+    fprintf(stderr, "cherryq %s: lower %s, use another backend, or pass --force to try anyway\n", name,
+            cmd == CQ_PLAN_GENERATE ? "--max-tokens (the KV cache holds prompt + --max-tokens positions)"
+                                    : "--seqlen/--batch");
     return CQ_EXIT_RUNTIME;
 }
 
