@@ -137,7 +137,15 @@ else
 fi
 if kill_after "$T/q2.ckpt/trainer.ckpt" "$T/q2a.log" -- "$CQ" quantize "${QA[@]}" --out "$T/q2"; then
     [ -e "$T/q2" ] && fail "the killed quantize left an output directory"
+    # the QAT checkpoint belongs to its settings: another --bits is refused, the checkpoint kept
+    cp "$T/q2.ckpt/trainer.ckpt" "$T/tck.saved"
+    "$CQ" quantize "${QA[@]}" --bits 4 --out "$T/q2" --resume > "$T/q2x.log" 2>&1
+    rc=$?
+    [ "$rc" = 1 ] && grep -q "QAT run with other settings" "$T/q2x.log" && cmp -s "$T/tck.saved" "$T/q2.ckpt/trainer.ckpt" \
+        && ok "a QAT resume with another --bits is refused, the checkpoint kept" \
+        || { fail "QAT resume with another --bits: rc=$rc"; tail -5 "$T/q2x.log"; }
     "$CQ" quantize "${QA[@]}" --out "$T/q2" --resume > "$T/q2b.log" 2>&1 || { fail "quantize --resume failed"; cat "$T/q2b.log"; }
+    [ -e "$T/q2.ckpt/trainer.ckpt" ] && fail "the QAT checkpoint was left after the resumed quantize finished"
     grep -E "impact resumed from .* after 600 of 600 windows" "$T/q2b.log" || fail "the completed impact was not reused"
     grep -E "QAT resumed from .* at step [0-9]+" "$T/q2b.log" || fail "QAT did not resume"
     same_dir "$T/qref" "$T/q2" && ok "quantize killed during QAT + resumed: every file bitwise equal" \

@@ -214,7 +214,7 @@ int cmd_quantize(int argc, char **argv)
     int rc = CQ_EXIT_RUNTIME;
     bool have_imp = false;
     pipe_progress pp = { 0 };
-    char ckdir[4096], tokpath[4096], ickpt[4200] = "", bestpath[4200] = "";
+    char ckdir[4096], tokpath[4096], ickpt[4200] = "", bestpath[4200] = "", qat_ck[4096] = "";
     if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
     if ((r = cli_backend_open(backend, device, &be))) goto done;
     {
@@ -371,6 +371,7 @@ int cmd_quantize(int argc, char **argv)
         }
         to.ckpt_dir = ckpt;
         if ((r = cq_mkdir_p(ckpt))) goto done;
+        snprintf(qat_ck, sizeof qat_ck, "%s", ckpt);
         if (mem.best_on_disk) {
             if ((size_t)snprintf(bestpath, sizeof bestpath, "%s/qat_best.f32", ckpt) >= sizeof bestpath) {
                 fprintf(stderr, "cherryq quantize: --ckpt path too long\n");
@@ -378,6 +379,35 @@ int cmd_quantize(int argc, char **argv)
                 goto done;
             }
             to.best_file = bestpath;
+        }
+        /* the settings the QAT checkpoint belongs to: --resume continues only
+         * a run with the same ones (a finished or an other run's trainer.ckpt
+         * would otherwise be loaded as if it were this run's) */
+        char key[8192], keypath[4300], ckfile[4300];
+        snprintf(key, sizeof key,
+                 "cherryq QAT run 1\nmodel %s\ndata %s\ntrain_tokens %zu\nheld_out_tokens %zu\nmethod %s\nbits "
+                 "%lld\ngroup %lld\ncherries %lld\nsteps %lld\ntokens_per_step %.0f\nlr %.9g\nseed %lld\n",
+                 model, data ? data : "(self-generated)", n_train, n_val, method, (long long)bits, (long long)group,
+                 (long long)plan.nnz, (long long)steps, tok_per_step, to.lr, (long long)seed);
+        snprintf(keypath, sizeof keypath, "%s/qat_run.txt", ckpt);
+        snprintf(ckfile, sizeof ckfile, "%s/trainer.ckpt", ckpt);
+        if (resume && cq_file_exists(ckfile)) {
+            char *old = NULL;
+            size_t on = 0;
+            if (!cq_file_exists(keypath) || cq_read_file(keypath, &old, &on, 1 << 20) || on != strlen(key) ||
+                memcmp(old, key, on)) {
+                fprintf(stderr,
+                        "cherryq quantize: %s was made by a QAT run with other settings (model, data, method, "
+                        "bits, group, cherries, steps, batch, lr or seed; see %s): remove it, or run without "
+                        "--resume\n",
+                        ckfile, keypath);
+                free(old);
+                r = CQ_EXIT_RUNTIME;
+                goto done;
+            }
+            free(old);
+        } else if ((r = cq_write_file_atomic(keypath, key, strlen(key)))) {
+            goto done;
         }
         cli_progress pr;
         cli_progress_init(&pr, method, steps, steps / 20 > 0 ? steps / 20 : 1);
@@ -423,6 +453,16 @@ int cmd_quantize(int argc, char **argv)
         fprintf(stderr, "cherryq: warning: cannot remove the checkpoint %s: %s\n", ickpt, strerror(errno));
     if (bestpath[0] && unlink(bestpath) != 0 && errno != ENOENT)
         fprintf(stderr, "cherryq: warning: cannot remove %s: %s\n", bestpath, strerror(errno));
+    /* and the QAT checkpoint: the run is over, nothing is left to resume */
+    if (qat_ck[0]) {
+        char f[4300];
+        for (int i = 0; i < 2; i++) {
+            snprintf(f, sizeof f, "%s/%s", qat_ck, i ? "qat_run.txt" : "trainer.ckpt");
+            if (unlink(f) != 0 && errno != ENOENT)
+                fprintf(stderr, "cherryq: warning: cannot remove the checkpoint %s: %s\n", f, strerror(errno));
+        }
+        rmdir(qat_ck);   /* when empty; a user's --ckpt directory with other files stays */
+    }
     double secs = cq_time_sec() - t_start;
     if (json)
         printf("{\"method\": \"%s\", \"bits\": %lld, \"group\": %lld, \"selection\": \"%s\", \"cherries\": %lld, "
