@@ -40,7 +40,7 @@ expect 0 "gptq 4-bit g32" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out
     --group 32 --samples 8
 expect 0 "\"method\": \"cherryq\".*\"qat_steps\": 6" -- "$CQ" quantize --model "$M" --data "$T/c.txt" \
     --out "$T/q_cq" --method cherryq --bits 3 --group 64 --impact "$T/imp.st" --steps 6 --batch 2 --json
-check "[ -d '$T/q_cq.ckpt' ] && [ ! -e '$T/q_cq.tmp' ]"
+check "[ ! -e '$T/q_cq.ckpt' ] && [ ! -e '$T/q_cq.tmp' ]"   # the finished run's checkpoints are gone
 # the best-weights copy in a file instead of host memory: the same model, the file removed
 expect 0 "\"method\": \"cherryq\".*\"qat_steps\": 6" -- "$CQ" quantize --model "$M" --data "$T/c.txt" \
     --out "$T/q_cqd" --method cherryq --bits 3 --group 64 --impact "$T/imp.st" --steps 6 --batch 2 --json --best-on-disk
