@@ -233,9 +233,10 @@ int cq_mkdir_p(const char *path)
             char c = *s;
             *s = 0;
             if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-                cq_error("%s: cannot create directory: %s", p, strerror(errno));
+                const int e = errno;
+                cq_error("%s: cannot create directory: %s", p, strerror(e));
                 free(p);
-                return CQ_EIO;
+                return e == ENOENT ? CQ_ENOENT : e == ENOSPC ? CQ_ENOSPC : CQ_EIO;
             }
             *s = c;
             if (!c) break;

@@ -191,15 +191,26 @@ static int load_gguf(cq_llama **out, const char *path, cq_backend *be)
     c.n_kv_heads = c.n_heads;
     if (!r) r = gguf_u32(g, "llama.attention.head_count_kv", &c.n_kv_heads, 0);
     if (!r) r = gguf_u32(g, "llama.context_length", &c.max_seq, 0);
+    /* optional keys: absent -> the default; present with a wrong type ->
+     * the error (printed by the getter), never a silent default */
     float f;
-    if (cq_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f) == 0) c.norm_eps = f;
-    if (cq_gguf_get_f32(g, "llama.rope.freq_base", &f) == 0) c.rope_theta = f;
+    int e;
+    if (!r && (e = cq_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f)) != CQ_ENOENT) {
+        if (e) r = e;
+        else c.norm_eps = f;
+    }
+    if (!r && (e = cq_gguf_get_f32(g, "llama.rope.freq_base", &f)) != CQ_ENOENT) {
+        if (e) r = e;
+        else c.rope_theta = f;
+    }
     int64_t v = -1;
     /* ids past int32 would wrap into another token (or "none"): the
      * vocabulary check of cq_llama_config_check refuses them as the vocab */
-    if (gguf_u32(g, "tokenizer.ggml.bos_token_id", &v, 0) == 0) c.bos = v > INT32_MAX ? INT32_MAX : (int32_t)v;
+    if (!r && (r = gguf_u32(g, "tokenizer.ggml.bos_token_id", &v, 0)) == 0 && v >= 0)
+        c.bos = v > INT32_MAX ? INT32_MAX : (int32_t)v;
     v = -1;
-    if (gguf_u32(g, "tokenizer.ggml.eos_token_id", &v, 0) == 0) c.eos = v > INT32_MAX ? INT32_MAX : (int32_t)v;
+    if (!r && (r = gguf_u32(g, "tokenizer.ggml.eos_token_id", &v, 0)) == 0 && v >= 0)
+        c.eos = v > INT32_MAX ? INT32_MAX : (int32_t)v;
     const cq_gguf_tensor *emb = cq_gguf_find_tensor(g, "token_embd.weight");
     if (!r && (!emb || emb->ndim != 2)) {
         cq_error("%s: token_embd.weight is missing or not 2-D", path);

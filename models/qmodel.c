@@ -171,6 +171,17 @@ int cq_dir_check(const char *dir, const char *src)
                  old, dir);
         return CQ_EINVAL;
     }
+    /* can the directory be written there at all (a read-only or missing
+     * place, /proc)? Found now, not after hours of work: create <dir>.tmp
+     * (and its parents, as the writer would) and remove it again */
+    if (lstat(tmp, &st) != 0) {
+        int r = cq_mkdir_p(tmp);
+        if (r) {
+            cq_error("%s: cannot be written there (the directory %s cannot be created)", dir, tmp);
+            return r;
+        }
+        rmdir(tmp);
+    }
     return CQ_OK;
 }
 

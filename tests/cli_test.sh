@@ -87,6 +87,7 @@ expect 2 "--max-tokens 9223372036854775807: at most" -- "$CQ" generate --model "
 # output directories: only what cherryq wrote is ever replaced or removed
 expect 0 "4.5000 bits per weight" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/q" --method rtn --bits 4 --group 32 --seqlen 16 --threads 1
 [ -f "$T/q/.cherryq" ] || { echo "FAIL: quantize left no .cherryq marker in $T/q"; fails=$((fails + 1)); }
+expect 1 "cannot be written there" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out /proc/cq_no_such_dir --method rtn --bits 4 --group 32 --seqlen 16
 expect 1 "is the input model directory" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/m" --method rtn --bits 4 --group 32 --seqlen 16
 expect 1 "is the input model directory" -- "$CQ" export --dequantize --model "$T/q" --out "$T/q/"
 expect 1 "holds files cherryq did not write" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/m2" --method rtn --bits 4 --group 32 --seqlen 16

@@ -449,6 +449,17 @@ static void test_st_corrupt(void **state)
     expect_err(open_st_text("{\"__metadata__\":{\"a\":1}}", 0, 0, NULL), CQ_EBADMSG,
                "__metadata__", "'a'");
     expect_err(open_st_text("{\"__metadata__\":[]}", 0, 0, NULL), CQ_EBADMSG, "__metadata__", NULL);
+    expect_err(open_st_text("{\"__metadata__\":{\"b\":\"1\",\"a\":\"2\",\"b\":\"3\"}}", 0, 0, NULL), CQ_EBADMSG,
+               "appears twice", "'b'");
+    /* one tensor's bytes inside another's: refused; empty tensors anywhere, adjacent ones: fine */
+    expect_err(open_st_text("{\"u\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                            "\"v\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+                            12, 0, NULL), CQ_EBADMSG, "overlap", "'u' and 'v'");
+    assert_int_equal(open_st_text("{\"u\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                                  "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+                                  "\"v\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}",
+                                  12, 0, NULL),
+                     0);
 
     clear_err();
     expect_err(cq_st_open(&f, "/nonexistent/dir/x.safetensors"), CQ_ENOENT,
@@ -1183,6 +1194,21 @@ static void test_gguf_corrupt(void **state)
     /* one byte short of the tensor's end */
     g.n--;
     expect_err(gb_open(&g), CQ_EBADMSG, "tensor 't'", "beyond the end");
+    /* two tensors, the second's bytes inside the first's (offset 32 is
+     * aligned; 'a' spans 0..64): refused */
+    {
+        uint64_t ne16[1] = {16};
+        gb_head(&g, 3, 2, 0);
+        gb_tinfo(&g, "a", 1, ne16, CQ_GGML_F32, 0);
+        gb_tinfo(&g, "b", 1, ne16, CQ_GGML_F32, 32);
+        gb_data(&g, 96);
+        expect_err(gb_open(&g), CQ_EBADMSG, "overlap", "'a' and 'b'");
+        gb_head(&g, 3, 2, 0);
+        gb_tinfo(&g, "a", 1, ne16, CQ_GGML_F32, 0);
+        gb_tinfo(&g, "b", 1, ne16, CQ_GGML_F32, 64);
+        gb_data(&g, 128);
+        assert_int_equal(gb_open(&g), 0);
+    }
 
     gb_head(&g, 3, 0, 0);
     g.b[0] = 'X';
