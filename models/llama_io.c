@@ -119,7 +119,24 @@ static int load_hf_dir(cq_llama **out, const char *dir, cq_backend *be)
     if (r) return r;
     int quantized = cq_qmodel_is_quantized(dir);
     cq_llama *m = NULL;
-    r = check_model_memory(&cfg, be, dir);
+    /* weights the config does not describe: a layer past num_hidden_layers
+     * means config and weights disagree (loading the first layers only
+     * would run a different model without a word); a tied model's own
+     * lm_head.weight is not used (as in transformers) */
+    for (size_t i = 0; !r && i < cq_st_set_count(st); i++) {
+        const char *nm = cq_st_set_tensor_at(st, i)->name;
+        long long L = -1;
+        if (sscanf(nm, "model.layers.%lld.", &L) == 1 && (L < 0 || L >= cfg.n_layers)) {
+            cq_error("%s: tensor '%s' is of layer %lld, but config.json has num_hidden_layers = %lld: the config "
+                     "does not match the weights",
+                     dir, nm, L, (long long)cfg.n_layers);
+            r = CQ_EBADMSG;
+        }
+    }
+    if (!r && cfg.tie_embeddings && cq_st_set_find(st, "lm_head.weight"))
+        cq_warn("%s: lm_head.weight is not used: tie_word_embeddings is true (the output layer is the embedding)",
+                dir);
+    if (!r) r = check_model_memory(&cfg, be, dir);
     if (!r) r = cq_llama_alloc(&m, &cfg, be);
     for (int i = 0; m && !r && i < m->n_params; i++) {
         cq_tensor *p = m->params[i];

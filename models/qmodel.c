@@ -286,7 +286,9 @@ int cq_qmodel_is_quantized(const char *dir)
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     char *txt = NULL;
-    if (cq_read_file(path, &txt, NULL, 16u << 20)) return 0;
+    /* a .gguf file or a directory without a config is simply not one (and
+     * says nothing: the loader reports what is really wrong) */
+    if (!is_dir(dir) || !cq_file_exists(path) || cq_read_file(path, &txt, NULL, 16u << 20)) return 0;
     cJSON *j = cJSON_Parse(txt);
     free(txt);
     int q = j && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "quantization_config"));
