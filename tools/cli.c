@@ -408,17 +408,20 @@ void cli_progress_init(cli_progress *p, const char *label, int64_t total, int64_
 void cli_progress_update(cli_progress *p, int64_t step, double loss, double rate, double eta_s, const char *extra)
 {
     if (!p->tty && step % p->every != 0 && step != p->total && step != 1) return;
-    char eta[32], el[32], ls[48] = "";
+    char eta[32], el[32], ls[48] = "", rs[32] = "- tok/s";
     if (isfinite(loss)) snprintf(ls, sizeof ls, "  loss %.4f", loss);
+    const double since = cq_time_sec() - p->t0;
+    /* a rate over the first few milliseconds says nothing (4e9 tok/s) */
+    if (isfinite(rate) && rate >= 0 && (since >= 0.2 || step == p->total)) snprintf(rs, sizeof rs, "%.0f tok/s", rate);
     cli_fmt_duration(eta_s, eta, sizeof eta);
-    cli_fmt_duration(cq_time_sec() - p->t0, el, sizeof el);
+    cli_fmt_duration(since, el, sizeof el);
     if (p->tty) {
-        fprintf(stderr, "\r%s %lld/%lld%s  %.0f tok/s  %s elapsed  ETA %s%s%s\033[K", p->label, (long long)step,
-                (long long)p->total, ls, rate, el, eta, extra ? "  " : "", extra ? extra : "");
+        fprintf(stderr, "\r%s %lld/%lld%s  %s  %s elapsed  ETA %s%s%s\033[K", p->label, (long long)step,
+                (long long)p->total, ls, rs, el, eta, extra ? "  " : "", extra ? extra : "");
         p->dirty = true;
     } else {
-        fprintf(stderr, "%s %lld/%lld%s  %.0f tok/s  %s elapsed  ETA %s%s%s\n", p->label, (long long)step,
-                (long long)p->total, ls, rate, el, eta, extra ? "  " : "", extra ? extra : "");
+        fprintf(stderr, "%s %lld/%lld%s  %s  %s elapsed  ETA %s%s%s\n", p->label, (long long)step,
+                (long long)p->total, ls, rs, el, eta, extra ? "  " : "", extra ? extra : "");
     }
     fflush(stderr);
 }
