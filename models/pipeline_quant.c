@@ -86,6 +86,9 @@ int cq_qplan_make(cq_qplan *p, const cq_llama *m, const cq_impact *imp, const cq
         if (!r) {
             so.seed = s->sel.seed + (uint64_t)k * 0x9E3779B97F4A7C15ull;
             r = cq_select_cherries(p->mask[k], W, F, out, in, &so);
+            if (r == CQ_ERANGE)   /* the selector said which element: say which matrix */
+                cq_error("cherry selection of %s [%lld x %lld]: the weights or their impact are not finite", t->name,
+                         (long long)out, (long long)in);
         }
         free(W);
         for (int64_t j = 0; !r && j < out * in; j++) p->nnz += p->mask[k][j] != 0;
