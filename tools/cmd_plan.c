@@ -63,13 +63,24 @@ int cli_plan_check(const char *name, const cq_llama_config *cfg, cq_plan_cmd cmd
     return CQ_EXIT_RUNTIME;
 }
 
+static void log_nothing(cq_log_level lvl, const char *msg, void *user)
+{
+    (void)lvl;
+    (void)msg;
+    (void)user;
+}
+
 int cli_plan_check_model(const char *name, const char *model, cq_plan_cmd cmd, cq_plan_opts *opts,
                          const cq_backend *be, bool force)
 {
     cq_llama_config cfg;
     bool packed = false;
     int bits = opts->bits, group = opts->group;
+    /* quiet: a bad config is reported once, by the model loader that runs
+     * next (the CLI installs no log callback, so NULL restores stderr) */
+    cq_log_set_callback(log_nothing, NULL);
     int r = cq_memplan_config_load(&cfg, model, &packed, &bits, &group);
+    cq_log_set_callback(NULL, NULL);
     if (r) return 0; /* the loader reports it (or, for GGUF, checks the weights itself) */
     if (packed) {
         opts->packed = true;
