@@ -249,6 +249,7 @@ int cq_tok_alloc(int kind, int n, cq_tokenizer **out)
     t->kind = kind;
     t->n_vocab = n;
     t->bos = t->eos = t->unk = -1;
+    t->lead = -2;
     t->byte_fallback = 1;
     t->tok = calloc((size_t)n, sizeof(*t->tok));
     t->tok_len = calloc((size_t)n, sizeof(*t->tok_len));
@@ -977,6 +978,12 @@ int cq_tokenizer_kind_of(const cq_tokenizer *t) { return t ? t->kind : 0; }
 int cq_tokenizer_n_vocab(const cq_tokenizer *t) { return t ? t->n_vocab : 0; }
 int cq_tokenizer_n_merges(const cq_tokenizer *t) { return t ? t->n_merges : 0; }
 int32_t cq_tokenizer_bos(const cq_tokenizer *t) { return t ? t->bos : -1; }
+int32_t cq_tokenizer_lead(const cq_tokenizer *t)
+{
+    if (!t) return -1;
+    if (t->lead != -2) return t->lead;
+    return t->kind == CQ_TOK_SPM ? t->bos : -1;   /* sentencepiece LLaMA: add_bos_token */
+}
 int32_t cq_tokenizer_eos(const cq_tokenizer *t) { return t ? t->eos : -1; }
 int32_t cq_tokenizer_unk(const cq_tokenizer *t) { return t ? t->unk : -1; }
 

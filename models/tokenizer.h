@@ -124,6 +124,12 @@ CQ_API int cq_tokenizer_kind_of(const cq_tokenizer *t);
 CQ_API int cq_tokenizer_n_vocab(const cq_tokenizer *t);
 CQ_API int cq_tokenizer_n_merges(const cq_tokenizer *t);
 CQ_API int32_t cq_tokenizer_bos(const cq_tokenizer *t);   /* -1 if none */
+/* The token a prompt starts with by the tokenizer's own rules, -1 if none:
+ * the special token a tokenizer.json post_processor template puts first
+ * (TemplateProcessing, also inside a Sequence: LLaMA-2's <s>, LLaMA-3's
+ * <|begin_of_text|>); with no template, BOS for sentencepiece-style
+ * tokenizers (LLaMA's add_bos_token) and none for byte-level BPE. */
+CQ_API int32_t cq_tokenizer_lead(const cq_tokenizer *t);
 CQ_API int32_t cq_tokenizer_eos(const cq_tokenizer *t);   /* -1 if none */
 CQ_API int32_t cq_tokenizer_unk(const cq_tokenizer *t);   /* -1 if none */
 CQ_API int32_t cq_tokenizer_token_type(const cq_tokenizer *t, int32_t id); /* CQ_TOKTYPE_*, or 0 */

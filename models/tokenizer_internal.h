@@ -96,6 +96,10 @@ struct cq_tokenizer {
     cq_u64map merge_map;       /* pair key -> rank */
     int use_merges;            /* SPM: 1 = ranks (tokenizer.json), 0 = scores */
     int32_t bos, eos, unk;
+    /* the special token the tokenizer.json post_processor's template puts
+     * before a sequence (TemplateProcessing "single", e.g. LLaMA-3's
+     * <|begin_of_text|>); -1: none; -2: no template (the kind's default) */
+    int32_t lead;
     /* SPM normalization */
     cq_norm_op *norm;  int n_norm;
     int split_meta;            /* Metaspace split=true: words start at each "▁" */

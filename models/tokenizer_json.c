@@ -277,6 +277,39 @@ typedef struct added_tok {
     int special;
 } added_tok;
 
+/* The special token the post_processor's "single" template starts with:
+ * its id from the template's special_tokens map, else from the vocab; -1
+ * for a template that starts with the sequence; -2 for no template. */
+static int32_t template_lead(const cq_tokenizer *t, const cJSON *pp, int depth)
+{
+    if (!cJSON_IsObject(pp) || depth > 4) return -2;
+    const char *ty = get_str(pp, "type");
+    if (ty && !strcmp(ty, "Sequence")) {
+        const cJSON *e, *procs = get(pp, "processors");
+        int32_t found = -2;
+        if (cJSON_IsArray(procs))
+            cJSON_ArrayForEach(e, procs) {
+                const int32_t id = template_lead(t, e, depth + 1);
+                if (id != -2) found = id;
+            }
+        return found;
+    }
+    if (!ty || strcmp(ty, "TemplateProcessing")) return -2;
+    const cJSON *single = get(pp, "single");
+    if (!cJSON_IsArray(single) || !cJSON_GetArraySize(single)) return -2;
+    const cJSON *sp = get(cJSON_GetArrayItem(single, 0), "SpecialToken");
+    const char *name = get_str(sp, "id");
+    if (!name) return -1;   /* the template starts with the sequence itself */
+    const cJSON *ids = get(get(get(pp, "special_tokens"), name), "ids");
+    if (cJSON_IsArray(ids) && cJSON_GetArraySize(ids) == 1 && cJSON_IsNumber(ids->child)) {
+        const double v = ids->child->valuedouble;
+        if (v >= 0 && v < (double)cq_tokenizer_n_vocab(t) && v == floor(v)) return (int32_t)v;
+    }
+    const int32_t id = cq_tokenizer_find(t, name, strlen(name));
+    if (id < 0) cq_warn("tokenizer: the post_processor template starts with \"%.64s\", which is not in the vocab", name);
+    return id;
+}
+
 static int load_doc(const cJSON *root, const char *what, cq_tokenizer **out)
 {
     const cJSON *model = get(root, "model");
@@ -453,6 +486,7 @@ static int load_doc(const cJSON *root, const char *what, cq_tokenizer **out)
     }
     if (t->bos < 0) t->bos = cq_tokenizer_find(t, "<s>", 3);
     if (t->eos < 0) t->eos = cq_tokenizer_find(t, "</s>", 4);
+    t->lead = template_lead(t, get(root, "post_processor"), 0);
 
     /* merges */
     int nm = cJSON_GetArraySize(merges);

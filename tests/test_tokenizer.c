@@ -634,6 +634,40 @@ static int load_str(const char *json, cq_tokenizer **t)
     return cq_tokenizer_load_json_mem(json, strlen(json), "test.json", t);
 }
 
+/* The token a prompt starts with (cq_tokenizer_lead): a post_processor
+ * template's first special token (by its special_tokens id, else the vocab;
+ * also inside a Sequence), none for a template that starts with the text,
+ * and the kind's default without a template. */
+static void test_template_lead(void **state)
+{
+    (void)state;
+#define TV "\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"<s>\": 3, \"<|bot|>\": 4}, " \
+           "\"merges\": [\"a b\"]}"
+#define TPL(first) "{\"type\": \"TemplateProcessing\", \"single\": [" first "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}]"
+    static const char *const js[] = {
+        "{" TV ", \"post_processor\": " TPL("{\"SpecialToken\": {\"id\": \"<|bot|>\", \"type_id\": 0}}, ")
+        ", \"special_tokens\": {\"<|bot|>\": {\"id\": \"<|bot|>\", \"ids\": [4], \"tokens\": [\"<|bot|>\"]}}}}",
+        "{" TV ", \"post_processor\": {\"type\": \"Sequence\", \"processors\": [{\"type\": \"ByteLevel\"}, "
+        TPL("{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, ") "}]}}",
+        "{" TV ", \"post_processor\": " TPL("") "}}",
+        "{" TV ", \"post_processor\": null}",
+    };
+    cq_tokenizer *t = NULL;
+    int32_t got[4];
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(load_str(js[i], &t), 0);
+        got[i] = cq_tokenizer_lead(t);
+        if (i == 3) /* no template: the kind's default */
+            assert_int_equal(got[i], cq_tokenizer_kind_of(t) == CQ_TOK_SPM ? cq_tokenizer_bos(t) : -1);
+        cq_tokenizer_destroy(&t);
+    }
+    assert_int_equal(got[0], 4);   /* <|bot|>, by the template's id */
+    assert_int_equal(got[1], 3);   /* <s>, inside a Sequence, by the vocab */
+    assert_int_equal(got[2], -1);  /* the template starts with the text */
+#undef TPL
+#undef TV
+}
+
 static void test_malformed(void **state)
 {
     (void)state;
@@ -823,6 +857,7 @@ int main(void)
         cmocka_unit_test(test_spm_scores_route),
         cmocka_unit_test(test_spm_known),
         cmocka_unit_test(test_encode_speed),
+        cmocka_unit_test(test_template_lead),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_kjv_slice),
     };

@@ -107,10 +107,22 @@ int cmd_generate(int argc, char **argv)
     size_t n = 0;
     int rc = CQ_EXIT_RUNTIME;
     if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
-    /* the LLaMA (SentencePiece) convention starts with BOS; cherryq's
-     * byte-level models are trained on raw text without it */
-    int add_bos = cq_tokenizer_kind_of(tok) == CQ_TOK_SPM && cq_tokenizer_bos(tok) >= 0;
-    r = cq_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, &ids, &n);
+    /* the prompt starts as the tokenizer's own rules say: a template's
+     * <|begin_of_text|>, LLaMA-2's <s>, or nothing (cherryq's byte-level
+     * models are trained on raw text without a BOS) */
+    const int32_t lead = cq_tokenizer_lead(tok);
+    r = cq_tokenizer_encode(tok, prompt, strlen(prompt), 0, &ids, &n);
+    if (!r && lead >= 0) {
+        int32_t *w = realloc(ids, (n + 1) * sizeof *w);
+        if (!w) {
+            r = CQ_ENOMEM;
+        } else {
+            memmove(w + 1, w, n * sizeof *w);
+            w[0] = lead;
+            ids = w;
+            n++;
+        }
+    }
     if (r) {
         fprintf(stderr, "cherryq generate: cannot tokenize the prompt: %s\n", cq_strerror(r));
         goto done;
