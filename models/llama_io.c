@@ -241,6 +241,17 @@ static int load_gguf(cq_llama **out, const char *path, cq_backend *be)
          * dim / heads as key_length (e.g. Mistral-Nemo: 128 vs 5120 / 32) */
         r = gguf_u32(g, "llama.attention.key_length", &c.head_dim, 0);
     }
+    /* a block past llama.block_count: metadata and weights disagree */
+    for (size_t i = 0; !r && i < cq_gguf_tensor_count(g); i++) {
+        const char *nm = cq_gguf_tensor_at(g, i)->name;
+        long long L = -1;
+        if (sscanf(nm, "blk.%lld.", &L) == 1 && (L < 0 || L >= c.n_layers)) {
+            cq_error("%s: tensor '%s' is of block %lld, but llama.block_count is %lld: the metadata does not "
+                     "match the weights",
+                     path, nm, L, (long long)c.n_layers);
+            r = CQ_EBADMSG;
+        }
+    }
     cq_llama *m = NULL;
     if (!r) r = check_model_memory(&c, be, path);
     if (!r) r = cq_llama_alloc(&m, &c, be);
