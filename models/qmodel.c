@@ -6,6 +6,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,15 +32,10 @@ static int is_dir(const char *p)
 }
 
 /* The marker cherryq leaves in every directory it writes through
- * cq_dir_begin/cq_dir_commit: a later run may replace such a directory,
- * and clean up a leftover <dir>.tmp that holds it. */
+ * cq_dir_begin/cq_dir_commit: only a marked directory is ever replaced. */
 #define CQ_DIR_MARK ".cherryq"
 
-/* The files cherryq's directory writers put there (and nothing else): a
- * directory holding only these (any subset) is a cherryq output even
- * without the marker (written before the marker existed). On replacing a
- * directory, these are what goes with the old one; anything else in it is
- * carried over into the new one, never deleted. */
+/* The names cherryq's directory writers create (plain files). */
 static int is_cherryq_file(const char *name)
 {
     static const char *const own[] = { "config.json", "model.safetensors", "tokenizer.json", CQ_DIR_MARK };
@@ -61,7 +58,7 @@ static int has_mark(const char *dir)
     return join(p, sizeof p, dir, CQ_DIR_MARK) == 0 && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* 1: dir holds nothing but cherryq's own regular files (or nothing). */
+/* 1: dir holds nothing but regular files with cherryq's names. */
 static int only_cherryq_files(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -79,35 +76,6 @@ static int only_cherryq_files(const char *dir)
     return ok;
 }
 
-/* 1: path is a real directory (not a symbolic link) that cherryq made:
- * marked, or holding only cherryq's files. Only such directories are ever
- * removed as a whole. */
-static int ours(const char *path)
-{
-    struct stat st;
-    return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && (has_mark(path) || only_cherryq_files(path));
-}
-
-/* Removes dir and everything under it, without following symbolic links
- * (a link is removed, not its target). Call only on directories that are
- * ours(). 0 if dir is gone afterwards. */
-static int remove_tree(const char *dir, int depth)
-{
-    DIR *d = opendir(dir);
-    if (!d) return errno == ENOENT ? 0 : -1;
-    struct dirent *e;
-    char p[8192];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        struct stat st;
-        if (join(p, sizeof p, dir, e->d_name) != 0 || lstat(p, &st) != 0) continue;
-        if (S_ISDIR(st.st_mode) && depth < 16) remove_tree(p, depth + 1);
-        else unlink(p);
-    }
-    closedir(d);
-    return rmdir(dir);
-}
-
 static int dir_is_empty(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -120,11 +88,72 @@ static int dir_is_empty(const char *dir)
     return empty;
 }
 
-static void tmp_name(const char *dir, char *tmp, size_t n)
+/* 1: dir holds nothing but regular files (no subdirectory, no link). */
+static int only_plain_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int ok = 1;
+    char p[8192];
+    while (ok && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        struct stat st;
+        ok = join(p, sizeof p, dir, e->d_name) == 0 && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+    }
+    closedir(d);
+    return ok;
+}
+
+/* 1: path may be deleted as a whole: a real directory (not a link), empty,
+ * or marked by cherryq and holding only plain files: for <out>.tmp (only
+ * cherryq writes there; a killed write leaves its own temp files) any
+ * plain files, for <out>.tmp.old (strict: the previous <out>, where the
+ * user may have put things) only cherryq's own. Anything else is never
+ * deleted. */
+static int removable(const char *path, int strict)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
+    if (dir_is_empty(path)) return 1;
+    return has_mark(path) && (strict ? only_cherryq_files(path) : only_plain_files(path));
+}
+
+/* Removes a removable() directory: its plain files, then itself. */
+static int remove_own(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : -1;
+    struct dirent *e;
+    char p[8192];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        struct stat st;
+        if (join(p, sizeof p, dir, e->d_name) == 0 && lstat(p, &st) == 0 && S_ISREG(st.st_mode)) unlink(p);
+    }
+    closedir(d);
+    return rmdir(dir);
+}
+
+/* dir without trailing slashes into out; -1 (with the reason printed) for
+ * a path that cannot be an output directory */
+static int out_path(const char *dir, char *out, size_t n)
 {
     size_t L = strlen(dir);
     while (L > 1 && dir[L - 1] == '/') L--;
-    snprintf(tmp, n, "%.*s.tmp", (int)L, dir);
+    if (L + 16 >= n) {
+        cq_error("%s: path too long", dir);
+        return -1;
+    }
+    memcpy(out, dir, L);
+    out[L] = 0;
+    const char *base = strrchr(out, '/');
+    base = base ? base + 1 : out;
+    if (!strcmp(out, "/") || !strcmp(base, ".") || !strcmp(base, "..") || !*base) {
+        cq_error("%s: not a usable output directory (name a directory, not '/', '.' or '..')", dir);
+        return -1;
+    }
+    return 0;
 }
 
 int cq_same_file(const char *a, const char *b)
@@ -133,85 +162,145 @@ int cq_same_file(const char *a, const char *b)
     return a && b && stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
-int cq_dir_check(const char *dir, const char *src)
+int cq_dir_check(const char *dir_in, const char *src)
 {
-    CQ_CHECK_ARG(dir && *dir, CQ_EINVAL);
-    if (src && cq_same_file(dir, src)) {
-        cq_error("%s: is the input model directory (%s); writing there would replace the model being read: "
-                 "choose another output directory",
+    CQ_CHECK_ARG(dir_in && *dir_in, CQ_EINVAL);
+    char dir[4096], tmp[4200], old[4300];
+    if (out_path(dir_in, dir, sizeof dir)) return CQ_EINVAL;
+    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
+    snprintf(old, sizeof old, "%s.old", tmp);
+    if (src && (cq_same_file(dir, src) || cq_same_file(tmp, src) || cq_same_file(old, src))) {
+        cq_error("%s: writing there would replace or clean up the input model (%s): choose another output "
+                 "directory",
                  dir, src);
         return CQ_EINVAL;
     }
     struct stat st;
-    if (stat(dir, &st) == 0) {
+    if (lstat(dir, &st) == 0) {
+        if (S_ISLNK(st.st_mode)) {
+            cq_error("%s: is a symbolic link; give the directory itself as the output", dir);
+            return CQ_EINVAL;
+        }
         if (!S_ISDIR(st.st_mode)) {
             cq_error("%s: exists and is not a directory; refusing to replace it", dir);
             return CQ_EINVAL;
         }
-        if (!dir_is_empty(dir) && !has_mark(dir) && !only_cherryq_files(dir)) {
-            cq_error("%s: exists and holds files cherryq did not write (no %s marker); refusing to replace it: "
-                     "choose another output directory, or move it away",
+        if (!dir_is_empty(dir) && !has_mark(dir)) {
+            cq_error("%s: exists and was not written by cherryq (no %s marker); refusing to replace it: choose "
+                     "another output directory, or move it away",
                      dir, CQ_DIR_MARK);
             return CQ_EINVAL;
         }
     }
-    char tmp[4200];
-    tmp_name(dir, tmp, sizeof tmp);
-    if (lstat(tmp, &st) == 0 && !ours(tmp) && !(S_ISDIR(st.st_mode) && dir_is_empty(tmp))) {
-        cq_error("%s: exists and was not made by cherryq (a file, a link, or a directory without its %s marker); "
-                 "it is where %s is written first: move it away",
-                 tmp, CQ_DIR_MARK, dir);
+    if (lstat(tmp, &st) == 0 && !removable(tmp, 0)) {
+        cq_error("%s: exists and is not a leftover of cherryq's (a file, a link, or a directory with other "
+                 "files); it is where %s is written first: move it away",
+                 tmp, dir);
         return CQ_EINVAL;
     }
-    char old[4300];
-    snprintf(old, sizeof old, "%s.old", tmp);
-    if (lstat(old, &st) == 0 && !ours(old)) {
-        cq_error("%s: left by an earlier run and not cherryq's own (it may hold an earlier version of %s); move it "
-                 "away",
-                 old, dir);
+    if (lstat(old, &st) == 0 && !removable(old, 1)) {
+        cq_error("%s: left by an interrupted replacement of %s and holds files that are not cherryq's (yours, or "
+                 "an earlier %s): move what you want to keep into place, then remove it",
+                 old, dir, dir);
         return CQ_EINVAL;
     }
-    /* can the directory be written there at all (a read-only or missing
-     * place, /proc)? Found now, not after hours of work: create <dir>.tmp
-     * (and its parents, as the writer would) and remove it again */
-    if (lstat(tmp, &st) != 0) {
-        int r = cq_mkdir_p(tmp);
-        if (r) {
-            cq_error("%s: cannot be written there (the directory %s cannot be created)", dir, tmp);
-            return r;
+    /* can a directory be made there at all (a read-only or missing place,
+     * /proc)? Found now, not after hours of work: a probe directory in the
+     * nearest existing ancestor, made and removed again */
+    char anc[4200];
+    snprintf(anc, sizeof anc, "%s", tmp);
+    for (;;) {
+        char *sl = strrchr(anc, '/');
+        if (!sl) {
+            snprintf(anc, sizeof anc, ".");
+            break;
         }
-        rmdir(tmp);
+        if (sl == anc) {
+            anc[1] = 0;
+            break;
+        }
+        *sl = 0;
+        if (lstat(anc, &st) == 0) break;
     }
+    if (!is_dir(anc)) {
+        cq_error("%s: cannot be written there: %s is not a directory", dir, anc);
+        return CQ_EINVAL;
+    }
+    char probe[4300];
+    snprintf(probe, sizeof probe, "%s/.cherryq-probe-%ld", anc, (long)getpid());
+    if (mkdir(probe, 0700) != 0) {
+        const int e = errno;
+        cq_error("%s: cannot be written there (a directory cannot be made in %s: %s)", dir, anc, strerror(e));
+        return e == ENOENT ? CQ_ENOENT : e == ENOSPC ? CQ_ENOSPC : CQ_EIO;
+    }
+    rmdir(probe);
     return CQ_OK;
 }
 
-int cq_dir_begin(const char *dir, char *tmp, size_t n)
+/* While a directory is written (cq_dir_begin .. commit/abort) the writer
+ * holds an exclusive flock on the parent directory, so two cherryq runs
+ * writing into the same place take turns instead of removing each other's
+ * <out>.tmp (the work before cq_dir_begin still runs in parallel; the last
+ * one to commit wins, and each commit is whole). One directory at a time
+ * per process. */
+static int g_dir_lock = -1;
+
+static void dir_unlock(void)
 {
-    CQ_CHECK_ARG(dir && *dir && tmp && n > 0, CQ_EINVAL);
-    int r = cq_dir_check(dir, NULL);
+    if (g_dir_lock >= 0) close(g_dir_lock);   /* releases the flock */
+    g_dir_lock = -1;
+}
+
+int cq_dir_begin(const char *dir_in, char *tmp, size_t n)
+{
+    CQ_CHECK_ARG(dir_in && *dir_in && tmp && n > 0, CQ_EINVAL);
+    char dir[4096];
+    if (out_path(dir_in, dir, sizeof dir)) return CQ_EINVAL;
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *sl = strrchr(parent, '/');
+    if (!sl) snprintf(parent, sizeof parent, ".");
+    else if (sl == parent) parent[1] = 0;
+    else *sl = 0;
+    int r = cq_mkdir_p(parent);
     if (r) return r;
-    char t[4200];
-    tmp_name(dir, t, sizeof t);
-    if (strlen(t) >= n) return CQ_EINVAL;
-    snprintf(tmp, n, "%s", t);
+    dir_unlock();
+    g_dir_lock = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (g_dir_lock < 0 || flock(g_dir_lock, LOCK_EX) != 0) {
+        cq_error("%s: cannot lock %s for writing: %s", dir, parent, strerror(errno));
+        dir_unlock();
+        return CQ_EIO;
+    }
+    r = cq_dir_check(dir, NULL);   /* again, now that no other writer is between check and use */
+    if (r) {
+        dir_unlock();
+        return r;
+    }
+    if ((size_t)snprintf(tmp, n, "%s.tmp", dir) >= n) {
+        dir_unlock();
+        return CQ_EINVAL;
+    }
     struct stat st;
-    if (lstat(tmp, &st) == 0 && remove_tree(tmp, 0) != 0) {   /* ours or empty: cq_dir_check */
-        cq_error("%s: a stale temporary directory that cannot be removed: %s", tmp, strerror(errno));
+    if (lstat(tmp, &st) == 0 && remove_own(tmp) != 0) {   /* removable(tmp, 0): cq_dir_check */
+        cq_error("%s: a leftover temporary directory that cannot be removed: %s", tmp, strerror(errno));
+        dir_unlock();
         return CQ_EIO;
     }
     r = cq_mkdir_p(tmp);
-    if (r) return r;
     char mark[8192];
-    if (join(mark, sizeof mark, tmp, CQ_DIR_MARK)) return CQ_EINVAL;
+    if (!r && join(mark, sizeof mark, tmp, CQ_DIR_MARK)) r = CQ_EINVAL;
     static const char text[] = "written by cherryq: a later cherryq run with this directory as its output may "
                                "replace it (files cherryq does not write are carried over)\n";
-    r = cq_write_file_atomic(mark, text, sizeof text - 1);
-    if (r) remove_tree(tmp, 0);
+    if (!r) r = cq_write_file_atomic(mark, text, sizeof text - 1);
+    if (r) {
+        remove_own(tmp);
+        dir_unlock();
+    }
     return r;
 }
 
-/* Moves what the user added to the previous directory (anything that is not
- * cherryq's) into the new one. 0 if old holds only cherryq's files after. */
+/* Moves what the user added to the previous directory (anything but
+ * cherryq's plain files) into the new one. 0 if nothing is left behind. */
 static int carry_over(const char *old, const char *dir)
 {
     DIR *d = opendir(old);
@@ -220,52 +309,59 @@ static int carry_over(const char *old, const char *dir)
     int left = 0;
     char from[8192], to[8192];
     while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || is_cherryq_file(e->d_name)) continue;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         struct stat st;
-        if (join(from, sizeof from, old, e->d_name) || join(to, sizeof to, dir, e->d_name) || lstat(to, &st) == 0 ||
-            rename(from, to) != 0)
+        if (join(from, sizeof from, old, e->d_name) || lstat(from, &st) != 0) {
             left = 1;
+            continue;
+        }
+        if (is_cherryq_file(e->d_name) && S_ISREG(st.st_mode)) continue;   /* replaced by the new one */
+        if (join(to, sizeof to, dir, e->d_name) || lstat(to, &st) == 0 || rename(from, to) != 0) left = 1;
     }
     closedir(d);
     return left ? -1 : 0;
 }
 
-int cq_dir_commit(const char *tmp, const char *dir)
+int cq_dir_commit(const char *tmp, const char *dir_in)
 {
-    CQ_CHECK_ARG(tmp && dir, CQ_EINVAL);
-    char old[4200];
+    CQ_CHECK_ARG(tmp && dir_in, CQ_EINVAL);
+    char dir[4096], old[4200];
+    if (out_path(dir_in, dir, sizeof dir)) {
+        dir_unlock();
+        return CQ_EINVAL;
+    }
     snprintf(old, sizeof old, "%s.old", tmp);
     struct stat st;
-    if (lstat(old, &st) == 0) {   /* left by an interrupted commit */
-        if (!ours(old) || remove_tree(old, 0) != 0) {
-            cq_error("%s: left by an earlier run and not removable as cherryq's own; move it away (it may hold "
-                     "an earlier version of %s)",
-                     old, dir);
-            return CQ_EIO;
-        }
+    if (lstat(old, &st) == 0 && (!removable(old, 1) || remove_own(old) != 0)) {
+        cq_error("%s: left by an interrupted replacement of %s, with files that are not cherryq's; move what you "
+                 "want to keep into place, then remove it",
+                 old, dir);
+        dir_unlock();
+        return CQ_EIO;
     }
-    int had = is_dir(dir);
+    const int had = lstat(dir, &st) == 0 && S_ISDIR(st.st_mode);
     if (had && rename(dir, old) != 0) {
         cq_error("%s: cannot move the previous directory aside: %s", dir, strerror(errno));
+        dir_unlock();
         return CQ_EIO;
     }
     if (rename(tmp, dir) != 0) {
         int e = errno;
         if (had) rename(old, dir);
         cq_error("%s: cannot rename %s into place: %s", dir, tmp, strerror(e));
+        dir_unlock();
         return CQ_EIO;
     }
-    if (had) {
-        if (carry_over(old, dir) != 0 || remove_tree(old, 0) != 0)
-            cq_warn("%s: kept: the previous %s, with files that could not be carried over into the new one", old,
-                    dir);
-    }
+    if (had && (carry_over(old, dir) != 0 || !removable(old, 1) || remove_own(old) != 0))
+        cq_warn("%s: kept: files of the previous %s that could not be moved into the new one", old, dir);
+    dir_unlock();
     return CQ_OK;
 }
 
 void cq_dir_abort(const char *tmp)
 {
-    if (tmp && *tmp && ours(tmp)) remove_tree(tmp, 0);
+    if (tmp && *tmp && removable(tmp, 0)) remove_own(tmp);
+    dir_unlock();
 }
 
 int cq_copy_file(const char *src, const char *dst)

@@ -88,14 +88,14 @@ expect 2 "--max-tokens 9223372036854775807: at most" -- "$CQ" generate --model "
 expect 0 "4.5000 bits per weight" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/q" --method rtn --bits 4 --group 32 --seqlen 16 --threads 1
 [ -f "$T/q/.cherryq" ] || { echo "FAIL: quantize left no .cherryq marker in $T/q"; fails=$((fails + 1)); }
 expect 1 "cannot be written there" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out /proc/cq_no_such_dir --method rtn --bits 4 --group 32 --seqlen 16
-expect 1 "is the input model directory" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/m" --method rtn --bits 4 --group 32 --seqlen 16
-expect 1 "is the input model directory" -- "$CQ" export --dequantize --model "$T/q" --out "$T/q/"
-expect 1 "holds files cherryq did not write" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/m2" --method rtn --bits 4 --group 32 --seqlen 16
+expect 1 "would replace or clean up the input model" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/m" --method rtn --bits 4 --group 32 --seqlen 16
+expect 1 "would replace or clean up the input model" -- "$CQ" export --dequantize --model "$T/q" --out "$T/q/"
+expect 1 "was not written by cherryq" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/m2" --method rtn --bits 4 --group 32 --seqlen 16
 mkdir "$T/victim" && echo keep > "$T/victim/a.txt" && ln -s "$T/victim" "$T/x.tmp"
-expect 1 "x.tmp: exists and was not made by cherryq" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x"
+expect 1 "x.tmp: exists and is not a leftover of cherryq" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x"
 [ -f "$T/victim/a.txt" ] || { echo "FAIL: a linked <out>.tmp lost its target's files"; fails=$((fails + 1)); }
 rm "$T/x.tmp" && mkdir "$T/x.tmp" && echo keep > "$T/x.tmp/notes.txt"
-expect 1 "x.tmp: exists and was not made by cherryq" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x"
+expect 1 "x.tmp: exists and is not a leftover of cherryq" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x"
 [ -f "$T/x.tmp/notes.txt" ] || { echo "FAIL: a user's <out>.tmp lost its files"; fails=$((fails + 1)); }
 rm -r "$T/x.tmp"
 expect 0 "wrote $T/x" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x"
@@ -104,6 +104,32 @@ expect 0 "wrote $T/x" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x" -
 [ -f "$T/x/README.md" ] && [ -f "$T/x/notes/n.txt" ] || { echo "FAIL: replacing $T/x lost the files the user added"; fails=$((fails + 1)); }
 [ -e "$T/x.tmp" ] || [ -e "$T/x.tmp.old" ] && { echo "FAIL: $T/x.tmp or $T/x.tmp.old left behind"; fails=$((fails + 1)); }
 expect 0 "perplexity" -- "$CQ" eval --model "$T/x" --data "$T/corpus.txt" --seqlen 16
+# checkpoints: never in the output, never another job's, gone once the model is written
+expect 2 "--ckpt .*must not be --out" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/q6" --ckpt "$T/q6" --method qat --bits 4 --group 32 --seqlen 16
+cp "$T/m/checkpoint/trainer.ckpt" "$T/train.ckpt.saved"
+expect 1 "not this command's QAT checkpoint" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/q6" --ckpt "$T/m/checkpoint" --method qat --bits 4 --group 32 --seqlen 16 --steps 2 --batch 2
+cmp -s "$T/train.ckpt.saved" "$T/m/checkpoint/trainer.ckpt" || { echo "FAIL: quantize touched train's checkpoint"; fails=$((fails + 1)); }
+expect 0 "bits per weight" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/q7" --method rtn --select impact --bits 4 --group 32 --seqlen 16 --samples 4 --threads 1
+[ -e "$T/q7.ckpt" ] && { echo "FAIL: rtn --select impact left $T/q7.ckpt"; fails=$((fails + 1)); }
+# an interrupted replacement left the user's files in <out>.tmp.old: refused, kept
+mkdir "$T/y.tmp.old" && touch "$T/y.tmp.old/.cherryq" && echo mine > "$T/y.tmp.old/notes.txt"
+expect 1 "interrupted replacement" -- "$CQ" export --dequantize --model "$T/q" --out "$T/y"
+[ -f "$T/y.tmp.old/notes.txt" ] || { echo "FAIL: the leftover <out>.tmp.old lost the user's file"; fails=$((fails + 1)); }
+# the input as <out>.tmp of the output; a link, '.', an unmarked model directory as --out: refused
+cp -r "$T/q" "$T/z.tmp"
+expect 1 "would replace or clean up the input model" -- "$CQ" export --dequantize --model "$T/z.tmp" --out "$T/z"
+ln -s "$T/x" "$T/xlink"
+expect 1 "is a symbolic link" -- "$CQ" export --dequantize --model "$T/q" --out "$T/xlink"
+expect 1 "not a usable output directory" -- "$CQ" export --dequantize --model "$T/q" --out "$T/x/."
+mkdir "$T/hf" && cp "$T/q/config.json" "$T/q/model.safetensors" "$T/hf/"
+expect 1 "was not written by cherryq" -- "$CQ" export --dequantize --model "$T/q" --out "$T/hf"
+# two writers of one directory take turns: the result is one of them, whole
+"$CQ" export --dequantize --model "$T/q" --out "$T/cc" --dtype f16 > /dev/null 2>&1 &
+"$CQ" export --dequantize --model "$T/q" --out "$T/cc" --dtype f32 > /dev/null 2>&1
+wait
+if grep -q '"torch_dtype":[[:space:]]*"float16"' "$T/cc/config.json"; then want=F16; else want=F32; fi
+head -c 2048 "$T/cc/model.safetensors" | grep -q "\"$want\"" && [ ! -e "$T/cc.tmp" ] && [ ! -e "$T/cc.tmp.old" ] \
+    || { echo "FAIL: two concurrent exports left a mixed or partial $T/cc"; fails=$((fails + 1)); }
 
 if [ "$fails" != 0 ]; then echo "$fails check(s) failed"; exit 1; fi
 echo "all CLI checks passed"

@@ -80,7 +80,7 @@ int cmd_quantize(int argc, char **argv)
     double frac = 0, lr = 0, warmup_frac = 0.05, min_lr_ratio = -1, clip = 1.0, wd = 0, beta1 = 0.9, beta2 = 0.95;
     double val_frac = 0.1, max_epochs = 1.0, damp = 0.01;
     int64_t gblock = 128, ckpt_every = 32;
-    bool resume = false, json = false, force = false;
+    bool resume = false, json = false, force = false, qat_ran = false;
     cli_memflags mem = { 0 };
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "full-precision model (Hugging Face directory or .gguf)", .metavar = "PATH" },
@@ -160,6 +160,15 @@ int cmd_quantize(int argc, char **argv)
     if (data && self_gen) return cli_usage_error("quantize", USAGE, "give --data or --self-generate, not both");
     /* before any work: the output must be replaceable, and not the input */
     if (cq_dir_check(out, model)) return CQ_EXIT_RUNTIME;
+    if (ckpt) {   /* the checkpoints live beside the output, never in it (it is replaced whole) */
+        size_t lo = strlen(out), lc = strlen(ckpt);
+        while (lo > 1 && out[lo - 1] == '/') lo--;
+        while (lc > 1 && ckpt[lc - 1] == '/') lc--;
+        if (cq_same_file(ckpt, out) || (lc >= lo && !strncmp(ckpt, out, lo) && (lc == lo || ckpt[lo] == '/' ||
+                                                                            ckpt[lo] == '.')))
+            return cli_usage_error("quantize", USAGE, "--ckpt %s: must not be --out, inside it or next to it as "
+                                   "%.*s.* (give another directory)", ckpt, (int)lo, out);
+    }
     if (cq_quant_check((int)bits, (int)group))
         return cli_usage_error("quantize", USAGE, "unsupported grid --bits %lld --group %lld (bits 2, 3, 4, 8; "
                                "group 32, 64, 128 or 0)", (long long)bits, (long long)group);
@@ -316,6 +325,7 @@ int cmd_quantize(int argc, char **argv)
                 goto done;
             }
             if (ckpt_every > 0 && (r = cq_mkdir_p(ckpt))) goto done;
+            snprintf(qat_ck, sizeof qat_ck, "%s", ckpt);   /* cleaned up once the model is written */
             if (!resume && cq_file_exists(ickpt))
                 fprintf(stderr, "cherryq: %s: an earlier run's impact checkpoint is replaced (pass --resume to "
                         "continue it)\n", ickpt);
@@ -383,14 +393,39 @@ int cmd_quantize(int argc, char **argv)
         /* the settings the QAT checkpoint belongs to: --resume continues only
          * a run with the same ones (a finished or an other run's trainer.ckpt
          * would otherwise be loaded as if it were this run's) */
-        char key[8192], keypath[4300], ckfile[4300];
+        char key[16384], keypath[4300], ckfile[4300], rmodel[4096], rdata[4096];
+        if (!realpath(model, rmodel)) snprintf(rmodel, sizeof rmodel, "%s", model);
+        if (!data || !realpath(data, rdata)) snprintf(rdata, sizeof rdata, "%s", data ? data : "(self-generated)");
+        /* which weights are cherries (not only how many): FNV-1a of the masks */
+        uint64_t mh = 1469598103934665603ull;
+        for (int64_t i = 0; plan.mask && i < plan.n; i++) {
+            const cq_tensor *lt = m->layers[i / CQ_LLAMA_N_LINEAR].lin[i % CQ_LLAMA_N_LINEAR];
+            const int64_t ne = plan.mask[i] && lt ? cq_tensor_numel(lt) : 0;
+            for (int64_t j = 0; j < ne; j++) mh = (mh ^ (uint64_t)(plan.mask[i][j] != 0)) * 1099511628211ull;
+        }
         snprintf(key, sizeof key,
-                 "cherryq QAT run 1\nmodel %s\ndata %s\ntrain_tokens %zu\nheld_out_tokens %zu\nmethod %s\nbits "
-                 "%lld\ngroup %lld\ncherries %lld\nsteps %lld\ntokens_per_step %.0f\nlr %.9g\nseed %lld\n",
-                 model, data ? data : "(self-generated)", n_train, n_val, method, (long long)bits, (long long)group,
-                 (long long)plan.nnz, (long long)steps, tok_per_step, to.lr, (long long)seed);
+                 "cherryq QAT run 2\nmodel %s\ndata %s\ntrain_tokens %zu\nheld_out_tokens %zu\nmethod %s\nbits "
+                 "%lld\ngroup %lld\ncherries %lld %016llx\nsteps %lld\ntokens_per_step %.0f\nlr %.9g min_lr_ratio "
+                 "%.9g warmup %lld clip %.9g wd %.9g betas %.9g %.9g\neval_every %lld eval_tokens %lld\nseed %lld\n",
+                 rmodel, rdata, n_train, n_val, method, (long long)bits, (long long)group, (long long)plan.nnz,
+                 (unsigned long long)mh, (long long)steps, tok_per_step, to.lr, to.min_lr_ratio, (long long)to.warmup,
+                 to.clip, to.weight_decay, to.beta1, to.beta2, (long long)to.eval_every, (long long)to.eval_tokens,
+                 (long long)seed);
         snprintf(keypath, sizeof keypath, "%s/qat_run.txt", ckpt);
         snprintf(ckfile, sizeof ckfile, "%s/trainer.ckpt", ckpt);
+        if (cq_file_exists(ckfile) && !cq_file_exists(keypath)) {
+            /* not a quantize QAT checkpoint (cherryq train's, or another
+             * tool's): never overwritten, never resumed */
+            fprintf(stderr,
+                    "cherryq quantize: %s is not this command's QAT checkpoint (no qat_run.txt beside it: a "
+                    "training run's?); it is left alone: give another --ckpt\n",
+                    ckfile);
+            r = CQ_EXIT_RUNTIME;
+            goto done;
+        }
+        if (!resume && cq_file_exists(ckfile))
+            fprintf(stderr, "cherryq: %s: an earlier run's QAT checkpoint is replaced (pass --resume to continue "
+                    "it)\n", ckfile);
         if (resume && cq_file_exists(ckfile)) {
             char *old = NULL;
             size_t on = 0;
@@ -416,6 +451,7 @@ int cmd_quantize(int argc, char **argv)
         fprintf(stderr, "cherryq: QAT %lld steps x %lld tokens, lr %.3g (floor %.2g x), warmup %lld, clip %.2g, "
                 "held-out %zu tokens\n", (long long)steps, (long long)tok_per_step, to.lr, to.min_lr_ratio,
                 (long long)to.warmup, to.clip, n_val);
+        qat_ran = true;
         r = cq_qat_train(m, &plan, &qs, &to, ids, n_train, val, n_val, resume, &qr);
         cli_progress_done(&pr);
         if (r) goto done;
@@ -456,7 +492,7 @@ int cmd_quantize(int argc, char **argv)
     /* and the QAT checkpoint: the run is over, nothing is left to resume */
     if (qat_ck[0]) {
         char f[4300];
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; qat_ran && i < 2; i++) {   /* only this run's own QAT checkpoint */
             snprintf(f, sizeof f, "%s/%s", qat_ck, i ? "qat_run.txt" : "trainer.ckpt");
             if (unlink(f) != 0 && errno != ENOENT)
                 fprintf(stderr, "cherryq: warning: cannot remove the checkpoint %s: %s\n", f, strerror(errno));

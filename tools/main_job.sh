@@ -19,6 +19,9 @@ ppl() { "$cq" eval --model "$1" --data data/kjv_test.txt --seqlen 256 --json 2>/
 q() { # method out [flags]
     m=$1; o=$2; shift 2
     echo "== quantize --method $m (3 bits, group 128)" >&2
+    # an output of a cherryq from before the .cherryq marker is not replaced
+    # by a newer one: this script's own output, so it goes first
+    if [ -d "$o" ] && [ ! -f "$o/.cherryq" ]; then rm -rf "$o"; fi
     "$cq" quantize --model "$model" --data data/kjv_train.txt --out "$o" --method "$m" --bits 3 --group 128 \
         --seqlen 256 --samples 128 --steps 40 --batch 8 --eval-every 10 --eval-tokens 8192 "$@" >&2
     rm -rf "$o.ckpt"

@@ -84,6 +84,9 @@ run() { # label method bits group [extra flags...]
     label=$1; meth=$2; b=$3; g=$4; shift 4
     dir=$work/q_${meth}_$(echo "$label" | tr -c 'a-zA-Z0-9\n' '_')_${b}b_g$g
     echo "== $label $b-bit g$g" >&2
+    # an output of a cherryq from before the .cherryq marker is not replaced
+    # by a newer one: this script's own scratch output, so it goes first
+    [ -d "$dir" ] && [ ! -f "$dir/.cherryq" ] && rm -rf "$dir"
     t0=$(now)
     js=$("$cq" quantize --model "$model" --data "$calib" --out "$dir" --method "$meth" --bits "$b" --group "$g" \
         --samples 128 --steps "$steps" --batch 8 --eval-every 10 --eval-tokens 8192 $common --json "$@")
