@@ -253,13 +253,15 @@ CQ_API int cq_qmodel_export_dense(const char *qdir, const char *out, cq_dtype dt
 CQ_API int cq_qmodel_is_quantized(const char *dir);
 
 /* Writes the files of a directory to <dir>.tmp, then swaps it in: helpers
- * for every writer of directories. Only what cherryq wrote is ever removed:
- * an existing <dir> is replaced only when it is empty, carries cherryq's
- * ".cherryq" marker (every committed directory does) or holds nothing but
- * cherryq's own files; files the user added to it are carried over into the
- * new one. A leftover <dir>.tmp or <dir>.tmp.old is cleaned up only when it
- * is cherryq's (marked, not a link). cq_dir_check says up front whether
- * cq_dir_begin would refuse dir, and refuses dir == src (the input model). */
+ * for every writer of directories (rules: docs/format.md). Only what
+ * cherryq wrote is ever removed: an existing <dir> is replaced only when it
+ * is empty or carries cherryq's ".cherryq" marker (every committed
+ * directory does), and files the user added to it are carried over into
+ * the new one; a leftover <dir>.tmp / <dir>.tmp.old is cleaned up only when
+ * it is cherryq's own. begin..commit/abort holds an flock on the parent
+ * (one directory at a time per process). cq_dir_check says up front whether
+ * cq_dir_begin would refuse dir, and refuses src (the input model) as
+ * <dir>, <dir>.tmp or <dir>.tmp.old. */
 CQ_API int cq_dir_check(const char *dir, const char *src);
 CQ_API int cq_dir_begin(const char *dir, char *tmp, size_t n);
 CQ_API int cq_dir_commit(const char *tmp, const char *dir);
