@@ -164,10 +164,16 @@ int cmd_quantize(int argc, char **argv)
         size_t lo = strlen(out), lc = strlen(ckpt);
         while (lo > 1 && out[lo - 1] == '/') lo--;
         while (lc > 1 && ckpt[lc - 1] == '/') lc--;
-        if (cq_same_file(ckpt, out) || (lc >= lo && !strncmp(ckpt, out, lo) && (lc == lo || ckpt[lo] == '/' ||
-                                                                            ckpt[lo] == '.')))
-            return cli_usage_error("quantize", USAGE, "--ckpt %s: must not be --out, inside it or next to it as "
-                                   "%.*s.* (give another directory)", ckpt, (int)lo, out);
+        /* the rest of ckpt after the out prefix: "" (out itself), "/..."
+         * (inside it), ".tmp" / ".tmp.old" and inside them (the writer's);
+         * "<out>.ckpt", the default, is fine */
+        const char *rest = lc >= lo && !strncmp(ckpt, out, lo) ? ckpt + lo : NULL;
+        const bool bad = cq_same_file(ckpt, out) ||
+                         (rest && (rest == ckpt + lc || *rest == '/' || !strncmp(rest, ".tmp", 4)));
+        if (bad)
+            return cli_usage_error("quantize", USAGE, "--ckpt %s: must not be --out, inside it, or its "
+                                   "%.*s.tmp* (give another directory, e.g. the default %.*s.ckpt)", ckpt,
+                                   (int)lo, out, (int)lo, out);
     }
     if (cq_quant_check((int)bits, (int)group))
         return cli_usage_error("quantize", USAGE, "unsupported grid --bits %lld --group %lld (bits 2, 3, 4, 8; "
