@@ -32,8 +32,12 @@ static int is_dir(const char *p)
 }
 
 /* The marker cherryq leaves in every directory it writes through
- * cq_dir_begin/cq_dir_commit: only a marked directory is ever replaced. */
+ * cq_dir_begin/cq_dir_commit: only a marked directory is ever replaced.
+ * While <dir>.tmp is being written it holds CQ_PART_MARK instead, renamed
+ * to CQ_DIR_MARK just before the directory goes into place: a finished
+ * output is never mistaken for a leftover of a killed write. */
 #define CQ_DIR_MARK ".cherryq"
+#define CQ_PART_MARK ".cherryq-partial"
 
 /* The names cherryq's directory writers create (plain files). */
 static int is_cherryq_file(const char *name)
@@ -51,12 +55,14 @@ static int join(char *p, size_t n, const char *dir, const char *name)
     return k >= 0 && (size_t)k < n ? 0 : -1;
 }
 
-static int has_mark(const char *dir)
+static int has_file(const char *dir, const char *name)
 {
     char p[8192];
     struct stat st;
-    return join(p, sizeof p, dir, CQ_DIR_MARK) == 0 && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+    return join(p, sizeof p, dir, name) == 0 && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
+
+static int has_mark(const char *dir) { return has_file(dir, CQ_DIR_MARK); }
 
 /* 1: dir holds nothing but regular files with cherryq's names. */
 static int only_cherryq_files(const char *dir)
@@ -88,8 +94,9 @@ static int dir_is_empty(const char *dir)
     return empty;
 }
 
-/* 1: dir holds nothing but regular files (no subdirectory, no link). */
-static int only_plain_files(const char *dir)
+/* 1: dir holds nothing but regular files (no subdirectory, no link), and
+ * when prefix is given, only files whose names start with it. */
+static int only_plain_files(const char *dir, const char *prefix)
 {
     DIR *d = opendir(dir);
     if (!d) return 0;
@@ -99,27 +106,32 @@ static int only_plain_files(const char *dir)
     while (ok && (e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         struct stat st;
-        ok = join(p, sizeof p, dir, e->d_name) == 0 && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+        ok = (!prefix || !strncmp(e->d_name, prefix, strlen(prefix))) && join(p, sizeof p, dir, e->d_name) == 0 &&
+             lstat(p, &st) == 0 && S_ISREG(st.st_mode);
     }
     closedir(d);
     return ok;
 }
 
-/* 1: path may be deleted as a whole: a real directory (not a link), empty,
- * or marked by cherryq and holding only plain files: for <out>.tmp (only
- * cherryq writes there; a killed write leaves its own temp files) any
- * plain files, for <out>.tmp.old (strict: the previous <out>, where the
- * user may have put things) only cherryq's own. Anything else is never
- * deleted. */
+/* 1: path may be deleted as a whole. Always a real directory (not a link):
+ * empty, or
+ *   <out>.tmp (strict 0): a killed write's: plain files with the partial
+ *     marker (or only the marker's own temp file: killed while writing it);
+ *   <out>.tmp.old (strict 1): the previous <out>, where the user may have
+ *     put things: marked and holding nothing but cherryq's own files.
+ * Anything else is never deleted. */
 static int removable(const char *path, int strict)
 {
     struct stat st;
     if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
     if (dir_is_empty(path)) return 1;
-    return has_mark(path) && (strict ? only_cherryq_files(path) : only_plain_files(path));
+    if (strict) return has_mark(path) && only_cherryq_files(path);
+    return only_plain_files(path, NULL) && (has_file(path, CQ_PART_MARK) || only_plain_files(path, CQ_PART_MARK));
 }
 
-/* Removes a removable() directory: its plain files, then itself. */
+/* Removes a removable() directory: its plain files, the markers last (a
+ * kill in between leaves a directory that is still recognisably cherryq's),
+ * then itself. */
 static int remove_own(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -127,11 +139,15 @@ static int remove_own(const char *dir)
     struct dirent *e;
     char p[8192];
     while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, CQ_DIR_MARK) ||
+            !strcmp(e->d_name, CQ_PART_MARK))
+            continue;
         struct stat st;
         if (join(p, sizeof p, dir, e->d_name) == 0 && lstat(p, &st) == 0 && S_ISREG(st.st_mode)) unlink(p);
     }
     closedir(d);
+    if (join(p, sizeof p, dir, CQ_DIR_MARK) == 0) unlink(p);
+    if (join(p, sizeof p, dir, CQ_PART_MARK) == 0) unlink(p);
     return rmdir(dir);
 }
 
@@ -226,6 +242,16 @@ int cq_dir_check(const char *dir_in, const char *src)
         cq_error("%s: cannot be written there: %s is not a directory", dir, anc);
         return CQ_EINVAL;
     }
+    /* probes of runs killed between their mkdir and rmdir (empty: rmdir
+     * removes nothing else) */
+    DIR *ad = opendir(anc);
+    if (ad) {
+        struct dirent *e;
+        char p[8192];
+        while ((e = readdir(ad)))
+            if (!strncmp(e->d_name, ".cherryq-probe-", 15) && join(p, sizeof p, anc, e->d_name) == 0) rmdir(p);
+        closedir(ad);
+    }
     char probe[4300];
     snprintf(probe, sizeof probe, "%s/.cherryq-probe-%ld", anc, (long)getpid());
     if (mkdir(probe, 0700) != 0) {
@@ -234,6 +260,13 @@ int cq_dir_check(const char *dir_in, const char *src)
         return e == ENOENT ? CQ_ENOENT : e == ENOSPC ? CQ_ENOSPC : CQ_EIO;
     }
     rmdir(probe);
+    /* the writer locks the parent: it must be openable (mode 0300 is not) */
+    const int lfd = open(anc, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (lfd < 0) {
+        cq_error("%s: cannot be written there (%s cannot be opened to lock it: %s)", dir, anc, strerror(errno));
+        return CQ_EIO;
+    }
+    close(lfd);
     return CQ_OK;
 }
 
@@ -266,7 +299,12 @@ int cq_dir_begin(const char *dir_in, char *tmp, size_t n)
     if (r) return r;
     dir_unlock();
     g_dir_lock = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (g_dir_lock < 0 || flock(g_dir_lock, LOCK_EX) != 0) {
+    int locked = g_dir_lock >= 0 && flock(g_dir_lock, LOCK_EX | LOCK_NB) == 0;
+    if (!locked && g_dir_lock >= 0 && errno == EWOULDBLOCK) {
+        cq_warn("%s: another cherryq run is writing into %s; waiting for it to finish", dir, parent);
+        locked = flock(g_dir_lock, LOCK_EX) == 0;
+    }
+    if (!locked) {
         cq_error("%s: cannot lock %s for writing: %s", dir, parent, strerror(errno));
         dir_unlock();
         return CQ_EIO;
@@ -288,7 +326,7 @@ int cq_dir_begin(const char *dir_in, char *tmp, size_t n)
     }
     r = cq_mkdir_p(tmp);
     char mark[8192];
-    if (!r && join(mark, sizeof mark, tmp, CQ_DIR_MARK)) r = CQ_EINVAL;
+    if (!r && join(mark, sizeof mark, tmp, CQ_PART_MARK)) r = CQ_EINVAL;
     static const char text[] = "written by cherryq: a later cherryq run with this directory as its output may "
                                "replace it (files cherryq does not write are carried over)\n";
     if (!r) r = cq_write_file_atomic(mark, text, sizeof text - 1);
@@ -339,15 +377,23 @@ int cq_dir_commit(const char *tmp, const char *dir_in)
         dir_unlock();
         return CQ_EIO;
     }
+    char pm[8192], fm[8192];
+    if (join(pm, sizeof pm, tmp, CQ_PART_MARK) || join(fm, sizeof fm, tmp, CQ_DIR_MARK) || rename(pm, fm) != 0) {
+        cq_error("%s: cannot mark %s as complete: %s", dir, tmp, strerror(errno));
+        dir_unlock();
+        return CQ_EIO;
+    }
     const int had = lstat(dir, &st) == 0 && S_ISDIR(st.st_mode);
     if (had && rename(dir, old) != 0) {
         cq_error("%s: cannot move the previous directory aside: %s", dir, strerror(errno));
+        rename(fm, pm);   /* still a leftover for cq_dir_abort */
         dir_unlock();
         return CQ_EIO;
     }
     if (rename(tmp, dir) != 0) {
         int e = errno;
         if (had) rename(old, dir);
+        rename(fm, pm);
         cq_error("%s: cannot rename %s into place: %s", dir, tmp, strerror(e));
         dir_unlock();
         return CQ_EIO;

@@ -111,10 +111,20 @@ expect 1 "not this command's QAT checkpoint" -- "$CQ" quantize --model "$T/m" --
 cmp -s "$T/train.ckpt.saved" "$T/m/checkpoint/trainer.ckpt" || { echo "FAIL: quantize touched train's checkpoint"; fails=$((fails + 1)); }
 expect 0 "bits per weight" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/q7" --method rtn --select impact --bits 4 --group 32 --seqlen 16 --samples 4 --threads 1
 [ -e "$T/q7.ckpt" ] && { echo "FAIL: rtn --select impact left $T/q7.ckpt"; fails=$((fails + 1)); }
+expect 0 "bits per weight" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/q8/" --method qat --bits 4 --group 32 --seqlen 16 --steps 2 --batch 2 --threads 1
+[ -f "$T/q8/.cherryq" ] && [ ! -e "$T/q8/.ckpt" ] && [ ! -e "$T/q8.ckpt" ] || { echo "FAIL: --out DIR/ put checkpoints in the output or left them"; fails=$((fails + 1)); }
+expect 2 "--ckpt .*must not be --out" -- "$CQ" quantize --model "$T/m" --data "$T/corpus.txt" --out "$T/./q8" --ckpt "$T/q8/../q8.tmp" --method qat --bits 4 --group 32 --seqlen 16
 # an interrupted replacement left the user's files in <out>.tmp.old: refused, kept
 mkdir "$T/y.tmp.old" && touch "$T/y.tmp.old/.cherryq" && echo mine > "$T/y.tmp.old/notes.txt"
 expect 1 "interrupted replacement" -- "$CQ" export --dequantize --model "$T/q" --out "$T/y"
 [ -f "$T/y.tmp.old/notes.txt" ] || { echo "FAIL: the leftover <out>.tmp.old lost the user's file"; fails=$((fails + 1)); }
+# a finished output that happens to be named <out>.tmp is not a leftover; a killed write's is
+expect 0 "wrote $T/w.tmp" -- "$CQ" export --dequantize --model "$T/q" --out "$T/w.tmp"
+expect 1 "w.tmp: exists and is not a leftover" -- "$CQ" export --dequantize --model "$T/q" --out "$T/w"
+[ -f "$T/w.tmp/model.safetensors" ] || { echo "FAIL: a finished $T/w.tmp was removed"; fails=$((fails + 1)); }
+mkdir "$T/v.tmp" && touch "$T/v.tmp/.cherryq-partial" "$T/v.tmp/model.safetensors.tmp.99999"
+expect 0 "wrote $T/v" -- "$CQ" export --dequantize --model "$T/q" --out "$T/v"
+[ -e "$T/v.tmp" ] && { echo "FAIL: a killed write's $T/v.tmp was left"; fails=$((fails + 1)); }
 # the input as <out>.tmp of the output; a link, '.', an unmarked model directory as --out: refused
 cp -r "$T/q" "$T/z.tmp"
 expect 1 "would replace or clean up the input model" -- "$CQ" export --dequantize --model "$T/z.tmp" --out "$T/z"

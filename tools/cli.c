@@ -1,6 +1,7 @@
 /* cherryq CLI helpers: flags, numbers, backend, corpus, tokenizer, progress. */
 #include <cblas.h>
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -445,4 +446,44 @@ void cli_progress_done(cli_progress *p)
     if (p->dirty) fputc('\n', stderr);
     p->dirty = false;
     fflush(stderr);
+}
+
+void cli_abs_path(const char *path, char *out, size_t n)
+{
+    snprintf(out, n, "%s", path);
+    char head[8192], rest[8192] = "";
+    if (snprintf(head, sizeof head, "%s", path) >= (int)sizeof head) return;
+    for (;;) {
+        size_t L = strlen(head);
+        while (L > 1 && head[L - 1] == '/') head[--L] = 0;
+        char r[PATH_MAX];
+        if (realpath(L ? head : ".", r)) {
+            /* append the parts that do not exist yet, resolving . and .. */
+            char res[8192];
+            snprintf(res, sizeof res, "%s", r);
+            char *save = NULL;
+            for (char *tok = strtok_r(rest, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+                if (!strcmp(tok, ".")) continue;
+                if (!strcmp(tok, "..")) {
+                    char *sl = strrchr(res, '/');
+                    if (sl && sl != res) *sl = 0;
+                    else snprintf(res, sizeof res, "/");
+                    continue;
+                }
+                const size_t k = strlen(res);
+                snprintf(res + k, sizeof res - k, "%s%s", res[k - 1] == '/' ? "" : "/", tok);
+            }
+            snprintf(out, n, "%s", res);
+            return;
+        }
+        if (!L || !strcmp(head, "/")) return;   /* not even the start resolves */
+        /* move the last component of head to the front of rest */
+        char *sl = strrchr(head, '/');
+        char t[8192];
+        snprintf(t, sizeof t, "%s%s%s", sl ? sl + 1 : head, rest[0] ? "/" : "", rest);
+        snprintf(rest, sizeof rest, "%s", t);
+        if (!sl) head[0] = 0;
+        else if (sl == head) head[1] = 0;
+        else *sl = 0;
+    }
 }

@@ -20,6 +20,11 @@
 
 enum { CQ_EXIT_OK = 0, CQ_EXIT_RUNTIME = 1, CQ_EXIT_USAGE = 2 };
 
+/* An absolute, normalized spelling of path for comparisons: realpath() of
+ * it, or of its deepest existing ancestor with the rest appended (".",
+ * ".." and repeated '/' resolved). Falls back to path as given. */
+void cli_abs_path(const char *path, char *out, size_t n);
+
 typedef struct {
     const char *name;
     int (*fn)(int argc, char **argv);

@@ -20,8 +20,11 @@
  * evaluation to <ckpt>/trainer.ckpt (<ckpt> = --ckpt, default <out>.ckpt);
  * --resume continues from both. impact.ckpt is removed when the quantized
  * model is written. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -71,6 +74,45 @@ static const char *crit_name(cq_sel_criterion c)
     return "?";
 }
 
+/* One run per checkpoint directory: an exclusive flock on it for the rest
+ * of the run (*fd, closed at the end), so a second quantize sharing it
+ * fails at once instead of overwriting the first one's checkpoints. */
+static int ckpt_lock(const char *dir, int *fd)
+{
+    if (*fd >= 0) return 0;
+    *fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd < 0) {
+        fprintf(stderr, "cherryq quantize: %s: cannot open the checkpoint directory: %s\n", dir, strerror(errno));
+        return CQ_EXIT_RUNTIME;
+    }
+    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr, "cherryq quantize: %s: another cherryq quantize is using this checkpoint directory; give "
+                "each run its own --ckpt (or --out)\n", dir);
+        close(*fd);
+        *fd = -1;
+        return CQ_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* After the model is written: this job's temp files of killed checkpoint
+ * writes (<name>.tmp.<pid>) in its checkpoint directory. */
+static void ckpt_sweep(const char *dir)
+{
+    static const char *const own[] = { "impact.ckpt.tmp.", "trainer.ckpt.tmp.", "qat_run.txt.tmp.",
+                                       "qat_best.f32.tmp." };
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[8192];
+    while ((e = readdir(d)))
+        for (size_t k = 0; k < sizeof own / sizeof own[0]; k++)
+            if (!strncmp(e->d_name, own[k], strlen(own[k])) &&
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p)
+                unlink(p);
+    closedir(d);
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL, *out = NULL, *method = NULL, *select = NULL, *krule = NULL,
@@ -81,6 +123,7 @@ int cmd_quantize(int argc, char **argv)
     double val_frac = 0.1, max_epochs = 1.0, damp = 0.01;
     int64_t gblock = 128, ckpt_every = 32;
     bool resume = false, json = false, force = false, qat_ran = false;
+    int ck_fd = -1;   /* flock of the checkpoint directory (ckpt_lock) */
     cli_memflags mem = { 0 };
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "full-precision model (Hugging Face directory or .gguf)", .metavar = "PATH" },
@@ -160,20 +203,28 @@ int cmd_quantize(int argc, char **argv)
     if (data && self_gen) return cli_usage_error("quantize", USAGE, "give --data or --self-generate, not both");
     /* before any work: the output must be replaceable, and not the input */
     if (cq_dir_check(out, model)) return CQ_EXIT_RUNTIME;
-    if (ckpt) {   /* the checkpoints live beside the output, never in it (it is replaced whole) */
-        size_t lo = strlen(out), lc = strlen(ckpt);
+    /* --out without trailing slashes: <out>.ckpt, <out>.tmp are siblings */
+    char outbuf[4096];
+    {
+        size_t lo = strlen(out);
         while (lo > 1 && out[lo - 1] == '/') lo--;
-        while (lc > 1 && ckpt[lc - 1] == '/') lc--;
+        if (lo >= sizeof outbuf) return cli_usage_error("quantize", USAGE, "--out: path too long");
+        memcpy(outbuf, out, lo);
+        outbuf[lo] = 0;
+        out = outbuf;
+    }
+    if (ckpt) {   /* the checkpoints live beside the output, never in it (it is replaced whole) */
+        char ro[8192], rc[8192];
+        cli_abs_path(out, ro, sizeof ro);
+        cli_abs_path(ckpt, rc, sizeof rc);
+        const size_t lo = strlen(ro), lc = strlen(rc);
         /* the rest of ckpt after the out prefix: "" (out itself), "/..."
          * (inside it), ".tmp" / ".tmp.old" and inside them (the writer's);
          * "<out>.ckpt", the default, is fine */
-        const char *rest = lc >= lo && !strncmp(ckpt, out, lo) ? ckpt + lo : NULL;
-        const bool bad = cq_same_file(ckpt, out) ||
-                         (rest && (rest == ckpt + lc || *rest == '/' || !strncmp(rest, ".tmp", 4)));
-        if (bad)
+        const char *rest = lc >= lo && !strncmp(rc, ro, lo) ? rc + lo : NULL;
+        if (rest && (!*rest || *rest == '/' || !strncmp(rest, ".tmp", 4)))
             return cli_usage_error("quantize", USAGE, "--ckpt %s: must not be --out, inside it, or its "
-                                   "%.*s.tmp* (give another directory, e.g. the default %.*s.ckpt)", ckpt,
-                                   (int)lo, out, (int)lo, out);
+                                   "%s.tmp* (give another directory, e.g. the default %s.ckpt)", ckpt, out, out);
     }
     if (cq_quant_check((int)bits, (int)group))
         return cli_usage_error("quantize", USAGE, "unsupported grid --bits %lld --group %lld (bits 2, 3, 4, 8; "
@@ -330,7 +381,7 @@ int cmd_quantize(int argc, char **argv)
                 fprintf(stderr, "cherryq quantize: --ckpt path too long\n");
                 goto done;
             }
-            if (ckpt_every > 0 && (r = cq_mkdir_p(ckpt))) goto done;
+            if (ckpt_every > 0 && ((r = cq_mkdir_p(ckpt)) || (r = ckpt_lock(ckpt, &ck_fd)))) goto done;
             snprintf(qat_ck, sizeof qat_ck, "%s", ckpt);   /* cleaned up once the model is written */
             if (!resume && cq_file_exists(ickpt))
                 fprintf(stderr, "cherryq: %s: an earlier run's impact checkpoint is replaced (pass --resume to "
@@ -386,7 +437,7 @@ int cmd_quantize(int argc, char **argv)
             ckpt = ckdir;
         }
         to.ckpt_dir = ckpt;
-        if ((r = cq_mkdir_p(ckpt))) goto done;
+        if ((r = cq_mkdir_p(ckpt)) || (r = ckpt_lock(ckpt, &ck_fd))) goto done;
         snprintf(qat_ck, sizeof qat_ck, "%s", ckpt);
         if (mem.best_on_disk) {
             if ((size_t)snprintf(bestpath, sizeof bestpath, "%s/qat_best.f32", ckpt) >= sizeof bestpath) {
@@ -503,6 +554,7 @@ int cmd_quantize(int argc, char **argv)
             if (unlink(f) != 0 && errno != ENOENT)
                 fprintf(stderr, "cherryq: warning: cannot remove the checkpoint %s: %s\n", f, strerror(errno));
         }
+        ckpt_sweep(qat_ck);
         rmdir(qat_ck);   /* when empty; a user's --ckpt directory with other files stays */
     }
     double secs = cq_time_sec() - t_start;
@@ -518,6 +570,7 @@ int cmd_quantize(int argc, char **argv)
                (long long)group, bpw, (long long)plan.nnz, secs, out);
     rc = CQ_EXIT_OK;
 done:
+    if (ck_fd >= 0) close(ck_fd);
     pipe_progress_end(&pp);
     cq_qpacked_free(&q);
     cq_qplan_free(&plan);
