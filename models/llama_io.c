@@ -104,6 +104,19 @@ bad:;
     return CQ_EBADMSG;
 }
 
+/* A tensor of layer (block) L, named by fmt ("model.layers.%lld." or
+ * "blk.%lld."), must have L < n: a layer past the count means the config
+ * and the weights disagree (loading the first layers only would run a
+ * different model without a word). */
+static int layer_in_range(const char *file, const char *name, const char *fmt, const char *count, int64_t n)
+{
+    long long L = -1;
+    if (sscanf(name, fmt, &L) != 1 || (L >= 0 && L < n)) return CQ_OK;
+    cq_error("%s: tensor '%s' is of layer %lld, but %s %lld: the config does not match the weights", file, name, L,
+             count, (long long)n);
+    return CQ_EBADMSG;
+}
+
 static int load_hf_dir(cq_llama **out, const char *dir, cq_backend *be)
 {
     char path[4096];
@@ -119,20 +132,11 @@ static int load_hf_dir(cq_llama **out, const char *dir, cq_backend *be)
     if (r) return r;
     int quantized = cq_qmodel_is_quantized(dir);
     cq_llama *m = NULL;
-    /* weights the config does not describe: a layer past num_hidden_layers
-     * means config and weights disagree (loading the first layers only
-     * would run a different model without a word); a tied model's own
-     * lm_head.weight is not used (as in transformers) */
-    for (size_t i = 0; !r && i < cq_st_set_count(st); i++) {
-        const char *nm = cq_st_set_tensor_at(st, i)->name;
-        long long L = -1;
-        if (sscanf(nm, "model.layers.%lld.", &L) == 1 && (L < 0 || L >= cfg.n_layers)) {
-            cq_error("%s: tensor '%s' is of layer %lld, but config.json has num_hidden_layers = %lld: the config "
-                     "does not match the weights",
-                     dir, nm, L, (long long)cfg.n_layers);
-            r = CQ_EBADMSG;
-        }
-    }
+    /* weights the config does not describe (layer_in_range); a tied
+     * model's own lm_head.weight is not used (as in transformers) */
+    for (size_t i = 0; !r && i < cq_st_set_count(st); i++)
+        r = layer_in_range(dir, cq_st_set_tensor_at(st, i)->name, "model.layers.%lld.",
+                           "config.json has num_hidden_layers", cfg.n_layers);
     if (!r && cfg.tie_embeddings && cq_st_set_find(st, "lm_head.weight"))
         cq_warn("%s: lm_head.weight is not used: tie_word_embeddings is true (the output layer is the embedding)",
                 dir);
@@ -242,16 +246,8 @@ static int load_gguf(cq_llama **out, const char *path, cq_backend *be)
         r = gguf_u32(g, "llama.attention.key_length", &c.head_dim, 0);
     }
     /* a block past llama.block_count: metadata and weights disagree */
-    for (size_t i = 0; !r && i < cq_gguf_tensor_count(g); i++) {
-        const char *nm = cq_gguf_tensor_at(g, i)->name;
-        long long L = -1;
-        if (sscanf(nm, "blk.%lld.", &L) == 1 && (L < 0 || L >= c.n_layers)) {
-            cq_error("%s: tensor '%s' is of block %lld, but llama.block_count is %lld: the metadata does not "
-                     "match the weights",
-                     path, nm, L, (long long)c.n_layers);
-            r = CQ_EBADMSG;
-        }
-    }
+    for (size_t i = 0; !r && i < cq_gguf_tensor_count(g); i++)
+        r = layer_in_range(path, cq_gguf_tensor_at(g, i)->name, "blk.%lld.", "llama.block_count is", c.n_layers);
     cq_llama *m = NULL;
     if (!r) r = check_model_memory(&c, be, path);
     if (!r) r = cq_llama_alloc(&m, &c, be);

@@ -64,24 +64,6 @@ static int has_file(const char *dir, const char *name)
 
 static int has_mark(const char *dir) { return has_file(dir, CQ_DIR_MARK); }
 
-/* 1: dir holds nothing but regular files with cherryq's names. */
-static int only_cherryq_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    struct dirent *e;
-    int ok = 1;
-    char p[8192];
-    while (ok && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        struct stat st;
-        ok = is_cherryq_file(e->d_name) && join(p, sizeof p, dir, e->d_name) == 0 && lstat(p, &st) == 0 &&
-             S_ISREG(st.st_mode);
-    }
-    closedir(d);
-    return ok;
-}
-
 static int dir_is_empty(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -94,9 +76,11 @@ static int dir_is_empty(const char *dir)
     return empty;
 }
 
-/* 1: dir holds nothing but regular files (no subdirectory, no link), and
- * when prefix is given, only files whose names start with it. */
-static int only_plain_files(const char *dir, const char *prefix)
+/* 1: dir holds nothing but regular files (no subdirectory, no link) whose
+ * names are: any (FILES_ANY), cherryq's own (FILES_OWN), or start with the
+ * partial marker (FILES_PARTIAL: a killed marker write's temp file). */
+enum { FILES_ANY, FILES_OWN, FILES_PARTIAL };
+static int only_files(const char *dir, int kind)
 {
     DIR *d = opendir(dir);
     if (!d) return 0;
@@ -105,9 +89,11 @@ static int only_plain_files(const char *dir, const char *prefix)
     char p[8192];
     while (ok && (e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        const char *n = e->d_name;
         struct stat st;
-        ok = (!prefix || !strncmp(e->d_name, prefix, strlen(prefix))) && join(p, sizeof p, dir, e->d_name) == 0 &&
-             lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+        ok = (kind == FILES_ANY || (kind == FILES_OWN && is_cherryq_file(n)) ||
+              (kind == FILES_PARTIAL && !strncmp(n, CQ_PART_MARK, strlen(CQ_PART_MARK)))) &&
+             join(p, sizeof p, dir, n) == 0 && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
     }
     closedir(d);
     return ok;
@@ -125,8 +111,8 @@ static int removable(const char *path, int strict)
     struct stat st;
     if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
     if (dir_is_empty(path)) return 1;
-    if (strict) return has_mark(path) && only_cherryq_files(path);
-    return only_plain_files(path, NULL) && (has_file(path, CQ_PART_MARK) || only_plain_files(path, CQ_PART_MARK));
+    if (strict) return has_mark(path) && only_files(path, FILES_OWN);
+    return only_files(path, FILES_ANY) && (has_file(path, CQ_PART_MARK) || only_files(path, FILES_PARTIAL));
 }
 
 /* Removes a removable() directory: its plain files, the markers last (a

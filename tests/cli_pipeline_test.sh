@@ -32,7 +32,7 @@ expect 0 "" -- "$CQ" train --data "$T/c.txt" --vocab 300 --dim 64 --layers 2 --h
 # a config that describes fewer layers than the weights hold is refused, not run on the first layers
 mkdir "$T/fewer" && cp "$M/model.safetensors" "$M/tokenizer.json" "$T/fewer/" \
     && sed -E 's/"num_hidden_layers":[[:space:]]*2/"num_hidden_layers": 1/' "$M/config.json" > "$T/fewer/config.json"
-expect 1 "is of layer 1, but config.json has num_hidden_layers = 1" -- "$CQ" eval --model "$T/fewer" --data "$T/c.txt" --seqlen 32
+expect 1 "is of layer 1, but config.json has num_hidden_layers 1" -- "$CQ" eval --model "$T/fewer" --data "$T/c.txt" --seqlen 32
 expect 0 "impact of 16 weights" -- "$CQ" impact --model "$M" --data "$T/c.txt" --out "$T/imp.st" --samples 8 --threads 2
 expect 0 "impact score above magnitude score in [0-9]+ of 14" -- "$CQ" analyze --model "$M" --impact "$T/imp.st" \
     --out-dir "$T/an" --matrix layers.1.mlp.down_proj
