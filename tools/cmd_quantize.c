@@ -490,8 +490,8 @@ int cmd_quantize(int argc, char **argv)
                 memcmp(old, key, on)) {
                 fprintf(stderr,
                         "cherryq quantize: %s was made by a QAT run with other settings (model, data, method, "
-                        "bits, group, cherries, steps, batch, lr or seed; see %s): remove it, or run without "
-                        "--resume\n",
+                        "bits, group, which weights are cherries, steps, batch, learning-rate schedule, optimizer, "
+                        "evaluation or seed: compare with %s): remove it, or run without --resume\n",
                         ckfile, keypath);
                 free(old);
                 r = CQ_EXIT_RUNTIME;
