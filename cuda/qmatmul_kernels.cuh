@@ -125,6 +125,18 @@ template <int BITS, int R> struct Chunk {
     float sc[ROWS][4];
 };
 
+// Rows row0 .. row0+R-1 of a warp and their code pointers; rows past the
+// end repeat row out - 1 (computed, never stored).
+template <int R>
+__device__ __forceinline__ void row_ptrs(const uint4 **crow, int64_t *rows_, int64_t row0, const QW &w)
+{
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        rows_[r] = min(row0 + r, w.out - 1);
+        crow[r] = (const uint4 *)(w.codes + rows_[r] * w.row_bytes);
+    }
+}
+
 template <int BITS, int R>
 __device__ __forceinline__ void load_chunk(Chunk<BITS, R> &c, const uint4 *const *crow, const int64_t *rows_,
                                            int64_t ch, const QW &w)
@@ -318,11 +330,7 @@ qgemv_fast_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
     const bool active = row0 < w.out;            // no early return: the block syncs below
     const uint4 *crow[ROWS];
     int64_t rows_[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-        rows_[r] = min(row0 + r, w.out - 1);
-        crow[r] = (const uint4 *)(w.codes + rows_[r] * w.row_bytes);
-    }
+    row_ptrs<ROWS>(crow, rows_, row0, w);
     const int64_t nch = w.in >> 7;
     Chunk<BITS, ROWS> cur;
     if (active && lane < nch) load_chunk<BITS, ROWS>(cur, crow, rows_, lane, w);
@@ -418,11 +426,7 @@ qgemv_stream_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
     auto load = [&](Chunk<BITS, ROWS> &c, int64_t gg, int64_t ch) {
         const uint4 *crow[ROWS];
         int64_t rows_[ROWS];
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-            rows_[r] = min(gg * ROWS + r, w.out - 1);
-            crow[r] = (const uint4 *)(w.codes + rows_[r] * w.row_bytes);
-        }
+        row_ptrs<ROWS>(crow, rows_, gg * ROWS, w);
         load_chunk<BITS, ROWS>(c, crow, rows_, ch, w);
     };
     // lane r <= ROWS: rowptr[min(gg * ROWS + r, out)] clamped to [0, nnz];

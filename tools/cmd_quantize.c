@@ -450,9 +450,9 @@ int cmd_quantize(int argc, char **argv)
         /* the settings the QAT checkpoint belongs to: --resume continues only
          * a run with the same ones (a finished or an other run's trainer.ckpt
          * would otherwise be loaded as if it were this run's) */
-        char key[16384], keypath[4300], ckfile[4300], rmodel[4096], rdata[4096];
-        if (!realpath(model, rmodel)) snprintf(rmodel, sizeof rmodel, "%s", model);
-        if (!data || !realpath(data, rdata)) snprintf(rdata, sizeof rdata, "%s", data ? data : "(self-generated)");
+        char key[32768], keypath[4300], ckfile[4300], rmodel[8192], rdata[8192] = "(self-generated)";
+        cli_abs_path(model, rmodel, sizeof rmodel);
+        if (data) cli_abs_path(data, rdata, sizeof rdata);
         /* which weights are cherries (not only how many): FNV-1a of the masks */
         uint64_t mh = 1469598103934665603ull;
         for (int64_t i = 0; plan.mask && i < plan.n; i++) {
