@@ -68,6 +68,40 @@ expect 1 "no checkpoint to resume from" -- "$CQ" train --data "$T/corpus.txt" "$
 expect 0 "perplexity [0-9.]+" -- "$CQ" eval --model "$T/m" --data "$T/corpus.txt" --seqlen 16
 expect 0 "capped at the model's context of 32" -- "$CQ" eval --model "$T/m" --data "$T/corpus.txt"
 expect 0 '^\{"ppl": [0-9.]+, .*"protocol": "gptq"' -- "$CQ" eval --model "$T/m" --data "$T/corpus.txt" --seqlen 16 --json
+# GPTQ's C4 protocol: random windows from the records of a JSONL file. One
+# record is long, the others one token: with seqlen = its length - 1 every
+# window is its first seqlen tokens (randint(0, 0) = 0), so the perplexity
+# is that of the same text through the stream protocol, one window.
+long="And the earth was without form, and void"
+printf '%s' "$long" > "$T/long.txt"
+{ for i in 1 2 3 4 5 6; do printf '{"text": "a"}\n\n'; done; printf '{"text": "%s"}\n{"text": "b"}\n' "$long"; } > "$T/c4.jsonl"
+ntok=$("$CQ" eval --model "$T/m" --data "$T/long.txt" --seqlen 2 --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\),.*/\1/p')
+if [ -z "$ntok" ] || [ "$ntok" -lt 8 ] || [ "$ntok" -gt 33 ]; then
+    echo "FAIL: the long record has '$ntok' tokens, expected 8..33"; fails=$((fails + 1))
+else
+    sl=$((ntok - 1))
+    expect 0 '"protocol": "gptq-c4"' -- "$CQ" eval --model "$T/m" --data "$T/c4.jsonl" --protocol c4 --seqlen $sl --max-windows 3 --json
+    p_c4=$(sed -n 's/^{"ppl": \([0-9.]*\),.*"windows": 3,.*/\1/p' "$T/out")
+    expect 0 '"windows": 1,' -- "$CQ" eval --model "$T/m" --data "$T/long.txt" --seqlen $sl --json
+    p_st=$(sed -n 's/^{"ppl": \([0-9.]*\),.*/\1/p' "$T/out")
+    if [ -z "$p_c4" ] || [ -z "$p_st" ] || ! awk -v a="$p_c4" -v b="$p_st" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4 * b) }'; then
+        echo "FAIL: C4 windows of the one long record: ppl '$p_c4', the same text as a stream: '$p_st'"; fails=$((fails + 1))
+    else
+        echo "ok: C4 protocol ppl $p_c4 = stream ppl $p_st"
+    fi
+    expect 0 "8 records; 2 windows of $sl tokens drawn as GPTQ's C4 protocol \(seed 5; " -- \
+        "$CQ" eval --model "$T/m" --data "$T/c4.jsonl" --protocol c4 --seqlen $sl --max-windows 2 --seed 5
+    expect 1 "c4.jsonl: cannot draw the C4 windows: no record has more than --seqlen tokens" -- \
+        "$CQ" eval --model "$T/m" --data "$T/c4.jsonl" --protocol c4 --seqlen $ntok
+fi
+# a tokenizer whose template starts with <s>: eval tokenizes as a Hugging
+# Face tokenizer call does, so the text gets it first (GPTQ's WikiText-2
+# windows start with LLaMA's BOS)
+python3 -c 'import json, sys; t = json.load(open(sys.argv[1])); t["post_processor"] = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "pair": [], "special_tokens": {}}; json.dump(t, open(sys.argv[2], "w"))' "$T/m/tokenizer.json" "$T/tpl.json"
+[ -n "${ntok:-}" ] && expect 0 "\"tokens\": $((ntok + 1))," -- "$CQ" eval --model "$T/m" --tokenizer "$T/tpl.json" --data "$T/long.txt" --seqlen 2 --json
+expect 1 "corpus.txt: expected JSONL records" -- "$CQ" eval --model "$T/m" --data "$T/corpus.txt" --protocol c4 --seqlen 16
+expect 2 "--protocol must be stream or c4 \(got 'wiki'\)" -- "$CQ" eval --model "$T/m" --data "$T/corpus.txt" --protocol wiki
+expect 2 "--seed is for --protocol c4" -- "$CQ" eval --model "$T/m" --data "$T/corpus.txt" --seed 1
 expect 0 "tokens generated" -- "$CQ" generate --model "$T/m" --prompt "In the" --max-tokens 8 --threads 1
 expect 0 "tokens generated" -- "$CQ" generate --model "$T/m" --prompt "In the" --max-tokens 8 --temperature 0.8 --seed 2
 expect 1 "no tokenizer found for $T/m2: expected $T/m2/tokenizer.json \(or pass --tokenizer\)" -- \

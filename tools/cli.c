@@ -211,12 +211,14 @@ static bool ends_with(const char *s, const char *suf)
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-static int load_jsonl(const char *path, const char *data, size_t size, char **text, size_t *len)
+/* Calls fn(user, text, len) with each JSONL record's "text", in order
+ * (blank lines skipped); a bad line is printed with its number. 0, fn's
+ * non-zero return, or CQ_EXIT_RUNTIME. */
+typedef int (*jsonl_fn)(void *user, const char *text, size_t len);
+
+static int jsonl_each(const char *path, const char *data, size_t size, jsonl_fn fn, void *user)
 {
-    size_t cap = size + 16, n = 0;
-    char *out = malloc(cap);
-    if (!out) return CQ_EXIT_RUNTIME;
-    size_t pos = 0, line = 0, records = 0;
+    size_t pos = 0, line = 0;
     while (pos < size) {
         line++;
         const char *nl = memchr(data + pos, '\n', size - pos);
@@ -230,45 +232,102 @@ static int load_jsonl(const char *path, const char *data, size_t size, char **te
         if (!j || !cJSON_IsObject(j)) {
             fprintf(stderr, "cherryq: %s:%zu: not a JSON object\n", path, line);
             cJSON_Delete(j);
-            free(out);
             return CQ_EXIT_RUNTIME;
         }
         cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "text");
         if (!cJSON_IsString(t) || !t->valuestring) {
             fprintf(stderr, "cherryq: %s:%zu: the record has no string field \"text\"\n", path, line);
             cJSON_Delete(j);
-            free(out);
             return CQ_EXIT_RUNTIME;
         }
-        size_t tl = strlen(t->valuestring), need = n + tl + 3;
-        if (need > cap) {
-            while (cap < need) cap *= 2;
-            char *o2 = realloc(out, cap);
-            if (!o2) {
-                cJSON_Delete(j);
-                free(out);
-                return CQ_EXIT_RUNTIME;
-            }
-            out = o2;
-        }
-        if (records++) {
-            out[n++] = '\n';
-            out[n++] = '\n';
-        }
-        memcpy(out + n, t->valuestring, tl);
-        n += tl;
+        int r = fn(user, t->valuestring, strlen(t->valuestring));
         cJSON_Delete(j);
+        if (r) return r;
     }
-    out[n] = 0;
-    *text = out;
-    *len = n;
     return 0;
 }
 
-int cli_load_corpus(const char *path, char **text, size_t *len)
+typedef struct {
+    char *out;
+    size_t n, cap, records;
+} jsonl_join;
+
+static int join_record(void *user, const char *text, size_t tl)
 {
-    *text = NULL;
-    *len = 0;
+    jsonl_join *j = user;
+    size_t need = j->n + tl + 3;
+    if (need > j->cap) {
+        size_t cap = j->cap;
+        while (cap < need) cap *= 2;
+        char *o2 = realloc(j->out, cap);
+        if (!o2) {
+            fprintf(stderr, "cherryq: out of memory reading the corpus\n");
+            return CQ_EXIT_RUNTIME;
+        }
+        j->out = o2;
+        j->cap = cap;
+    }
+    if (j->records++) {
+        j->out[j->n++] = '\n';
+        j->out[j->n++] = '\n';
+    }
+    memcpy(j->out + j->n, text, tl);
+    j->n += tl;
+    return 0;
+}
+
+static int load_jsonl(const char *path, const char *data, size_t size, char **text, size_t *len)
+{
+    jsonl_join j = { .cap = size + 16 };
+    if (!(j.out = malloc(j.cap))) return CQ_EXIT_RUNTIME;
+    int r = jsonl_each(path, data, size, join_record, &j);
+    if (r) {
+        free(j.out);
+        return r;
+    }
+    j.out[j.n] = 0;
+    *text = j.out;
+    *len = j.n;
+    return 0;
+}
+
+typedef struct {
+    char **recs;
+    size_t n, cap;
+} jsonl_list;
+
+static int list_record(void *user, const char *text, size_t tl)
+{
+    jsonl_list *l = user;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 1024;
+        char **r2 = realloc(l->recs, cap * sizeof *r2);
+        if (!r2) {
+            fprintf(stderr, "cherryq: out of memory reading the records\n");
+            return CQ_EXIT_RUNTIME;
+        }
+        l->recs = r2;
+        l->cap = cap;
+    }
+    if (!(l->recs[l->n] = malloc(tl + 1))) {
+        fprintf(stderr, "cherryq: out of memory reading the records\n");
+        return CQ_EXIT_RUNTIME;
+    }
+    memcpy(l->recs[l->n], text, tl + 1);
+    l->n++;
+    return 0;
+}
+
+void cli_records_free(char **recs, size_t n)
+{
+    for (size_t i = 0; recs && i < n; i++) free(recs[i]);
+    free(recs);
+}
+
+/* Maps a corpus file: 0 with m open and *is_jsonl set, or an error printed
+ * naming the path (missing, a directory, unreadable, only white space). */
+static int corpus_map(const char *path, cq_mmap *m, bool *is_jsonl)
+{
     struct stat st;
     if (stat(path, &st) != 0) {
         fprintf(stderr, "cherryq: %s: %s\n", path, strerror(errno));
@@ -278,19 +337,32 @@ int cli_load_corpus(const char *path, char **text, size_t *len)
         fprintf(stderr, "cherryq: %s: is a directory, expected a text or JSONL file\n", path);
         return CQ_EXIT_RUNTIME;
     }
-    cq_mmap m;
-    if (cq_mmap_open(&m, path)) {
+    if (cq_mmap_open(m, path)) {
         fprintf(stderr, "cherryq: %s: cannot read the corpus\n", path);
         return CQ_EXIT_RUNTIME;
     }
-    const char *d = (const char *)m.data;
+    const char *d = (const char *)m->data;
     size_t k = 0;
-    while (k < m.size && isspace((unsigned char)d[k])) k++;
-    int r = 0;
-    if (k == m.size) {
+    while (k < m->size && isspace((unsigned char)d[k])) k++;
+    if (k == m->size) {
         fprintf(stderr, "cherryq: %s: the corpus is empty\n", path);
-        r = CQ_EXIT_RUNTIME;
-    } else if (ends_with(path, ".jsonl") || d[k] == '{') {
+        cq_mmap_close(m);
+        return CQ_EXIT_RUNTIME;
+    }
+    *is_jsonl = ends_with(path, ".jsonl") || d[k] == '{';
+    return 0;
+}
+
+int cli_load_corpus(const char *path, char **text, size_t *len)
+{
+    *text = NULL;
+    *len = 0;
+    cq_mmap m;
+    bool jsonl;
+    int r = corpus_map(path, &m, &jsonl);
+    if (r) return r;
+    const char *d = (const char *)m.data;
+    if (jsonl) {
         r = load_jsonl(path, d, m.size, text, len);
         if (!r && *len == 0) {
             fprintf(stderr, "cherryq: %s: the corpus is empty (every \"text\" is empty)\n", path);
@@ -309,6 +381,51 @@ int cli_load_corpus(const char *path, char **text, size_t *len)
     }
     cq_mmap_close(&m);
     return r;
+}
+
+int cli_load_records(const char *path, char ***recs, size_t *n)
+{
+    *recs = NULL;
+    *n = 0;
+    cq_mmap m;
+    bool jsonl;
+    int r = corpus_map(path, &m, &jsonl);
+    if (r) return r;
+    if (!jsonl) {
+        fprintf(stderr, "cherryq: %s: expected JSONL records (one JSON object with a \"text\" field a line)\n",
+                path);
+        cq_mmap_close(&m);
+        return CQ_EXIT_RUNTIME;
+    }
+    jsonl_list l = { 0 };
+    r = jsonl_each(path, (const char *)m.data, m.size, list_record, &l);
+    cq_mmap_close(&m);
+    if (r) {
+        cli_records_free(l.recs, l.n);
+        return r;
+    }
+    *recs = l.recs;
+    *n = l.n;
+    return 0;
+}
+
+int cli_encode_lead(const cq_tokenizer *tok, const char *text, size_t len, int32_t **ids, size_t *n)
+{
+    const int32_t lead = cq_tokenizer_lead(tok);
+    int r = cq_tokenizer_encode(tok, text, len, 0, ids, n);
+    if (r || lead < 0) return r;
+    int32_t *w = realloc(*ids, (*n + 1) * sizeof *w);
+    if (!w) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+        return CQ_ENOMEM;
+    }
+    memmove(w + 1, w, *n * sizeof *w);
+    w[0] = lead;
+    *ids = w;
+    (*n)++;
+    return 0;
 }
 
 int cli_tokenize_file(const cq_tokenizer *tok, const char *path, int32_t **ids, size_t *n)

@@ -116,6 +116,11 @@ int cli_check_backend_name(const char *cmd, const char *usage_tail, const char *
  * string "text", empty corpus) are printed naming the path. Returns 0 or
  * CQ_EXIT_RUNTIME. *text is malloc'ed and NUL-terminated. */
 int cli_load_corpus(const char *path, char **text, size_t *len);
+/* The records of a JSONL file (as cli_load_corpus reads them, not joined),
+ * in file order: recs[i] is record i's "text", NUL-terminated. A plain-text
+ * file is refused. Free with cli_records_free. 0 or CQ_EXIT_RUNTIME. */
+int cli_load_records(const char *path, char ***recs, size_t *n);
+void cli_records_free(char **recs, size_t n);
 
 /* Tokenizer: tok_path if given (a tokenizer.json), else next to the model
  * (<model dir>/tokenizer.json, or a .gguf model's tokenizer.ggml.* metadata).
@@ -123,7 +128,14 @@ int cli_load_corpus(const char *path, char **text, size_t *len);
  * pass --tokenizer)". Returns 0 or CQ_EXIT_RUNTIME. */
 int cli_load_tokenizer(const char *model_path, const char *tok_path, cq_tokenizer **out);
 
-/* Reads a corpus and tokenizes it (no BOS). */
+/* The tokens of a text as a Hugging Face tokenizer call gives them: the
+ * tokenizer's lead token (cq_tokenizer_lead: a template's
+ * <|begin_of_text|>, LLaMA-2's <s>; none for cherryq's byte-level models)
+ * first. *ids is malloc'ed (NULL on failure). 0 or a CQ_E* code. */
+int cli_encode_lead(const cq_tokenizer *tok, const char *text, size_t len, int32_t **ids, size_t *n);
+
+/* Reads a corpus and tokenizes it (no lead token: training and calibration
+ * windows are drawn from anywhere in it). */
 int cli_tokenize_file(const cq_tokenizer *tok, const char *path, int32_t **ids, size_t *n);
 
 /* ------------------------------------------------------------ memory plan

@@ -1,13 +1,19 @@
 /* cherryq eval: perplexity with the GPTQ protocol (CHERRYQ.md section 7).
  *
- * The whole file is tokenized once (plain text as is; JSONL: the records'
- * "text" joined with "\n\n"; no BOS), cut into floor(n / seqlen)
- * non-overlapping windows of seqlen tokens (remainder dropped). Like the GPTQ
- * reference (HF's loss with labels = inputs, shifted inside the model), each
- * window contributes seqlen-1 predictions: token i+1 from tokens 0..i; the
- * first token of a window has no prediction. PPL = exp(mean over windows of
- * the window's mean NLL); all windows have the same length, so this equals
- * exp(total NLL / (windows * (seqlen-1))).
+ * --protocol stream (WikiText-2, PTB, any text): the whole file is tokenized
+ * once as a Hugging Face tokenizer call does it (the tokenizer's lead token,
+ * LLaMA's <s>, first; plain text as is; JSONL: the records' "text" joined
+ * with "\n\n"), cut into floor(n / seqlen) non-overlapping windows of
+ * seqlen tokens (remainder dropped).
+ * --protocol c4: GPTQ's C4 draw (models/evalset.h): 256 windows (or
+ * --max-windows), each from a random JSONL record with more than seqlen
+ * tokens, picked by CPython's generator seeded with --seed (0), so the
+ * windows are the reference's.
+ * Like the GPTQ reference (HF's loss with labels = inputs, shifted inside the
+ * model), each window contributes seqlen-1 predictions: token i+1 from
+ * tokens 0..i; the first token of a window has no prediction. PPL =
+ * exp(mean over windows of the window's mean NLL); all windows have the same
+ * length, so this equals exp(total NLL / (windows * (seqlen-1))).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -15,10 +21,22 @@
 
 #include "cli.h"
 #include "cq_io.h"
+#include "evalset.h"
 #include "llama.h"
 #include "train.h"
 
-#define USAGE "--model PATH --data FILE [--seqlen N] [--max-windows N] [--json] [options]"
+#define USAGE "--model PATH --data FILE [--protocol stream|c4] [--seqlen N] [--max-windows N] [--json] [options]"
+
+typedef struct {
+    const cq_tokenizer *tok;
+    char **recs;
+} c4_records;
+
+static int c4_record_tokens(void *user, size_t i, int32_t **ids, size_t *n)
+{
+    c4_records *c = user;
+    return cli_encode_lead(c->tok, c->recs[i], strlen(c->recs[i]), ids, n);
+}
 
 static void json_str(const char *s)
 {
@@ -34,16 +52,20 @@ static void json_str(const char *s)
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *model = NULL, *data = NULL, *tokp = NULL, *backend = "cpu";
-    int64_t seqlen = 2048, max_windows = 0, batch = 0, threads = 0, device = -1;
+    const char *model = NULL, *data = NULL, *tokp = NULL, *backend = "cpu", *protocol = "stream";
+    int64_t seqlen = 2048, max_windows = 0, batch = 0, threads = 0, device = -1, seed = 0;
     bool json = false, force = false;
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "model: Hugging Face directory, cherryq quantized directory or .gguf",
           .metavar = "PATH" },
         { "data", CLI_STR, &data, "text file, or JSONL with a \"text\" field", .metavar = "FILE" },
         { "tokenizer", CLI_STR, &tokp, "tokenizer.json (default: next to the model)", .metavar = "FILE" },
+        { "protocol", CLI_STR, &protocol,
+          "stream: the file tokenized once, consecutive windows (WikiText-2); c4: GPTQ's random C4 windows "
+          "from a JSONL file's records" },
         { "seqlen", CLI_INT, &seqlen, "window length (capped at the model's context)", CLI_RANGE, 2, 1 << 24 },
-        { "max-windows", CLI_INT, &max_windows, "evaluate at most N windows (0: all)", CLI_NONNEG },
+        { "max-windows", CLI_INT, &max_windows, "evaluate at most N windows (0: all; c4: 256)", CLI_NONNEG },
+        { "seed", CLI_INT, &seed, "c4: the seed of the window draw (GPTQ's is 0)", CLI_NONNEG },
         { "batch", CLI_INT, &batch, "windows per forward pass (0: about 2048 tokens per pass)", CLI_NONNEG },
         { "force", CLI_BOOL, &force, "run even when the memory plan says it will not fit" },
         { "json", CLI_BOOL, &json, "print one machine-readable JSON line on stdout" },
@@ -61,6 +83,10 @@ int cmd_eval(int argc, char **argv)
     if ((r = cli_check_backend_name("eval", USAGE, backend))) return r;
     if (!model) return cli_usage_error("eval", USAGE, "--model is required");
     if (!data) return cli_usage_error("eval", USAGE, "--data is required");
+    const bool c4 = !strcmp(protocol, "c4");
+    if (!c4 && strcmp(protocol, "stream"))
+        return cli_usage_error("eval", USAGE, "--protocol must be stream or c4 (got '%s')", protocol);
+    if (!c4 && seed) return cli_usage_error("eval", USAGE, "--seed is for --protocol c4");
     if (!cq_file_exists(model)) {
         fprintf(stderr, "cherryq eval: %s: no such file or directory\n", model);
         return CQ_EXIT_RUNTIME;
@@ -72,11 +98,24 @@ int cmd_eval(int argc, char **argv)
     cq_ctx *c = NULL;
     int32_t *ids = NULL;
     double *wnll = NULL;
-    size_t n = 0;
+    char **recs = NULL;
+    size_t n = 0, n_recs = 0, n_tokenized = 0;
     int rc = CQ_EXIT_RUNTIME;
     if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
     double t0 = cq_time_sec();
-    if ((r = cli_tokenize_file(tok, data, &ids, &n))) goto done;
+    if (c4) {
+        if ((r = cli_load_records(data, &recs, &n_recs))) goto done;
+    } else {
+        char *text = NULL;
+        size_t len = 0;
+        if ((r = cli_load_corpus(data, &text, &len))) goto done;
+        r = cli_encode_lead(tok, text, len, &ids, &n);
+        free(text);
+        if (r) {
+            fprintf(stderr, "cherryq eval: %s: tokenizing failed: %s\n", data, cq_strerror(r));
+            goto done;
+        }
+    }
     double t_tok = cq_time_sec() - t0;
     if ((r = cli_backend_open(backend, device, &be))) goto done;
     cq_plan_opts po = { .batch = batch, .seqlen = seqlen };
@@ -94,8 +133,30 @@ int cmd_eval(int argc, char **argv)
                 (long long)m->cfg.max_seq);
         seqlen = m->cfg.max_seq;
     }
-    int64_t nw = (int64_t)(n / (size_t)seqlen);
-    if (max_windows > 0 && nw > max_windows) nw = max_windows;
+    int64_t nw;
+    if (c4) {
+        /* GPTQ's draw, after the context cap: the windows depend on seqlen */
+        nw = max_windows > 0 ? max_windows : 256;
+        if (nw > INT64_MAX / seqlen || !(ids = malloc((size_t)(nw * seqlen) * sizeof *ids))) {
+            fprintf(stderr, "cherryq eval: %lld windows of %lld tokens: out of memory\n", (long long)nw,
+                    (long long)seqlen);
+            r = CQ_ENOMEM;
+            goto done;
+        }
+        c4_records cr = { tok, recs };
+        t0 = cq_time_sec();
+        r = cq_c4_windows(n_recs, c4_record_tokens, &cr, seqlen, nw, (uint64_t)seed, ids, NULL, &n_tokenized);
+        t_tok = cq_time_sec() - t0;
+        if (r) {
+            fprintf(stderr, "cherryq eval: %s: cannot draw the C4 windows: %s\n", data,
+                    r == CQ_EINVAL ? "no record has more than --seqlen tokens" : cq_strerror(r));
+            goto done;
+        }
+        n = (size_t)(nw * seqlen);
+    } else {
+        nw = (int64_t)(n / (size_t)seqlen);
+        if (max_windows > 0 && nw > max_windows) nw = max_windows;
+    }
     if (nw == 0) {
         fprintf(stderr, "cherryq eval: %s: %zu tokens do not fill one window of %lld tokens (lower --seqlen)\n", data,
                 n, (long long)seqlen);
@@ -154,20 +215,25 @@ int cmd_eval(int argc, char **argv)
         if (isfinite(ppl)) printf("%.6f", ppl);
         else printf("null");   /* JSON has no inf */
         printf(", \"mean_nll\": %.8f, \"tokens\": %zu, \"tokens_used\": %zu, \"windows\": %lld, "
-               "\"seqlen\": %lld, \"predictions\": %lld, \"protocol\": \"gptq\", \"model\": ",
-               mean, n, used, (long long)nw, (long long)seqlen, (long long)npred);
+               "\"seqlen\": %lld, \"predictions\": %lld, \"protocol\": \"%s\", \"model\": ",
+               mean, n, used, (long long)nw, (long long)seqlen, (long long)npred, c4 ? "gptq-c4" : "gptq");
         json_str(model);
         printf(", \"data\": ");
         json_str(data);
         printf(", \"tokens_per_s\": %.1f}\n", (double)used / el);
     } else {
         printf("perplexity %.4f  (mean NLL %.6f)\n", ppl, mean);
-        printf("data %s: %zu tokens (tokenized in %.1fs); %lld windows of %lld tokens = %zu tokens used, %zu "
-               "dropped\n",
-               data, n, t_tok, (long long)nw, (long long)seqlen, used, n - used);
-        printf("protocol: GPTQ (non-overlapping windows of %lld, %lld predictions per window: the first token of a "
+        if (c4)
+            printf("data %s: %zu records; %lld windows of %lld tokens drawn as GPTQ's C4 protocol (seed %lld; "
+                   "%zu records tokenized in %.1fs)\n",
+                   data, n_recs, (long long)nw, (long long)seqlen, (long long)seed, n_tokenized, t_tok);
+        else
+            printf("data %s: %zu tokens (tokenized in %.1fs); %lld windows of %lld tokens = %zu tokens used, %zu "
+                   "dropped\n",
+                   data, n, t_tok, (long long)nw, (long long)seqlen, used, n - used);
+        printf("protocol: GPTQ%s (%s windows of %lld, %lld predictions per window: the first token of a "
                "window has none; PPL = exp(mean over windows of the window's mean NLL))\n",
-               (long long)seqlen, (long long)(seqlen - 1));
+               c4 ? " C4" : "", c4 ? "random" : "non-overlapping", (long long)seqlen, (long long)(seqlen - 1));
         printf("speed: %.0f tokens/s on %s (%s)\n", (double)used / el, be->name, be->device);
     }
     rc = CQ_EXIT_OK;
@@ -175,6 +241,7 @@ done:
     if (r == CQ_EXIT_USAGE) rc = CQ_EXIT_USAGE;
     free(wnll);
     free(ids);
+    cli_records_free(recs, n_recs);
     cq_ctx_destroy(&c);
     cq_llama_destroy(&m);
     cq_backend_destroy(&be);

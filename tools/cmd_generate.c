@@ -110,19 +110,7 @@ int cmd_generate(int argc, char **argv)
     /* the prompt starts as the tokenizer's own rules say: a template's
      * <|begin_of_text|>, LLaMA-2's <s>, or nothing (cherryq's byte-level
      * models are trained on raw text without a BOS) */
-    const int32_t lead = cq_tokenizer_lead(tok);
-    r = cq_tokenizer_encode(tok, prompt, strlen(prompt), 0, &ids, &n);
-    if (!r && lead >= 0) {
-        int32_t *w = realloc(ids, (n + 1) * sizeof *w);
-        if (!w) {
-            r = CQ_ENOMEM;
-        } else {
-            memmove(w + 1, w, n * sizeof *w);
-            w[0] = lead;
-            ids = w;
-            n++;
-        }
-    }
+    r = cli_encode_lead(tok, prompt, strlen(prompt), &ids, &n);
     if (r) {
         fprintf(stderr, "cherryq generate: cannot tokenize the prompt: %s\n", cq_strerror(r));
         goto done;

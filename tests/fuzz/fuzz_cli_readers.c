@@ -1,6 +1,7 @@
 /* Fuzz target: the CLI's readers of outside bytes (tools/cli.c): the
  * training/eval corpus (cli_load_corpus: plain text, or JSONL records with
- * a "text" field) and the tokenizer of a GGUF model (cli_load_tokenizer on
+ * a "text" field; cli_load_records: the records one by one, for eval's C4
+ * protocol) and the tokenizer of a GGUF model (cli_load_tokenizer on
  * a .gguf path: tokenizer.ggml.* arrays through cq_tokenizer_from_spm_arrays).
  *
  * Input: "GGUF..." is written as model.gguf and its tokenizer loaded (then
@@ -40,5 +41,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
     free(text);
+    char **recs = NULL;
+    size_t n = 0;
+    if (cli_load_records(path, &recs, &n) == 0) {
+        for (size_t i = 0; i < n; i++) fuzz_touch(recs[i], strlen(recs[i]));
+    } else if (recs || n) {
+        abort();
+    }
+    cli_records_free(recs, n);
     return 0;
 }
