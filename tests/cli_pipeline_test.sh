@@ -34,6 +34,31 @@ mkdir "$T/fewer" && cp "$M/model.safetensors" "$M/tokenizer.json" "$T/fewer/" \
     && sed -E 's/"num_hidden_layers":[[:space:]]*2/"num_hidden_layers": 1/' "$M/config.json" > "$T/fewer/config.json"
 expect 1 "is of layer 1, but config.json has num_hidden_layers 1" -- "$CQ" eval --model "$T/fewer" --data "$T/c.txt" --seqlen 32
 expect 0 "impact of 16 weights" -- "$CQ" impact --model "$M" --data "$T/c.txt" --out "$T/imp.st" --samples 8 --threads 2
+# --protocol c4: GPTQ's calibration draw from JSONL records. With one record
+# long enough (seqlen + 1 tokens) and one window, the window is that
+# record's first seqlen tokens: the impact equals the stream protocol's
+# single window of the same text (seqlen - 1 inputs and their targets)
+long="the number 5 is followed by 6 and then 7. the number 6 is followed by 7 and then 8."
+printf '%s' "$long" > "$T/long.txt"
+{ for i in $(seq 1 30); do printf '{"text": "the"}\n{"text": "number %d"}\n' $i; done; printf '{"text": "%s"}\n' "$long"; } > "$T/rec.jsonl"
+ntok=$("$CQ" eval --model "$M" --data "$T/long.txt" --seqlen 2 --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\),.*/\1/p')
+if [ -z "$ntok" ] || [ "$ntok" -lt 8 ] || [ "$ntok" -gt 65 ]; then
+    echo "FAIL: the long record has '$ntok' tokens, expected 8..65"; fails=$((fails + 1))
+else
+    expect 0 "calibration: 1 windows of $((ntok - 1)) tokens drawn from .*rec.jsonl as GPTQ's C4 protocol" -- \
+        "$CQ" impact --model "$M" --data "$T/rec.jsonl" --protocol c4 --samples 1 --seqlen $((ntok - 1)) --out "$T/imp_c4.st"
+    expect 0 "impact of 16 weights" -- "$CQ" impact --model "$M" --data "$T/long.txt" --samples 1 --seqlen $((ntok - 2)) \
+        --out "$T/imp_one.st"
+    check "cmp -s '$T/imp_c4.st' '$T/imp_one.st'"
+    expect 0 "2 windows of $((ntok - 1)) tokens drawn from .*rec.jsonl as GPTQ's C4 protocol" -- "$CQ" quantize --model "$M" --data "$T/rec.jsonl" --protocol c4 \
+        --out "$T/q_gptq_c4" --method gptq --bits 4 --group 32 --samples 2 --seqlen $((ntok - 1))
+    check "grep -Eq '\"method\":[[:space:]]*\"gptq\"' '$T/q_gptq_c4/config.json'"
+    expect 1 "rec.jsonl: cannot draw the C4 windows: no record has more than --seqlen tokens" -- \
+        "$CQ" impact --model "$M" --data "$T/rec.jsonl" --protocol c4 --samples 1 --seqlen $ntok --out "$T/imp_none.st"
+    check "[ ! -e '$T/imp_none.st' ]"
+fi
+expect 1 "c.txt: expected JSONL records" -- "$CQ" impact --model "$M" --data "$T/c.txt" --protocol c4 --out "$T/imp_x.st"
+expect 2 "--protocol c4 draws from --data" -- "$CQ" quantize --model "$M" --self-generate 2 --protocol c4 --out "$T/q_x" --method gptq
 expect 0 "impact score above magnitude score in [0-9]+ of 14" -- "$CQ" analyze --model "$M" --impact "$T/imp.st" \
     --out-dir "$T/an" --matrix layers.1.mlp.down_proj
 check "[ -s '$T/an/hetero.csv' ] && [ \$(wc -l < '$T/an/hetero.csv') = 15 ]"

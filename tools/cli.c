@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "cq_io.h"
+#include "evalset.h"
 #include "gguf.h"
 
 /* ------------------------------------------------------------ flags */
@@ -425,6 +426,65 @@ int cli_encode_lead(const cq_tokenizer *tok, const char *text, size_t len, int32
     w[0] = lead;
     *ids = w;
     (*n)++;
+    return 0;
+}
+
+int cli_protocol(const char *cmd, const char *usage_tail, const char *protocol, bool *c4)
+{
+    *c4 = !strcmp(protocol, "c4");
+    if (!*c4 && strcmp(protocol, "stream"))
+        return cli_usage_error(cmd, usage_tail, "--protocol must be stream or c4 (got '%s')", protocol);
+    return 0;
+}
+
+typedef struct {
+    const cq_tokenizer *tok;
+    char *const *recs;
+} c4_records;
+
+static int c4_record_tokens(void *user, size_t i, int32_t **ids, size_t *n)
+{
+    c4_records *c = user;
+    return cli_encode_lead(c->tok, c->recs[i], strlen(c->recs[i]), ids, n);
+}
+
+int cli_c4_draw(const char *cmd, const cq_tokenizer *tok, const char *path, char *const *recs, size_t n_recs,
+                int64_t seqlen, int64_t n, uint64_t seed, int32_t *out, size_t *n_tokenized)
+{
+    c4_records cr = { tok, recs };
+    int r = cq_c4_windows(n_recs, c4_record_tokens, &cr, seqlen, n, seed, out, NULL, n_tokenized);
+    if (r) {
+        fprintf(stderr, "cherryq %s: %s: cannot draw the C4 windows: %s\n", cmd, path,
+                r == CQ_EINVAL ? "no record has more than --seqlen tokens" : cq_strerror(r));
+        return CQ_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+int cli_c4_calib(const char *cmd, const cq_tokenizer *tok, const char *path, char *const *recs, size_t n_recs,
+                 int64_t samples, int64_t seqlen, uint64_t seed, cq_calib *cal)
+{
+    memset(cal, 0, sizeof *cal);
+    size_t cnt;
+    if (!cq_mul_ok((size_t)samples, (size_t)seqlen, &cnt) || cnt > SIZE_MAX / sizeof(int32_t) ||
+        !(cal->ids = malloc(cnt * sizeof(int32_t)))) {
+        fprintf(stderr, "cherryq %s: %lld windows of %lld tokens: out of memory\n", cmd, (long long)samples,
+                (long long)seqlen);
+        return CQ_EXIT_RUNTIME;
+    }
+    /* a window of seqlen tokens is seqlen - 1 inputs and their targets, as
+     * the reference's HF loss (labels = inputs) predicts it */
+    cal->n = samples;
+    cal->seqlen = seqlen - 1;
+    size_t calls = 0;
+    int r = cli_c4_draw(cmd, tok, path, recs, n_recs, seqlen, samples, seed, cal->ids, &calls);
+    if (r) {
+        cq_calib_free(cal);
+        return r;
+    }
+    fprintf(stderr, "cherryq: calibration: %lld windows of %lld tokens drawn from %s as GPTQ's C4 protocol (seed "
+                    "%llu; %zu of %zu records tokenized)\n",
+            (long long)samples, (long long)seqlen, path, (unsigned long long)seed, calls, n_recs);
     return 0;
 }
 

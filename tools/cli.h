@@ -16,6 +16,7 @@
 #include "cq_base.h"
 #include "cq_tensor.h"
 #include "memplan.h"
+#include "pipeline.h"
 #include "tokenizer.h"
 
 enum { CQ_EXIT_OK = 0, CQ_EXIT_RUNTIME = 1, CQ_EXIT_USAGE = 2 };
@@ -133,6 +134,20 @@ int cli_load_tokenizer(const char *model_path, const char *tok_path, cq_tokenize
  * <|begin_of_text|>, LLaMA-2's <s>; none for cherryq's byte-level models)
  * first. *ids is malloc'ed (NULL on failure). 0 or a CQ_E* code. */
 int cli_encode_lead(const cq_tokenizer *tok, const char *text, size_t len, int32_t **ids, size_t *n);
+
+/* --protocol stream|c4: 0 with *c4 set, or CQ_EXIT_USAGE (printed). */
+int cli_protocol(const char *cmd, const char *usage_tail, const char *protocol, bool *c4);
+/* GPTQ's C4 draw (models/evalset.h) over the records of path (from
+ * cli_load_records), each tokenized by cli_encode_lead: n windows of seqlen
+ * tokens into out. Errors are printed as "cherryq <cmd>: <path>: ...".
+ * 0 or CQ_EXIT_RUNTIME. */
+int cli_c4_draw(const char *cmd, const cq_tokenizer *tok, const char *path, char *const *recs, size_t n_recs,
+                int64_t seqlen, int64_t n, uint64_t seed, int32_t *out, size_t *n_tokenized);
+/* The same as calibration windows: `samples` GPTQ windows of seqlen tokens,
+ * i.e. cq_calib windows of seqlen - 1 inputs and their targets (the
+ * reference's seqlen - 1 predictions). Says what it drew on stderr. */
+int cli_c4_calib(const char *cmd, const cq_tokenizer *tok, const char *path, char *const *recs, size_t n_recs,
+                 int64_t samples, int64_t seqlen, uint64_t seed, cq_calib *cal);
 
 /* Reads a corpus and tokenizes it (no lead token: training and calibration
  * windows are drawn from anywhere in it). */

@@ -21,22 +21,10 @@
 
 #include "cli.h"
 #include "cq_io.h"
-#include "evalset.h"
 #include "llama.h"
 #include "train.h"
 
 #define USAGE "--model PATH --data FILE [--protocol stream|c4] [--seqlen N] [--max-windows N] [--json] [options]"
-
-typedef struct {
-    const cq_tokenizer *tok;
-    char **recs;
-} c4_records;
-
-static int c4_record_tokens(void *user, size_t i, int32_t **ids, size_t *n)
-{
-    c4_records *c = user;
-    return cli_encode_lead(c->tok, c->recs[i], strlen(c->recs[i]), ids, n);
-}
 
 static void json_str(const char *s)
 {
@@ -83,9 +71,8 @@ int cmd_eval(int argc, char **argv)
     if ((r = cli_check_backend_name("eval", USAGE, backend))) return r;
     if (!model) return cli_usage_error("eval", USAGE, "--model is required");
     if (!data) return cli_usage_error("eval", USAGE, "--data is required");
-    const bool c4 = !strcmp(protocol, "c4");
-    if (!c4 && strcmp(protocol, "stream"))
-        return cli_usage_error("eval", USAGE, "--protocol must be stream or c4 (got '%s')", protocol);
+    bool c4;
+    if ((r = cli_protocol("eval", USAGE, protocol, &c4))) return r;
     if (!c4 && seed) return cli_usage_error("eval", USAGE, "--seed is for --protocol c4");
     if (!cq_file_exists(model)) {
         fprintf(stderr, "cherryq eval: %s: no such file or directory\n", model);
@@ -143,15 +130,10 @@ int cmd_eval(int argc, char **argv)
             r = CQ_ENOMEM;
             goto done;
         }
-        c4_records cr = { tok, recs };
         t0 = cq_time_sec();
-        r = cq_c4_windows(n_recs, c4_record_tokens, &cr, seqlen, nw, (uint64_t)seed, ids, NULL, &n_tokenized);
+        r = cli_c4_draw("eval", tok, data, recs, n_recs, seqlen, nw, (uint64_t)seed, ids, &n_tokenized);
         t_tok = cq_time_sec() - t0;
-        if (r) {
-            fprintf(stderr, "cherryq eval: %s: cannot draw the C4 windows: %s\n", data,
-                    r == CQ_EINVAL ? "no record has more than --seqlen tokens" : cq_strerror(r));
-            goto done;
-        }
+        if (r) goto done;
         n = (size_t)(nw * seqlen);
     } else {
         nw = (int64_t)(n / (size_t)seqlen);

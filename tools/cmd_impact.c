@@ -1,7 +1,11 @@
 /* cherryq impact: the Fisher-diagonal impact of every 2-D weight
  * (CHERRYQ.md section 1): per-sample gradients of the summed next-token NLL
  * (batch 1), running mean of their squares over --samples calibration
- * windows of --seqlen tokens drawn deterministically (--seed) from a corpus.
+ * windows of --seqlen tokens drawn deterministically (--seed) from a corpus:
+ * --protocol stream, at random offsets of the tokenized file without overlap
+ * (seqlen inputs and their targets); --protocol c4, GPTQ's C4 draw from the
+ * records of a JSONL file (models/evalset.h: the reference's windows of
+ * seqlen tokens, seqlen - 1 predictions each).
  * Saved as safetensors keyed by the weight names (F32), atomically.
  * Crash safety: the running mean is checkpointed atomically every
  * --ckpt-every windows to --ckpt (default <out>.ckpt); --resume continues
@@ -16,17 +20,23 @@
 #include "cq_io.h"
 #include "pipe_cli.h"
 
-#define USAGE "--model PATH --data FILE --out FILE [--samples N] [--seqlen N] [--ckpt-every N] [--resume] [options]"
+#define USAGE                                                                                                  \
+    "--model PATH --data FILE --out FILE [--protocol stream|c4] [--samples N] [--seqlen N] [--ckpt-every N] "  \
+    "[--resume] [options]"
 
 int cmd_impact(int argc, char **argv)
 {
-    const char *model = NULL, *data = NULL, *out = NULL, *tokp = NULL, *ckpt = NULL, *backend = "cpu";
+    const char *model = NULL, *data = NULL, *out = NULL, *tokp = NULL, *ckpt = NULL, *backend = "cpu",
+               *protocol = "stream";
     int64_t samples = 128, seqlen = 2048, seed = 0, threads = 0, device = -1, ckpt_every = 32;
     bool force = false, resume = false;
     cli_flag fl[] = {
         { "model", CLI_STR, &model, "full-precision model (Hugging Face directory or .gguf)", .metavar = "PATH" },
         { "data", CLI_STR, &data, "calibration corpus: text, or JSONL with a \"text\" field", .metavar = "FILE" },
         { "out", CLI_STR, &out, "impact file to write (safetensors)", .metavar = "FILE" },
+        { "protocol", CLI_STR, &protocol,
+          "stream: windows at random offsets of the tokenized file; c4: GPTQ's C4 calibration draw from a "
+          "JSONL file's records" },
         { "samples", CLI_INT, &samples, "calibration windows (the paper: 128)", CLI_POS },
         { "seqlen", CLI_INT, &seqlen, "tokens per window (capped at the model's context)", CLI_RANGE, 2, 1 << 24 },
         { "seed", CLI_INT, &seed, "window sampling seed", CLI_NONNEG },
@@ -50,6 +60,8 @@ int cmd_impact(int argc, char **argv)
     if (!model) return cli_usage_error("impact", USAGE, "--model is required");
     if (!data) return cli_usage_error("impact", USAGE, "--data is required");
     if (!out) return cli_usage_error("impact", USAGE, "--out is required");
+    bool c4;
+    if ((r = cli_protocol("impact", USAGE, protocol, &c4))) return r;
     if (!cq_file_exists(model)) {
         fprintf(stderr, "cherryq impact: %s: no such file or directory\n", model);
         return CQ_EXIT_RUNTIME;
@@ -88,12 +100,13 @@ int cmd_impact(int argc, char **argv)
     cq_tokenizer *tok = NULL;
     cq_llama *m = NULL;
     int32_t *ids = NULL;
-    size_t n = 0;
+    char **recs = NULL;
+    size_t n = 0, n_recs = 0;
     cq_calib cal = { 0 };
     cq_impact imp = { 0 };
     int rc = CQ_EXIT_RUNTIME;
     if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
-    if ((r = cli_tokenize_file(tok, data, &ids, &n))) goto done;
+    if ((r = c4 ? cli_load_records(data, &recs, &n_recs) : cli_tokenize_file(tok, data, &ids, &n))) goto done;
     if ((r = cli_backend_open(backend, device, &be))) goto done;
     cq_plan_opts po = { .batch = 1, .seqlen = seqlen, .samples = samples };
     if ((r = cli_plan_check_model("impact", model, CQ_PLAN_IMPACT, &po, be, force))) goto done;
@@ -106,7 +119,13 @@ int cmd_impact(int argc, char **argv)
                 (long long)m->cfg.max_seq);
         seqlen = m->cfg.max_seq;
     }
-    if ((r = cq_calib_sample(&cal, ids, (int64_t)n, samples, seqlen, (uint64_t)seed))) {
+    if (c4) {
+        r = cli_c4_calib("impact", tok, data, recs, n_recs, samples, seqlen, (uint64_t)seed, &cal);
+        cli_records_free(recs, n_recs);   /* the records are not needed again */
+        recs = NULL;
+        n_recs = 0;
+        if (r) goto done;
+    } else if ((r = cq_calib_sample(&cal, ids, (int64_t)n, samples, seqlen, (uint64_t)seed))) {
         fprintf(stderr, "cherryq impact: %s: %s\n", data, cq_strerror(r));
         goto done;
     }
@@ -128,6 +147,7 @@ done:
     cq_impact_free(&imp);
     cq_calib_free(&cal);
     free(ids);
+    cli_records_free(recs, n_recs);
     cq_llama_destroy(&m);
     cq_backend_destroy(&be);
     cq_tokenizer_destroy(&tok);

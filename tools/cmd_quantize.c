@@ -116,7 +116,8 @@ static void ckpt_sweep(const char *dir)
 int cmd_quantize(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL, *out = NULL, *method = NULL, *select = NULL, *krule = NULL,
-               *impact_path = NULL, *save_impact = NULL, *tokp = NULL, *ckpt = NULL, *backend = "cpu";
+               *impact_path = NULL, *save_impact = NULL, *tokp = NULL, *ckpt = NULL, *backend = "cpu",
+               *protocol = "stream";
     int64_t bits = 3, group = 128, k = 0, samples = 128, seqlen = 2048, seed = 0, threads = 0, device = -1;
     int64_t steps = 200, batch = 8, accum = 1, eval_every = 0, self_gen = 0, eval_tokens = 16384;
     double frac = 0, lr = 0, warmup_frac = 0.05, min_lr_ratio = -1, clip = 1.0, wd = 0, beta1 = 0.9, beta2 = 0.95;
@@ -149,6 +150,9 @@ int cmd_quantize(int argc, char **argv)
           .metavar = "FILE" },
         { "save-impact", CLI_STR, &save_impact, "write the impact computed here to FILE", .metavar = "FILE" },
         { "samples", CLI_INT, &samples, "calibration windows for impact and GPTQ", CLI_POS },
+        { "protocol", CLI_STR, &protocol,
+          "calibration windows for impact and GPTQ: stream (random offsets of the tokenized corpus) or c4 "
+          "(GPTQ's C4 draw from the JSONL records); QAT trains on the tokenized corpus either way" },
         { "seqlen", CLI_INT, &seqlen, "tokens per window (capped at the model's context)", CLI_RANGE, 2, 1 << 24 },
         { "val-frac", CLI_FLOAT, &val_frac, "held-out fraction of the calibration tokens (QAT keep-best)",
           CLI_RANGE, 0.001, 0.5 },
@@ -201,6 +205,9 @@ int cmd_quantize(int argc, char **argv)
     if (!data && !self_gen)
         return cli_usage_error("quantize", USAGE, "calibration data is required: --data FILE or --self-generate N");
     if (data && self_gen) return cli_usage_error("quantize", USAGE, "give --data or --self-generate, not both");
+    bool c4;
+    if ((r = cli_protocol("quantize", USAGE, protocol, &c4))) return r;
+    if (c4 && !data) return cli_usage_error("quantize", USAGE, "--protocol c4 draws from --data (a JSONL file)");
     /* before any work: the output must be replaceable, and not the input */
     if (cq_dir_check(out, model)) return CQ_EXIT_RUNTIME;
     /* --out without trailing slashes: <out>.ckpt, <out>.tmp are siblings */
@@ -364,7 +371,16 @@ int cmd_quantize(int argc, char **argv)
     const int32_t *val = ids + n_train;
     bool need_imp = qs.cherries && (qs.sel.criterion == CQ_SEL_IMPACT || qs.sel.criterion == CQ_SEL_LOSS_AWARE);
     bool need_cal = (need_imp && !impact_path) || meth == 1;
-    if (need_cal && (r = cq_calib_sample(&cal, ids, (int64_t)n_train, samples, seqlen, (uint64_t)seed))) goto done;
+    if (need_cal && c4) {
+        char **recs = NULL;
+        size_t n_recs = 0;
+        if ((r = cli_load_records(data, &recs, &n_recs))) goto done;
+        r = cli_c4_calib("quantize", tok, data, recs, n_recs, samples, seqlen, (uint64_t)seed, &cal);
+        cli_records_free(recs, n_recs);
+        if (r) goto done;
+    } else if (need_cal && (r = cq_calib_sample(&cal, ids, (int64_t)n_train, samples, seqlen, (uint64_t)seed))) {
+        goto done;
+    }
     if (need_imp) {
         if (impact_path) {
             if ((r = cq_impact_load(&imp, impact_path, m))) {
