@@ -79,6 +79,11 @@ expect 0 "handed back" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$
     --group 128 --steps 4 --batch 2
 expect 0 "capped at" -- "$CQ" quantize --model "$M" --data "$T/c.txt" --out "$T/q_cap" --method cherryq \
     --select magnitude --k 2 --bits 3 --group 64 --steps 100000 --batch 64 --max-epochs 0.5 --eval-every 1000
+# one step is already more than --max-epochs: one step, said as such
+expect 0 "one QAT step \(4096 tokens\) already passes over the [0-9]+ calibration tokens" -- "$CQ" quantize --model "$M" \
+    --data "$T/c.txt" --out "$T/q_cap1" --method cherryq --select magnitude --k 2 --bits 3 --group 64 --steps 5 \
+    --batch 64 --seqlen 64 --max-epochs 0.01 --json
+check "grep -q '\"qat_steps\": 1' '$T/out'"
 expect 0 "sequences of 32 tokens sampled from the model" -- "$CQ" quantize --model "$M" --self-generate 8 \
     --seqlen 32 --out "$T/q_sg" --method cherryq --select magnitude --bits 4 --group 32 --steps 2 --batch 2
 expect 0 "perplexity" -- "$CQ" eval --model "$T/q_cq" --data "$T/c.txt" --seqlen 64 --max-windows 4

@@ -435,7 +435,15 @@ int cmd_quantize(int argc, char **argv)
         cli_memflags_apply("quantize", USAGE, &mem, NULL, m, &to);
         double tok_per_step = (double)(batch * seqlen * accum);
         int64_t cap = (int64_t)floor(max_epochs * (double)n_train / tok_per_step);
-        if (cap < 1) cap = 1;
+        if (cap < 1) {
+            /* even one step is more than --max-epochs: run one, and say so */
+            fprintf(stderr, "cherryq: one QAT step (%.0f tokens) already passes over the %zu calibration tokens "
+                    "%.2f times, more than --max-epochs %.2g; running 1 step (lower --batch, --accum or --seqlen, "
+                    "or give more data)\n",
+                    tok_per_step, n_train, tok_per_step / (double)n_train, max_epochs);
+            cap = 1;
+            steps = 1;
+        }
         if (steps > cap) {
             fprintf(stderr, "cherryq: %lld QAT steps would pass over the %zu calibration tokens %.2f times; capped "
                     "at %lld steps (--max-epochs %.2g) against overfitting a small calibration set\n",
