@@ -8,5 +8,5 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     gcc g++ libc6-dev meson ninja-build pkg-config \
     libopenblas-dev libcjson-dev libcmocka-dev \
-    libvulkan-dev glslc spirv-tools mesa-vulkan-drivers \
+    libvulkan-dev glslc spirv-tools mesa-vulkan-drivers vulkan-validationlayers \
     bible-kjv bible-kjv-text >/dev/null

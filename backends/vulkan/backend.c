@@ -117,7 +117,7 @@ int cq_vulkan_backend_create(cq_backend **out, int device)
     if (!r) r = cq_vk_mem_init(vk);
     if (!r) r = cq_vk_pipe_init(vk);
     if (!r) r = cq_vk_cmd_init(vk);
-    if (!r) r = cq_vk_alloc(vk, 256, &vk->dummy);
+    if (!r) r = cq_vk_alloc_own(vk, 256, &vk->dummy);
     if (!r) r = cq_vk_alloc_host(vk, 16, &vk->status);
     if (r) {
         vk_destroy(be);

@@ -50,21 +50,104 @@ int cq_vk_status(VkResult r)
     }
 }
 
+/* ------------------------------------------------------------ validation
+ *
+ * CQ_VULKAN_VALIDATE=1 runs the backend under the Khronos validation layer
+ * with synchronization validation on (Debian: vulkan-validationlayers):
+ * every error or warning it reports goes to the log as "vulkan validation:
+ * ...". Lavapipe runs a missing barrier correctly (it executes dispatches
+ * in order); a GPU does not, and the layer sees the hazard on either, so
+ * tests/vulkan_validation.sh runs the Vulkan tests this way. */
+#define VALIDATION_LAYER "VK_LAYER_KHRONOS_validation"
+
+static VKAPI_ATTR VkBool32 VKAPI_CALL validation_message(VkDebugUtilsMessageSeverityFlagBitsEXT sev,
+                                                         VkDebugUtilsMessageTypeFlagsEXT type,
+                                                         const VkDebugUtilsMessengerCallbackDataEXT *d, void *user)
+{
+    (void)type;
+    const cq_vk *vk = user;
+    /* Unused bindings all get one placeholder buffer (cq_vk_dispatch). The
+     * layer takes a binding the shader could write as written, so it sees
+     * hazards on the placeholder between dispatches that never touch it
+     * (attention without lse writes nothing to binding 7): not real. */
+    if (vk && vk->dummy && d)
+        for (uint32_t i = 0; i < d->objectCount; i++)
+            if (d->pObjects[i].objectType == VK_OBJECT_TYPE_BUFFER &&
+                d->pObjects[i].objectHandle == (uint64_t)vk->dummy->buf)
+                return VK_FALSE;
+    const char *msg = d && d->pMessage ? d->pMessage : "(no message)";
+    if (sev & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) cq_error("vulkan validation: %s", msg);
+    else cq_warn("vulkan validation: %s", msg);
+    return VK_FALSE;
+}
+
+static const VkDebugUtilsMessengerCreateInfoEXT messenger_info = {
+    .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+    .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+    .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                   VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
+    .pfnUserCallback = validation_message,
+};
+
+static bool want_validation(void)
+{
+    const char *e = getenv("CQ_VULKAN_VALIDATE");
+    return e && *e && strcmp(e, "0");
+}
+
+static bool have_layer(const char *name)
+{
+    uint32_t n = 0;
+    bool found = false;
+    if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || !n) return false;
+    VkLayerProperties *lp = calloc(n, sizeof *lp);
+    if (lp && vkEnumerateInstanceLayerProperties(&n, lp) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !found; i++) found = !strcmp(lp[i].layerName, name);
+    free(lp);
+    return found;
+}
+
 /* ------------------------------------------------------------ instance */
 
-static VkResult create_instance(VkInstance *out)
+/* validate: CQ_VULKAN_VALIDATE is set (the layer and the messenger when
+ * they exist; *validating says whether they do) */
+static VkResult create_instance(VkInstance *out, bool validate, bool *validating)
 {
     uint32_t next = 0;
     VkExtensionProperties *exts = NULL;
-    bool portability = false;
+    bool portability = false, debug_utils = false;
     if (vkEnumerateInstanceExtensionProperties(NULL, &next, NULL) == VK_SUCCESS && next) {
         exts = calloc(next, sizeof *exts);
         if (exts && vkEnumerateInstanceExtensionProperties(NULL, &next, exts) == VK_SUCCESS)
-            for (uint32_t i = 0; i < next; i++)
+            for (uint32_t i = 0; i < next; i++) {
                 if (!strcmp(exts[i].extensionName, "VK_KHR_portability_enumeration")) portability = true;
+                if (!strcmp(exts[i].extensionName, VK_EXT_DEBUG_UTILS_EXTENSION_NAME)) debug_utils = true;
+            }
         free(exts);
     }
-    const char *ext_names[1] = { "VK_KHR_portability_enumeration" };
+    if (validating) *validating = false;
+    if (validate && !have_layer(VALIDATION_LAYER)) {
+        cq_warn("vulkan: CQ_VULKAN_VALIDATE is set but the validation layer " VALIDATION_LAYER
+                " is not installed (Debian: vulkan-validationlayers); running without it");
+        validate = false;
+    }
+    /* the layer provides VK_EXT_debug_utils itself */
+    if (validate) debug_utils = true;
+    const char *ext_names[2];
+    uint32_t n_ext = 0;
+    if (portability) ext_names[n_ext++] = "VK_KHR_portability_enumeration";
+    if (validate && debug_utils) ext_names[n_ext++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    const char *layers[1] = { VALIDATION_LAYER };
+    static const VkValidationFeatureEnableEXT enables[1] = {
+        VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT,
+    };
+    VkDebugUtilsMessengerCreateInfoEXT mi = messenger_info;   /* messages of vkCreateInstance itself */
+    VkValidationFeaturesEXT vf = {
+        .sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
+        .pNext = &mi,
+        .enabledValidationFeatureCount = 1,
+        .pEnabledValidationFeatures = enables,
+    };
     VkApplicationInfo app = {
         .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
         .pApplicationName = "cherryq",
@@ -75,12 +158,17 @@ static VkResult create_instance(VkInstance *out)
     };
     VkInstanceCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+        .pNext = validate ? &vf : NULL,
         .pApplicationInfo = &app,
-        .enabledExtensionCount = portability ? 1 : 0,
-        .ppEnabledExtensionNames = portability ? ext_names : NULL,
+        .enabledLayerCount = validate ? 1 : 0,
+        .ppEnabledLayerNames = validate ? layers : NULL,
+        .enabledExtensionCount = n_ext,
+        .ppEnabledExtensionNames = n_ext ? ext_names : NULL,
         .flags = portability ? 0x00000001 /* VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR */ : 0,
     };
-    return vkCreateInstance(&ci, NULL, out);
+    VkResult vr = vkCreateInstance(&ci, NULL, out);
+    if (vr == VK_SUCCESS && validating) *validating = validate;
+    return vr;
 }
 
 /* Usable devices: Vulkan >= 1.1 with a compute queue. */
@@ -292,11 +380,25 @@ static int choose(VkPhysicalDevice *devs, int n, int device)
 
 int cq_vk_open(cq_vk *vk, int device)
 {
-    VkResult vr = create_instance(&vk->inst);
+    bool validating = false;
+    VkResult vr = create_instance(&vk->inst, want_validation(), &validating);
     if (vr != VK_SUCCESS) {
         vk->inst = VK_NULL_HANDLE;
         cq_error("vulkan: cannot create an instance (%s): " NO_DEVICE_REASON, cq_vk_result_str(vr));
         return CQ_ENODEV;
+    }
+    if (validating) {
+        PFN_vkCreateDebugUtilsMessengerEXT create_messenger =
+            (PFN_vkCreateDebugUtilsMessengerEXT)vkGetInstanceProcAddr(vk->inst, "vkCreateDebugUtilsMessengerEXT");
+        VkDebugUtilsMessengerCreateInfoEXT mi = messenger_info;
+        mi.pUserData = vk;
+        if (!create_messenger || create_messenger(vk->inst, &mi, NULL, &vk->messenger) != VK_SUCCESS) {
+            vk->messenger = VK_NULL_HANDLE;
+            cq_warn("vulkan: CQ_VULKAN_VALIDATE: cannot create the debug messenger; validation messages go to the "
+                    "layer's own output");
+        } else {
+            cq_log(CQ_LOG_INFO, "vulkan: validation layer on, with synchronization validation");
+        }
     }
     VkPhysicalDevice devs[MAX_DEVS];
     int n = usable_devices(vk->inst, devs, MAX_DEVS);
@@ -358,6 +460,12 @@ int cq_vk_open(cq_vk *vk, int device)
 void cq_vk_close(cq_vk *vk)
 {
     if (vk->dev) vkDestroyDevice(vk->dev, NULL);
+    if (vk->messenger) {
+        PFN_vkDestroyDebugUtilsMessengerEXT destroy_messenger =
+            (PFN_vkDestroyDebugUtilsMessengerEXT)vkGetInstanceProcAddr(vk->inst, "vkDestroyDebugUtilsMessengerEXT");
+        if (destroy_messenger) destroy_messenger(vk->inst, vk->messenger, NULL);
+        vk->messenger = VK_NULL_HANDLE;
+    }
     if (vk->inst) vkDestroyInstance(vk->inst, NULL);
     vk->dev = VK_NULL_HANDLE;
     vk->inst = VK_NULL_HANDLE;
@@ -371,7 +479,7 @@ int cq_vulkan_probe(cq_backend_info *info)
     info->n_devices = 0;
     info->n_hw_devices = 0;
     VkInstance inst;
-    VkResult vr = create_instance(&inst);
+    VkResult vr = create_instance(&inst, false, NULL);
     if (vr != VK_SUCCESS) {
         snprintf(info->reason, sizeof info->reason, "%s", NO_DEVICE_REASON);
         return CQ_OK;
@@ -393,7 +501,7 @@ int cq_vulkan_devices(cq_device_info *out, int max)
 {
     CQ_CHECK_ARG(out || max == 0, CQ_EINVAL);
     VkInstance inst;
-    if (create_instance(&inst) != VK_SUCCESS) return 0;
+    if (create_instance(&inst, false, NULL) != VK_SUCCESS) return 0;
     VkPhysicalDevice devs[MAX_DEVS];
     int n = usable_devices(inst, devs, MAX_DEVS);
     int k = n < max ? n : max;

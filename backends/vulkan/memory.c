@@ -213,7 +213,7 @@ static int block_give(cq_vk_block *b, VkDeviceSize off, VkDeviceSize span)
     return CQ_OK;
 }
 
-static int alloc_kind(cq_vk *vk, size_t size, bool staging, cq_vk_buf **out)
+static int alloc_kind(cq_vk *vk, size_t size, bool staging, bool own, cq_vk_buf **out)
 {
     *out = NULL;
     VkDeviceSize a = alloc_align(vk);
@@ -222,7 +222,7 @@ static int alloc_kind(cq_vk *vk, size_t size, bool staging, cq_vk_buf **out)
     if (!h) return CQ_ENOMEM;
     cq_vk_block *blk = NULL;
     VkDeviceSize off = 0;
-    if (span <= vk->block_size / 2) {
+    if (!own && span <= vk->block_size / 2) {
         for (cq_vk_block *b = vk->blocks; b; b = b->next)
             if (!b->dedicated && b->staging == staging && block_take(b, span, &off)) {
                 blk = b;
@@ -258,12 +258,17 @@ static int alloc_kind(cq_vk *vk, size_t size, bool staging, cq_vk_buf **out)
 
 int cq_vk_alloc(cq_vk *vk, size_t size, cq_vk_buf **out)
 {
-    return alloc_kind(vk, size, false, out);
+    return alloc_kind(vk, size, false, false, out);
+}
+
+int cq_vk_alloc_own(cq_vk *vk, size_t size, cq_vk_buf **out)
+{
+    return alloc_kind(vk, size, false, true, out);
 }
 
 int cq_vk_alloc_host(cq_vk *vk, size_t size, cq_vk_buf **out)
 {
-    return alloc_kind(vk, size, true, out);
+    return alloc_kind(vk, size, true, false, out);
 }
 
 void cq_vk_free_now(cq_vk *vk, cq_vk_buf *h)
@@ -310,7 +315,7 @@ void cq_vk_free(cq_vk *vk, cq_vk_buf *h)
 static int ensure_staging(cq_vk *vk)
 {
     if (vk->staging) return CQ_OK;
-    return alloc_kind(vk, STAGING_SIZE, true, &vk->staging);
+    return alloc_kind(vk, STAGING_SIZE, true, false, &vk->staging);
 }
 
 static int check_range(const cq_vk *vk, const cq_vk_buf *b, size_t off, size_t n, const char *what)

@@ -125,6 +125,7 @@ typedef struct cq_vk_access {
 
 typedef struct cq_vk {
     VkInstance inst;
+    VkDebugUtilsMessengerEXT messenger;   /* CQ_VULKAN_VALIDATE only */
     VkPhysicalDevice phys;
     VkDevice dev;
     VkQueue queue;
@@ -184,6 +185,9 @@ void cq_vk_caps_describe(const cq_vk_caps *c, char *buf, size_t n);
 int cq_vk_mem_init(cq_vk *vk);
 void cq_vk_mem_fini(cq_vk *vk);
 int cq_vk_alloc(cq_vk *vk, size_t size, cq_vk_buf **out);
+/* The same in a VkBuffer of its own (the placeholder of unused bindings,
+ * which validation must tell apart from tensors). */
+int cq_vk_alloc_own(cq_vk *vk, size_t size, cq_vk_buf **out);
 /* Host-visible, mapped memory usable by shaders (status word, staging). */
 int cq_vk_alloc_host(cq_vk *vk, size_t size, cq_vk_buf **out);
 /* Frees now, or after the open batch completes if it uses the buffer. */
