@@ -60,6 +60,9 @@ CQ_API cq_tensor *cq_scale(cq_ctx *c, cq_tensor *a, float s);
 CQ_API cq_tensor *cq_rmsnorm(cq_ctx *c, cq_tensor *x, cq_tensor *w, float eps);
 /* x [B, T, H, D]; positions pos0 .. pos0+T-1. */
 CQ_API cq_tensor *cq_rope(cq_ctx *c, cq_tensor *x, int64_t pos0, float theta);
+/* The same with Hugging Face's rope_scaling (cq_rope.h); s NULL or
+ * CQ_ROPE_PLAIN: cq_rope. */
+CQ_API cq_tensor *cq_rope_scaled(cq_ctx *c, cq_tensor *x, int64_t pos0, float theta, const cq_rope_scaling *s);
 /* q [B,T,Hq,D], k/v [B,S,Hkv,D]; query t at position pos0 + t. */
 CQ_API cq_tensor *cq_attention(cq_ctx *c, cq_tensor *q, cq_tensor *k, cq_tensor *v,
                                int64_t pos0, float scale);

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 
 #include "cq_base.h"
+#include "cq_rope.h"
 
 #define CQ_MAX_DIMS 4
 #define CQ_MAX_SRC 8
@@ -83,7 +84,10 @@ typedef enum {
      * inv_freq[j] = theta^(-2j/D), a = pos * inv_freq[j] (j < D/2):
      *   y[j]       = x[j] cos a - x[j+D/2] sin a
      *   y[j+D/2]   = x[j+D/2] cos a + x[j] sin a
-     * i[1] = 1: inverse rotation (the backward pass). dst0 may alias src0. */
+     * i[1] = 1: inverse rotation (the backward pass). dst0 may alias src0.
+     * i[2] = rope scaling (CQ_ROPE_*, cq_rope.h) with f[1..4] = factor,
+     * low_freq_factor, high_freq_factor, original_max_position_embeddings:
+     * inv_freq[j] = cq_rope_inv_freq(...). */
     CQ_OP_ROPE,
     /* Causal attention with grouped-query heads.
      * src0 q [B, T, Hq, D], src1 k [B, S, Hkv, D], src2 v [B, S, Hkv, D].

@@ -505,7 +505,7 @@ cq_tensor *cq_rmsnorm(cq_ctx *c, cq_tensor *x, cq_tensor *w, float eps)
     return run_rec(c, &op, NODE_OP, x, w, NULL, y, NULL);
 }
 
-cq_tensor *cq_rope(cq_ctx *c, cq_tensor *x, int64_t pos0, float theta)
+cq_tensor *cq_rope_scaled(cq_ctx *c, cq_tensor *x, int64_t pos0, float theta, const cq_rope_scaling *s)
 {
     if (!c || c->status || !x) return NULL;
     cq_tensor *y = alloc_t(c, CQ_F32, x->ndim, x->ne);
@@ -515,7 +515,19 @@ cq_tensor *cq_rope(cq_ctx *c, cq_tensor *x, int64_t pos0, float theta)
     op.dst[0] = y;
     op.f[0] = theta;
     op.i[0] = pos0;
+    if (s && s->type != CQ_ROPE_PLAIN) {
+        op.i[2] = s->type;
+        op.f[1] = s->factor;
+        op.f[2] = s->low_freq_factor;
+        op.f[3] = s->high_freq_factor;
+        op.f[4] = s->original_max;
+    }
     return run_rec(c, &op, NODE_OP, x, NULL, NULL, y, NULL);
+}
+
+cq_tensor *cq_rope(cq_ctx *c, cq_tensor *x, int64_t pos0, float theta)
+{
+    return cq_rope_scaled(c, x, pos0, theta, NULL);
 }
 
 cq_tensor *cq_attention(cq_ctx *c, cq_tensor *q, cq_tensor *k, cq_tensor *v, int64_t pos0, float scale)

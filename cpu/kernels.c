@@ -134,7 +134,8 @@ static int k_rope(const cq_op *op)
     double sgn = op->i[1] ? -1.0 : 1.0;
     for (int64_t t = 0; t < T; t++)
         for (int64_t j = 0; j < half; j++) {
-            float inv_freq = (float)(1.0 / pow((double)op->f[0], (double)(2 * j) / (double)D));
+            float inv_freq =
+                cq_rope_inv_freq(op->f[0], D, j, (int)op->i[2], op->f[1], op->f[2], op->f[3], op->f[4]);
             double a = (double)(op->i[0] + t) * inv_freq;
             tab[(t * half + j) * 2] = (float)cos(a);
             tab[(t * half + j) * 2 + 1] = (float)(sgn * sin(a));

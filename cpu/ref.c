@@ -136,7 +136,8 @@ static void ref_rope(const cq_op *op)
             for (int64_t h = 0; h < H; h++) {
                 int64_t o = ((b * T + t) * H + h) * D;
                 for (int64_t j = 0; j < half; j++) {
-                    float inv_freq = (float)(1.0 / pow((double)op->f[0], (double)(2 * j) / (double)D));
+                    float inv_freq = cq_rope_inv_freq(op->f[0], D, j, (int)op->i[2], op->f[1], op->f[2],
+                                                      op->f[3], op->f[4]);
                     double a = pos * inv_freq;
                     double c = cos(a), s = sgn * sin(a);
                     double x1 = x[o + j], x2 = x[o + j + half];

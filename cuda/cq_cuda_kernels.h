@@ -15,6 +15,8 @@
 
 #include <cuda_runtime_api.h>   /* in the emulated test build: tests/cuda_emu/include */
 
+#include "cq_rope.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -63,8 +65,9 @@ cudaError_t cqk_rmsnorm_bwd(cudaStream_t s, float *dx, float *dw, const float *x
                             const float *dy, int64_t rows, int64_t C, float eps, float *rstd);
 
 /* ------------------------------------------------------ rope.cu */
+/* scaling: Hugging Face's rope_scaling (core/cq_rope.h), NULL = plain */
 cudaError_t cqk_rope(cudaStream_t s, float *y, const float *x, int64_t B, int64_t T, int64_t H,
-                     int64_t D, int64_t pos0, float theta, int inverse);
+                     int64_t D, int64_t pos0, float theta, int inverse, const cq_rope_scaling *scaling);
 
 /* ------------------------------------------------------ attention.cu */
 /* Largest head dim the fused kernels take. */

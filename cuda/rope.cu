@@ -1,17 +1,19 @@
 // cherryq CUDA kernels: ROPE, Hugging Face LLaMA "rotate half" convention.
-// x [B, T, H, D]; position of row t = pos0 + t; inv_freq[j] = theta^(-2j/D).
+// x [B, T, H, D]; position of row t = pos0 + t; inv_freq[j] = theta^(-2j/D),
+// scaled as core/cq_rope.h says.
 //   y[j]     = x[j] cos a - x[j+D/2] sin a
 //   y[j+D/2] = x[j+D/2] cos a + x[j] sin a      (inverse: sin -> -sin)
 // Each thread owns a pair (j, j+D/2) and reads both before writing: y may
 // alias x.
 #include "common.cuh"
+#include "cq_rope.h"
 
 using namespace cqk;
 
 namespace {
 
 __global__ void rope_kernel(float *y, const float *x, int64_t T, int64_t H, int64_t D,
-                            int64_t pos0, float theta, int inverse, int64_t npairs)
+                            int64_t pos0, float theta, int inverse, int64_t npairs, cq_rope_scaling sc)
 {
     const int64_t half = D / 2;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < npairs;
@@ -20,9 +22,11 @@ __global__ void rope_kernel(float *y, const float *x, int64_t T, int64_t H, int6
         const int64_t row = i / half;          // (b, t, h) flattened
         const int64_t t = (row / H) % T;
         // Same arithmetic as the reference (cpu/ref.c): the inverse frequency
-        // rounded to f32 (as Hugging Face stores it), the angle and its sine
-        // and cosine in double, so that large positions keep their accuracy.
-        const float inv_freq = (float)(1.0 / pow((double)theta, (double)(2 * j) / (double)D));
+        // rounded to f32 (as Hugging Face stores it) and scaled as the
+        // config asks (core/cq_rope.h), the angle and its sine and cosine in
+        // double, so that large positions keep their accuracy.
+        const float inv_freq = cq_rope_inv_freq(theta, D, j, sc.type, sc.factor, sc.low_freq_factor,
+                                                sc.high_freq_factor, sc.original_max);
         const double a = (double)(pos0 + t) * (double)inv_freq;
         double sn, cs;
         sincos(a, &sn, &cs);
@@ -38,11 +42,13 @@ __global__ void rope_kernel(float *y, const float *x, int64_t T, int64_t H, int6
 }  // namespace
 
 extern "C" cudaError_t cqk_rope(cudaStream_t s, float *y, const float *x, int64_t B, int64_t T,
-                                int64_t H, int64_t D, int64_t pos0, float theta, int inverse)
+                                int64_t H, int64_t D, int64_t pos0, float theta, int inverse,
+                                const cq_rope_scaling *scaling)
 {
+    const cq_rope_scaling sc = scaling ? *scaling : cq_rope_scaling{ CQ_ROPE_PLAIN, 1.0f, 0.0f, 0.0f, 0.0f };
     if (D % 2) return cudaErrorInvalidValue;
     const int64_t npairs = B * T * H * (D / 2);
     if (npairs <= 0) return cudaSuccess;
-    CQK_LAUNCH(grid_for(npairs, 256), 256, 0, s, rope_kernel, y, x, T, H, D, pos0, theta, inverse, npairs);
+    CQK_LAUNCH(grid_for(npairs, 256), 256, 0, s, rope_kernel, y, x, T, H, D, pos0, theta, inverse, npairs, sc);
     return cudaGetLastError();
 }

@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -72,6 +73,58 @@ static int get_token_id(const cJSON *root, const char *key, int64_t *out, const 
     return 1;
 }
 
+/* rope_scaling (transformers' modeling_rope_utils): the type under
+ * "rope_type" (or the older "type"), its parameters as numbers. */
+static int parse_rope_scaling(cq_hf_config *c, const cJSON *rs, const char *path)
+{
+    if (!cJSON_IsObject(rs)) {
+        cq_error("%s: field \"rope_scaling\" must be an object or null", path);
+        return CQ_EBADMSG;
+    }
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!cJSON_IsString(t)) t = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    if (!cJSON_IsString(t) || !t->valuestring) {
+        cq_error("%s: rope_scaling has no string \"rope_type\" (or \"type\")", path);
+        return CQ_EBADMSG;
+    }
+    copy_str(c->rope_scaling_type, sizeof c->rope_scaling_type, t->valuestring);
+    const char *ty = t->valuestring;
+    cq_rope_scaling *s = &c->rope_scaling;
+    memset(s, 0, sizeof *s);
+    if (!strcmp(ty, "default")) return 0;
+    if (!strcmp(ty, "dynamic")) {
+        /* dynamic NTK changes the frequencies only past
+         * max_position_embeddings, where no sequence of cherryq goes */
+        cq_log(CQ_LOG_INFO, "%s: rope_scaling \"dynamic\": plain RoPE, which it is up to max_position_embeddings",
+               path);
+        return 0;
+    }
+    const bool llama3 = !strcmp(ty, "llama3");
+    if (!llama3 && strcmp(ty, "linear")) {
+        cq_error("%s: rope_scaling type \"%s\" is not supported (cherryq applies linear, llama3, and dynamic "
+                 "within the context): its results would be wrong",
+                 path, ty);
+        return CQ_ENOTSUP;
+    }
+    static const char *const keys[4] = { "factor", "low_freq_factor", "high_freq_factor",
+                                          "original_max_position_embeddings" };
+    double v[4] = { 0, 0, 0, 0 };
+    for (int i = 0; i < (llama3 ? 4 : 1); i++) {
+        int r = get_num(rs, keys[i], &v[i], path);
+        if (r < 0) return r;
+        if (r == 0) {
+            cq_error("%s: rope_scaling \"%s\" needs \"%s\"", path, ty, keys[i]);
+            return CQ_EBADMSG;
+        }
+    }
+    s->type = llama3 ? CQ_ROPE_LLAMA3 : CQ_ROPE_LINEAR;
+    s->factor = (float)v[0];
+    s->low_freq_factor = (float)v[1];
+    s->high_freq_factor = (float)v[2];
+    s->original_max = (float)v[3];
+    return 0;
+}
+
 static int supported_arch(const char *a)
 {
     return !strcmp(a, "LlamaForCausalLM") || !strcmp(a, "MistralForCausalLM");
@@ -127,6 +180,20 @@ int cq_hf_config_validate(const cq_hf_config *c, const char *what)
     if (!((float)c->rope_theta > 0) || !isfinite((float)c->rope_theta)) {
         cq_error("%s: field \"rope_theta\" (%g) must be positive and finite as a 32-bit float", what,
                  c->rope_theta);
+        return CQ_EBADMSG;
+    }
+    const cq_rope_scaling *s = &c->rope_scaling;
+    if (s->type != CQ_ROPE_PLAIN && !(s->factor > 0 && isfinite(s->factor))) {
+        cq_error("%s: rope_scaling \"factor\" (%g) must be positive and finite as a 32-bit float", what,
+                 (double)s->factor);
+        return CQ_EBADMSG;
+    }
+    if (s->type == CQ_ROPE_LLAMA3 &&
+        !(s->low_freq_factor > 0 && s->high_freq_factor > s->low_freq_factor && isfinite(s->high_freq_factor) &&
+          s->original_max > 0 && isfinite(s->original_max))) {
+        cq_error("%s: rope_scaling llama3 needs 0 < low_freq_factor (%g) < high_freq_factor (%g) and "
+                 "original_max_position_embeddings (%g) > 0",
+                 what, (double)s->low_freq_factor, (double)s->high_freq_factor, (double)s->original_max);
         return CQ_EBADMSG;
     }
     return CQ_OK;
@@ -220,14 +287,7 @@ static int parse_root(cq_hf_config *c, const cJSON *root, const char *path)
         copy_str(c->torch_dtype, sizeof c->torch_dtype, dt->valuestring);
     }
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    if (rs && !cJSON_IsNull(rs)) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
-        if (!cJSON_IsString(t)) t = cJSON_GetObjectItemCaseSensitive(rs, "type");
-        copy_str(c->rope_scaling_type, sizeof c->rope_scaling_type,
-                 cJSON_IsString(t) ? t->valuestring : "unknown");
-        cq_warn("%s: rope_scaling (%s) is present but cherryq applies plain RoPE", path,
-                c->rope_scaling_type);
-    }
+    if (rs && !cJSON_IsNull(rs) && (r = parse_rope_scaling(c, rs, path)) < 0) return r;
 
     if (c->num_key_value_heads == 0) c->num_key_value_heads = c->num_attention_heads;
     if (c->head_dim == 0) {
@@ -363,6 +423,18 @@ int cq_hf_config_write(const char *path, const cq_hf_config *cfg, const char *ex
         goto done;
     if (!cJSON_AddBoolToObject(root, "tie_word_embeddings", cfg->tie_word_embeddings != 0))
         goto done;
+    if (cfg->rope_scaling.type != CQ_ROPE_PLAIN) {
+        const cq_rope_scaling *s = &cfg->rope_scaling;
+        const bool llama3 = s->type == CQ_ROPE_LLAMA3;
+        cJSON *rs = cJSON_AddObjectToObject(root, "rope_scaling");
+        if (!rs || !cJSON_AddStringToObject(rs, "rope_type", llama3 ? "llama3" : "linear") ||
+            add_num(rs, "factor", s->factor))
+            goto done;
+        if (llama3 && (add_num(rs, "low_freq_factor", s->low_freq_factor) ||
+                       add_num(rs, "high_freq_factor", s->high_freq_factor) ||
+                       add_int(rs, "original_max_position_embeddings", (int64_t)s->original_max)))
+            goto done;
+    }
     if (cfg->bos_token_id >= 0 ? add_int(root, "bos_token_id", cfg->bos_token_id)
                                : !cJSON_AddNullToObject(root, "bos_token_id"))
         goto done;

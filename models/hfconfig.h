@@ -23,6 +23,7 @@
 #ifndef CQ_HFCONFIG_H
 #define CQ_HFCONFIG_H
 
+#include "cq_rope.h"
 #include "cq_base.h"
 
 typedef struct cq_hf_config {
@@ -43,6 +44,11 @@ typedef struct cq_hf_config {
     int64_t eos_token_id;         /* -1: none */
     char torch_dtype[16];         /* "float16", "bfloat16", "float32" or "" */
     char rope_scaling_type[32];   /* "" when rope_scaling is absent/null */
+    /* rope_scaling as cherryq applies it (core/cq_rope.h): linear and llama3
+     * exactly; "default" and "dynamic" (the same as plain up to
+     * max_position_embeddings, which bounds every sequence) as plain RoPE;
+     * any other type is refused at load */
+    cq_rope_scaling rope_scaling;
 } cq_hf_config;
 
 /* Fills the defaults above and zeroes the required fields. */

@@ -33,6 +33,14 @@ int cq_llama_config_validate(const cq_llama_config *c)
         "rms_norm_eps (%g) and rope_theta (%g) must be positive and finite as 32-bit floats", (double)c->norm_eps,
         (double)c->rope_theta);
     REQ(c->bos < c->vocab && c->eos < c->vocab, "bos/eos ids must be below vocab_size");
+    const cq_rope_scaling *s = &c->rope_scaling;
+    REQ(s->type >= CQ_ROPE_PLAIN && s->type <= CQ_ROPE_LLAMA3, "rope scaling type %d unknown", s->type);
+    REQ(s->type == CQ_ROPE_PLAIN || (s->factor > 0 && isfinite(s->factor)), "rope_scaling factor (%g) must be > 0",
+        (double)s->factor);
+    REQ(s->type != CQ_ROPE_LLAMA3 || (s->low_freq_factor > 0 && s->high_freq_factor > s->low_freq_factor &&
+                                      isfinite(s->high_freq_factor) && s->original_max > 0 &&
+                                      isfinite(s->original_max)),
+        "llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings > 0");
 #undef REQ
     return CQ_OK;
 }
@@ -286,8 +294,8 @@ static cq_tensor *layer_fwd(cq_ctx *c, cq_llama *m, int64_t l, cq_tensor *x, int
     cq_tensor *q = cq_reshape(c, linear(c, m, L, 0, h, hm), 4, qs);
     cq_tensor *k = cq_reshape(c, linear(c, m, L, 1, h, hm), 4, ks);
     cq_tensor *v = cq_reshape(c, linear(c, m, L, 2, h, hm), 4, ks);
-    q = cq_rope(c, q, pos0, cf->rope_theta);
-    k = cq_rope(c, k, pos0, cf->rope_theta);
+    q = cq_rope_scaled(c, q, pos0, cf->rope_theta, &cf->rope_scaling);
+    k = cq_rope_scaled(c, k, pos0, cf->rope_theta, &cf->rope_scaling);
     cq_tensor *a;
     if (use_cache) {
         cq_tensor *kslot = cq_view(c, m->k_cache[l], 4, ks, pos0 * Hk * D);

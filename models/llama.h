@@ -28,6 +28,7 @@ typedef struct cq_llama_config {
     int64_t max_seq;      /* max_position_embeddings */
     float norm_eps;
     float rope_theta;
+    cq_rope_scaling rope_scaling;   /* Hugging Face's rope_scaling (core/cq_rope.h) */
     bool tie_embeddings;
     int32_t bos, eos;     /* -1 if none */
 } cq_llama_config;

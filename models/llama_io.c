@@ -18,6 +18,51 @@ int cq_llama_alloc(cq_llama **out, const cq_llama_config *cfg, cq_backend *be);
 int cq_qmodel_load_packed(cq_llama *m, const cq_st_set *st, const char *dir);
 int cq_qmodel_is_quantized(const char *dir);
 
+/* RoPE scaling of a GGUF file (llama.cpp's keys): linear as
+ * llama.rope.scaling.type "linear" + .factor (or the older
+ * llama.rope.scale_linear); "none" or absent: plain. Anything else, and the
+ * per-dimension frequency factors llama.cpp stores for LLaMA-3.1's llama3
+ * scaling (rope_freqs.weight), is refused rather than run wrong. */
+static int gguf_rope_scaling(const cq_gguf *g, const char *path, cq_rope_scaling *s)
+{
+    memset(s, 0, sizeof *s);
+    if (cq_gguf_find_tensor(g, "rope_freqs.weight")) {
+        cq_error("%s: rope_freqs.weight (per-dimension RoPE frequency factors, llama.cpp's form of LLaMA-3.1's "
+                 "rope scaling) is not supported; load the Hugging Face directory, whose config.json rope_scaling "
+                 "cherryq applies",
+                 path);
+        return CQ_ENOTSUP;
+    }
+    const char *ty = NULL;
+    size_t tl = 0;
+    float f = 0;
+    int e = cq_gguf_get_str(g, "llama.rope.scaling.type", &ty, &tl);
+    if (e && e != CQ_ENOENT) return e;
+    if (!e && !(tl == 4 && !memcmp(ty, "none", 4))) {
+        if (!(tl == 6 && !memcmp(ty, "linear", 6))) {
+            cq_error("%s: llama.rope.scaling.type \"%.*s\" is not supported (cherryq applies linear)", path,
+                     (int)(tl > 64 ? 64 : tl), ty);
+            return CQ_ENOTSUP;
+        }
+        if ((e = cq_gguf_get_f32(g, "llama.rope.scaling.factor", &f))) {
+            if (e == CQ_ENOENT) cq_error("%s: llama.rope.scaling.type linear needs llama.rope.scaling.factor", path);
+            return e == CQ_ENOENT ? CQ_EBADMSG : e;
+        }
+    } else if (e == CQ_ENOENT && (e = cq_gguf_get_f32(g, "llama.rope.scale_linear", &f)) != CQ_ENOENT) {
+        if (e) return e;
+        if (f == 1.0f) return 0;
+    } else {
+        return 0;
+    }
+    if (!(f > 0) || !isfinite(f)) {
+        cq_error("%s: the RoPE scaling factor (%g) must be positive and finite", path, (double)f);
+        return CQ_EBADMSG;
+    }
+    s->type = CQ_ROPE_LINEAR;
+    s->factor = f;
+    return 0;
+}
+
 static void cfg_from_hf(cq_llama_config *c, const cq_hf_config *h)
 {
     memset(c, 0, sizeof *c);
@@ -31,6 +76,7 @@ static void cfg_from_hf(cq_llama_config *c, const cq_hf_config *h)
     c->max_seq = h->max_position_embeddings;
     c->norm_eps = (float)h->rms_norm_eps;
     c->rope_theta = (float)h->rope_theta;
+    c->rope_scaling = h->rope_scaling;
     c->tie_embeddings = h->tie_word_embeddings;
     c->bos = (int32_t)h->bos_token_id;
     c->eos = (int32_t)h->eos_token_id;
@@ -224,6 +270,7 @@ static int load_gguf(cq_llama **out, const char *path, cq_backend *be)
         if (e) r = e;
         else c.rope_theta = f;
     }
+    if (!r) r = gguf_rope_scaling(g, path, &c.rope_scaling);
     int64_t v = -1;
     /* ids past int32 would wrap into another token (or "none"): the
      * vocabulary check of cq_llama_config_check refuses them as the vocab */
@@ -399,6 +446,7 @@ int cq_llama_save(const cq_llama *m, const char *dir, cq_dtype dtype, const char
         h.max_position_embeddings = c->max_seq;
         h.rms_norm_eps = c->norm_eps;
         h.rope_theta = c->rope_theta;
+        h.rope_scaling = c->rope_scaling;
         h.tie_word_embeddings = c->tie_embeddings;
         h.bos_token_id = c->bos;
         h.eos_token_id = c->eos;

@@ -151,8 +151,8 @@ static cq_tensor *layer_fwd(cq_ctx *c, cq_llama *m, int64_t l, cq_tensor *x, dou
     cq_tensor *q = cq_reshape(c, cq_linear(c, h, L->lin[0]), 4, qs);
     cq_tensor *k = cq_reshape(c, cq_linear(c, h, L->lin[1]), 4, ks);
     cq_tensor *v = cq_reshape(c, cq_linear(c, h, L->lin[2]), 4, ks);
-    q = cq_rope(c, q, 0, cf->rope_theta);
-    k = cq_rope(c, k, 0, cf->rope_theta);
+    q = cq_rope_scaled(c, q, 0, cf->rope_theta, &cf->rope_scaling);
+    k = cq_rope_scaled(c, k, 0, cf->rope_theta, &cf->rope_scaling);
     cq_tensor *a = cq_reshape(c, cq_attention(c, q, k, v, 0, 1.0f / sqrtf((float)D)), 3, as);
     if (H && a && !*st) *st = gram_add(c, a, H[1], tmp);
     x = cq_add(c, x, cq_linear(c, a, L->lin[3]));

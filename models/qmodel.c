@@ -847,6 +847,7 @@ static void hf_from_cfg(cq_hf_config *h, const cq_llama_config *c, const char *d
     h->max_position_embeddings = c->max_seq;
     h->rms_norm_eps = c->norm_eps;
     h->rope_theta = c->rope_theta;
+    h->rope_scaling = c->rope_scaling;
     h->tie_word_embeddings = c->tie_embeddings;
     h->bos_token_id = c->bos;
     h->eos_token_id = c->eos;

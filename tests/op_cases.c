@@ -221,6 +221,25 @@ int op_cases_build(cq_backend *cpu, op_case **out, unsigned seed)
         c->op.i[0] = 7;
         c->op.i[1] = inv;
     }
+    /* Hugging Face's rope_scaling (core/cq_rope.h): linear, and llama3 with
+     * frequencies in all three bands (D 16, theta 5e5, original context 64:
+     * j = 0 kept, j = 1 smoothed, j >= 2 divided) */
+    for (int inv = 0; inv < 2; inv++)
+        for (int ty = CQ_ROPE_LINEAR; ty <= CQ_ROPE_LLAMA3; ty++) {
+            char nm[48];
+            snprintf(nm, sizeof nm, "rope %s%s", ty == CQ_ROPE_LINEAR ? "linear" : "llama3", inv ? " inverse" : "");
+            c = add_case(&cs, &n, &cap, nm, CQ_OP_ROPE, 1e-5);
+            c->op.src[0] = R(4, 2, 5, 3, 16, 1);
+            c->op.dst[0] = T(CQ_F32, 4, 2, 5, 3, 16);
+            c->op.f[0] = ty == CQ_ROPE_LINEAR ? 10000.0f : 500000.0f;
+            c->op.i[0] = 1000;
+            c->op.i[1] = inv;
+            c->op.i[2] = ty;
+            c->op.f[1] = ty == CQ_ROPE_LINEAR ? 4.0f : 8.0f;
+            c->op.f[2] = 1.0f;
+            c->op.f[3] = 4.0f;
+            c->op.f[4] = 64.0f;
+        }
     static const int at[][6] = { /* B T S Hq Hkv D */
         { 2, 5, 5, 4, 2, 16 }, { 1, 3, 9, 4, 4, 8 }, { 1, 1, 12, 6, 2, 32 }, { 1, 33, 33, 2, 1, 64 },
     };

@@ -1457,6 +1457,9 @@ static void test_hfconfig_load(void **state)
     assert_true(c.rope_theta == 500000.0);
     assert_string_equal(c.torch_dtype, "bfloat16");   /* from "dtype" */
     assert_string_equal(c.rope_scaling_type, "llama3");
+    assert_int_equal(c.rope_scaling.type, CQ_ROPE_LLAMA3);
+    assert_true(c.rope_scaling.factor == 32.0f && c.rope_scaling.low_freq_factor == 1.0f &&
+                c.rope_scaling.high_freq_factor == 4.0f && c.rope_scaling.original_max == 8192.0f);
     assert_int_equal(c.vocab_size, 128256);
 
     assert_int_equal(cq_hf_config_load(&c, FIX("config_minimal.json")), 0);
@@ -1543,6 +1546,30 @@ static void test_hfconfig_errors(void **state)
     expect_err(load_text("{\"model_type\":\"llama\"," BASE_FIELDS
                          ",\"num_attention_heads\":4,\"tie_word_embeddings\":1}", &c),
                CQ_EBADMSG, "tie_word_embeddings", NULL);
+    /* rope_scaling: a type cherryq does not apply is refused, not run wrong;
+     * linear and llama3 need their numbers */
+#define RS(x) "{\"model_type\":\"llama\"," BASE_FIELDS ",\"num_attention_heads\":4,\"rope_scaling\":" x "}"
+    expect_err(load_text(RS("{\"rope_type\":\"yarn\",\"factor\":4}"), &c), CQ_ENOTSUP, "\"yarn\" is not supported",
+               NULL);
+    expect_err(load_text(RS("{\"factor\":4}"), &c), CQ_EBADMSG, "rope_type", NULL);
+    expect_err(load_text(RS("[1]"), &c), CQ_EBADMSG, "rope_scaling", "object");
+    expect_err(load_text(RS("{\"type\":\"linear\"}"), &c), CQ_EBADMSG, "needs \"factor\"", NULL);
+    expect_err(load_text(RS("{\"type\":\"linear\",\"factor\":-2}"), &c), CQ_EBADMSG, "factor", "positive");
+    expect_err(load_text(RS("{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":1,"
+                            "\"high_freq_factor\":4}"),
+                         &c),
+               CQ_EBADMSG, "original_max_position_embeddings", NULL);
+    expect_err(load_text(RS("{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":4,"
+                            "\"high_freq_factor\":4,\"original_max_position_embeddings\":8192}"),
+                         &c),
+               CQ_EBADMSG, "low_freq_factor", NULL);
+    assert_int_equal(load_text(RS("{\"type\":\"linear\",\"factor\":2}"), &c), 0);
+    assert_true(c.rope_scaling.type == CQ_ROPE_LINEAR && c.rope_scaling.factor == 2.0f);
+    assert_int_equal(load_text(RS("{\"rope_type\":\"dynamic\",\"factor\":2}"), &c), 0);
+    assert_int_equal(c.rope_scaling.type, CQ_ROPE_PLAIN);   /* the same up to the context */
+    assert_int_equal(load_text(RS("{\"rope_type\":\"default\"}"), &c), 0);
+    assert_int_equal(c.rope_scaling.type, CQ_ROPE_PLAIN);
+#undef RS
     /* the same with valid values loads */
     assert_int_equal(load_text("{\"model_type\":\"llama\"," BASE_FIELDS
                                ",\"num_attention_heads\":4,\"eos_token_id\":null,"
@@ -1607,6 +1634,14 @@ static void test_hfconfig_write(void **state)
     assert_int_equal(r.bos_token_id, -1);
     assert_int_equal(r.head_dim, 16);
     assert_true(r.rms_norm_eps == 1e-6);
+    assert_int_equal(r.rope_scaling.type, CQ_ROPE_PLAIN);
+    /* rope_scaling survives a write (a quantized LLaMA-3.2 keeps its RoPE) */
+    cq_hf_config l32;
+    assert_int_equal(cq_hf_config_load(&l32, FIX("config_llama32.json")), 0);
+    assert_int_equal(cq_hf_config_write(p, &l32, NULL), 0);
+    assert_int_equal(cq_hf_config_load(&r, p), 0);
+    assert_memory_equal(&r.rope_scaling, &l32.rope_scaling, sizeof r.rope_scaling);
+    assert_int_equal(cq_hf_config_write(p, &m, NULL), 0);   /* back to the file the checks below expect */
 
     /* failures leave the previous file alone */
     uint8_t *before = read_all(p, &n);

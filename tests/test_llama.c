@@ -422,6 +422,28 @@ static void test_golden_headdim(void **state)
     check_golden("headdim", false);
 }
 
+/* LLaMA-3.1's rope_scaling (llama3) against the PyTorch reference: logits,
+ * loss and every gradient; and the same weights with plain RoPE are far
+ * from it, so the scaling is what the match shows. */
+static void test_golden_llama3(void **state)
+{
+    (void)state;
+    check_golden("llama3", false);
+    golden g;
+    golden_open(&g, "llama3");
+    cq_llama *m = load_ok(FIX("llama3"));
+    assert_int_equal(m->cfg.rope_scaling.type, CQ_ROPE_LLAMA3);
+    assert_true(m->cfg.rope_scaling.factor == 8.0f && m->cfg.rope_scaling.original_max == 64.0f);
+    m->cfg.rope_scaling.type = CQ_ROPE_PLAIN;
+    float *lg = run_logits(m, g.ids, g.B, g.T, 0, false);
+    double e = nerr_fd(lg, g.logits, (size_t)(g.B * g.T * g.V));
+    printf("  [llama3] the same weights with plain RoPE: logits error %.3g\n", e);
+    assert_true(e > 100 * TOL_LOGITS);
+    free(lg);
+    cq_llama_destroy(&m);
+    golden_close(&g);
+}
+
 /* ------------------------------------------------------------ GGUF export (as convert_hf_to_gguf.py) */
 static void gguf_name(char *out, size_t n, const char *hf)
 {
@@ -452,6 +474,16 @@ static void gguf_name(char *out, size_t n, const char *hf)
 /* Writes m as a llama.cpp GGUF: metadata, llama.cpp tensor names, q/k rows
  * permuted. ggml_type F32 or F16; arch is general.architecture; the
  * parameter named `skip` (may be NULL) is left out. */
+static void expect_load_err(const char *path, int want, const char *sub1, const char *sub2);
+
+/* RoPE scaling metadata write_gguf adds when set (llama.cpp's keys; freqs:
+ * a rope_freqs.weight tensor, its form of LLaMA-3.1's llama3 scaling) */
+static struct {
+    const char *type;
+    float factor;
+    bool freqs;
+} g_gguf_rope;
+
 static void write_gguf(const cq_llama *m, const char *path, uint32_t ggml_type, const char *arch, const char *skip)
 {
     const cq_llama_config *c = &m->cfg;
@@ -472,6 +504,16 @@ static void write_gguf(const cq_llama *m, const char *path, uint32_t ggml_type, 
     }
     assert_int_equal(cq_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps), 0);
     assert_int_equal(cq_gguf_writer_add_f32(w, "llama.rope.freq_base", c->rope_theta), 0);
+    if (g_gguf_rope.type) {
+        assert_int_equal(cq_gguf_writer_add_str(w, "llama.rope.scaling.type", g_gguf_rope.type), 0);
+        assert_int_equal(cq_gguf_writer_add_f32(w, "llama.rope.scaling.factor", g_gguf_rope.factor), 0);
+    }
+    static float freqs[256];
+    if (g_gguf_rope.freqs) {
+        int64_t ne = c->head_dim / 2;
+        for (int64_t j = 0; j < ne; j++) freqs[j] = 1.0f + (float)j;
+        assert_int_equal(cq_gguf_writer_add_tensor(w, "rope_freqs.weight", CQ_GGML_F32, 1, &ne, freqs), 0);
+    }
     assert_int_equal(cq_gguf_writer_add_u32(w, "general.file_type", ggml_type == CQ_GGML_F16 ? 1u : 0u), 0);
     if (c->bos >= 0) assert_int_equal(cq_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos), 0);
     if (c->eos >= 0) assert_int_equal(cq_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos), 0);
@@ -521,6 +563,7 @@ static void assert_same_config(const cq_llama_config *a, const cq_llama_config *
     assert_int_equal(a->max_seq, b->max_seq);
     assert_true(a->norm_eps == b->norm_eps);
     assert_true(a->rope_theta == b->rope_theta);
+    assert_memory_equal(&a->rope_scaling, &b->rope_scaling, sizeof a->rope_scaling);
     assert_int_equal(a->tie_embeddings, b->tie_embeddings);
     assert_int_equal(a->bos, b->bos);
     assert_int_equal(a->eos, b->eos);
@@ -571,8 +614,8 @@ static struct variant_logits check_file_model(const char *what, const char *path
 static void test_gguf_and_save(void **state)
 {
     (void)state;
-    static const char *const variants[3] = { "untied", "tied", "headdim" };
-    for (int v = 0; v < 3; v++) {
+    static const char *const variants[4] = { "untied", "tied", "headdim", "llama3" };
+    for (int v = 0; v < 4; v++) {
         golden g;
         golden_open(&g, variants[v]);
         char dir[1024], path[1024], what[128];
@@ -581,11 +624,19 @@ static void test_gguf_and_save(void **state)
         float *ref = run_logits(m, g.ids, g.B, g.T, 0, false);
         struct variant_logits r;
 
-        /* GGUF F32: same weights, so the same logits */
+        const bool llama3 = m->cfg.rope_scaling.type == CQ_ROPE_LLAMA3;
+        /* GGUF F32: same weights, so the same logits; llama.cpp stores
+         * llama3 scaling as per-dimension factors, which are refused */
         pathf(what, sizeof what, "%s.f32.gguf", variants[v]);
+        g_gguf_rope.freqs = llama3;
         write_gguf(m, tmp_path(path, sizeof path, what), CQ_GGML_F32, "llama", NULL);
-        r = check_file_model(what, path, m, ref, &g, CQ_F32);
-        assert_true(r.e_ref <= TOL_SAME && r.e_golden <= TOL_LOGITS);
+        g_gguf_rope.freqs = false;
+        if (llama3) {
+            expect_load_err(path, CQ_ENOTSUP, "rope_freqs.weight", "not supported");
+        } else {
+            r = check_file_model(what, path, m, ref, &g, CQ_F32);
+            assert_true(r.e_ref <= TOL_SAME && r.e_golden <= TOL_LOGITS);
+        }
 
         /* HF save -> load, f32: identical weights and logits */
         pathf(what, sizeof what, "%s saved f32", variants[v]);
@@ -614,8 +665,35 @@ static void test_gguf_and_save(void **state)
         /* GGUF F16: the same f16 weights as the f16 save, so its logits */
         pathf(what, sizeof what, "%s.f16.gguf", variants[v]);
         write_gguf(m, tmp_path(path, sizeof path, what), CQ_GGML_F16, "llama", NULL);
-        r = check_file_model(what, path, m, ref16, &g, CQ_F16);
-        assert_true(r.e_ref <= TOL_SAME && r.e_golden <= TOL_F16);
+        if (!llama3) {
+            r = check_file_model(what, path, m, ref16, &g, CQ_F16);
+            assert_true(r.e_ref <= TOL_SAME && r.e_golden <= TOL_F16);
+        }
+        if (v == 0) {
+            /* llama.cpp's linear RoPE scaling keys: the model with the same
+             * scaling set by hand gives the same logits; other types refused */
+            g_gguf_rope.type = "linear";
+            g_gguf_rope.factor = 2.0f;
+            write_gguf(m, tmp_path(path, sizeof path, "untied.linear.gguf"), CQ_GGML_F32, "llama", NULL);
+            cq_llama *ml = load_ok(path);
+            assert_int_equal(ml->cfg.rope_scaling.type, CQ_ROPE_LINEAR);
+            assert_true(ml->cfg.rope_scaling.factor == 2.0f);
+            float *lin = run_logits(ml, g.ids, g.B, g.T, 0, false);
+            m->cfg.rope_scaling = ml->cfg.rope_scaling;
+            float *want = run_logits(m, g.ids, g.B, g.T, 0, false);
+            m->cfg.rope_scaling = (cq_rope_scaling){ 0 };
+            size_t nlog = (size_t)(g.B * g.T * g.V);
+            printf("  untied.linear.gguf: logits vs the model with linear x2 set %.3g, vs plain %.3g\n",
+                   nerr_ff(lin, want, nlog), nerr_ff(lin, ref, nlog));
+            assert_true(nerr_ff(lin, want, nlog) <= TOL_SAME && nerr_ff(lin, ref, nlog) > 100 * TOL_LOGITS);
+            free(lin);
+            free(want);
+            cq_llama_destroy(&ml);
+            g_gguf_rope.type = "yarn";
+            write_gguf(m, tmp_path(path, sizeof path, "untied.yarn.gguf"), CQ_GGML_F32, "llama", NULL);
+            g_gguf_rope.type = NULL;
+            expect_load_err(path, CQ_ENOTSUP, "\"yarn\" is not supported", NULL);
+        }
         free(ref16);
 
         if (v == 1) {
@@ -715,6 +793,7 @@ static void test_kv_cache(void **state)
     (void)state;
     check_cache("untied");
     check_cache("tied");
+    check_cache("llama3");   /* scaled RoPE at the cache's positions */
 }
 
 /* ------------------------------------------------------------ bad inputs */
@@ -1068,6 +1147,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_untied), cmocka_unit_test(test_golden_tied),
         cmocka_unit_test(test_golden_headdim),
+        cmocka_unit_test(test_golden_llama3),
         cmocka_unit_test(test_gguf_and_save), cmocka_unit_test(test_sharded_dir),
         cmocka_unit_test(test_kv_cache),
         cmocka_unit_test(test_bad_inputs),    cmocka_unit_test(test_bad_forward),

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "cq_ops.h"
+#include "fixtures/rope_hf_golden.h"
 #include "op_cases.h"
 
 static cq_backend *cpu;
@@ -533,6 +534,49 @@ static void test_registry(void **state)
     assert_null(be);
 }
 
+/* RoPE inverse frequencies (core/cq_rope.h) against transformers' own
+ * formulas run in torch (tools/gen_rope_golden.py): plain, linear and
+ * llama3 scaling for LLaMA-3.1 and 3.2 shapes. cherryq forms theta^(-2j/D)
+ * in double before rounding to f32 (torch: in f32), so up to an ulp there,
+ * a few after llama3's smoothing; a wrong band would be off by up to 8-32x. */
+static int ulps(float a, float b)
+{
+    int32_t x, y;
+    memcpy(&x, &a, 4);
+    memcpy(&y, &b, 4);
+    return x > y ? x - y : y - x;
+}
+
+static void test_rope_inv_freq_hf(void **state)
+{
+    (void)state;
+    static const struct {
+        const float *want;
+        int64_t D;
+        float theta;
+        cq_rope_scaling s;
+        int max_ulps;
+    } cases[] = {
+        { hf_default_128, 128, 10000.0f, { CQ_ROPE_PLAIN, 0, 0, 0, 0 }, 1 },
+        { hf_linear_64, 64, 10000.0f, { CQ_ROPE_LINEAR, 4.0f, 0, 0, 0 }, 1 },
+        { hf_llama3_128, 128, 500000.0f, { CQ_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 8192.0f }, 4 },
+        { hf_llama3_64, 64, 500000.0f, { CQ_ROPE_LLAMA3, 32.0f, 1.0f, 4.0f, 8192.0f }, 4 },
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int worst = 0;
+        for (int64_t j = 0; j < cases[k].D / 2; j++) {
+            const cq_rope_scaling *s = &cases[k].s;
+            float got = cq_rope_inv_freq(cases[k].theta, cases[k].D, j, s->type, s->factor, s->low_freq_factor,
+                                         s->high_freq_factor, s->original_max);
+            int u = ulps(got, cases[k].want[j]);
+            if (u > worst) worst = u;
+        }
+        printf("  rope inv_freq case %zu (D %lld, type %d): worst %d ulp against transformers\n", k,
+               (long long)cases[k].D, cases[k].s.type, worst);
+        assert_true(worst <= cases[k].max_ulps);
+    }
+}
+
 int main(void)
 {
     tr_seed(42);
@@ -542,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_grad_matmul),
         cmocka_unit_test(test_grad_elementwise),
         cmocka_unit_test(test_grad_rmsnorm_rope),
+        cmocka_unit_test(test_rope_inv_freq_hf),
         cmocka_unit_test(test_grad_attention),
         cmocka_unit_test(test_grad_embed_xent),
         cmocka_unit_test(test_grad_ste_identity),

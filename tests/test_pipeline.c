@@ -519,6 +519,9 @@ static void test_qmodel_roundtrip(void **state)
 {
     (void)state;
     cq_llama *m = load_fp();
+    /* a LLaMA-3.1-style rope_scaling must survive the quantized directory
+     * and the export (the logits below compare against m, which has it) */
+    m->cfg.rope_scaling = (cq_rope_scaling){ CQ_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 16.0f };
     cq_qspec s = spec(3, 32, true, CQ_SEL_MAGNITUDE, 2);
     cq_qpacked q;
     quantize_rtn(m, &s, &q);
@@ -562,6 +565,7 @@ static void test_qmodel_roundtrip(void **state)
     assert_int_equal(cq_llama_load(&l, dir, be), 0);
     assert_non_null(l->layers[1].q[6].packed);
     assert_null(l->layers[1].lin[6]);
+    assert_memory_equal(&l->cfg.rope_scaling, &m->cfg.rope_scaling, sizeof m->cfg.rope_scaling);
     assert_int_equal(cq_qmodel_attach(m, &q), 0);
     float *la = logits_of(m, corpus + 7, 20), *lb = logits_of(l, corpus + 7, 20);
     assert_memory_equal(la, lb, 20 * 64 * 4);
@@ -572,6 +576,7 @@ static void test_qmodel_roundtrip(void **state)
     cq_llama *e = NULL;
     assert_int_equal(cq_llama_load(&e, exp, be), 0);
     assert_non_null(e->layers[1].lin[6]);
+    assert_memory_equal(&e->cfg.rope_scaling, &m->cfg.rope_scaling, sizeof m->cfg.rope_scaling);
     float *le = logits_of(e, corpus + 7, 20);
     assert_true(max_rel_diff(le, la, 20 * 64) < 2e-5);
     assert_int_equal(cq_qmodel_export_dense(dir, exp, CQ_F16, be), 0); /* replaces the previous export */

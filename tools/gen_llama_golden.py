@@ -11,8 +11,11 @@ down(silu(gate(x)) * up(x)), final norm, lm_head (untied, or tied to the
 embedding).
 
 Variants: "untied" (GQA, 4 heads on 2 kv heads, separate lm_head), "tied"
-(3 heads on 1 kv head, lm_head tied to the embedding, rope_theta 5e5) and
-"headdim" (head_dim given in config.json and unequal to hidden_size/heads).
+(3 heads on 1 kv head, lm_head tied to the embedding, rope_theta 5e5),
+"headdim" (head_dim given in config.json and unequal to hidden_size/heads)
+and "llama3" (LLaMA-3.1's rope_scaling, transformers'
+_compute_llama3_parameters, with an original context of 64 so that a head
+dim of 16 has frequencies in all three bands).
 For each variant it writes
   <variant>/config.json                 Hugging Face config
   <variant>/model.safetensors           f32 weights, laid out byte by byte
@@ -53,6 +56,11 @@ VARIANTS = {
     # head_dim given in config.json and != hidden_size / heads (q_proj [24, 20])
     "headdim": dict(vocab=19, dim=20, layers=1, heads=2, kv_heads=1, head_dim=12, ffn=24, batch=1,
                     seq=7, eps=1e-6, theta=10000.0, max_pos=16, tie=False, seed=5),
+    # rope_scaling llama3 (LLaMA-3.1 / 3.2), head_dim 16: j = 0 kept, j = 1 smoothed, j >= 2 divided
+    "llama3": dict(vocab=41, dim=32, layers=2, heads=2, kv_heads=1, ffn=48, batch=2, seq=13,
+                   eps=1e-5, theta=500000.0, max_pos=512, tie=False, seed=31,
+                   rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
 }
 
 LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -114,11 +122,27 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def rope(x, pos, theta):
-    """x [B, H, T, D]; LlamaRotaryEmbedding (default rope_type) +
+def llama3_scaling(inv_freq, rs):
+    """transformers' _compute_llama3_parameters on a default inv_freq."""
+    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old = rs["original_max_position_embeddings"]
+    low_freq_wavelen, high_freq_wavelen = old / lo, old / hi
+    wavelen = 2 * math.pi / inv_freq
+    inv_freq_llama = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth_factor = (old / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, inv_freq_llama)
+
+
+def rope(x, pos, theta, rope_scaling=None):
+    """x [B, H, T, D]; LlamaRotaryEmbedding (default rope_type, or llama3) +
     apply_rotary_pos_emb."""
     D = x.shape[-1]
     inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.int64).to(x.dtype) / D))
+    if rope_scaling:
+        assert rope_scaling["rope_type"] == "llama3"
+        inv_freq = llama3_scaling(inv_freq, rope_scaling)
     freqs = torch.outer(pos.to(x.dtype), inv_freq)           # [T, D/2]
     emb = torch.cat((freqs, freqs), dim=-1)                    # [T, D]
     return x * emb.cos() + rotate_half(x) * emb.sin()
@@ -138,7 +162,8 @@ def forward(c, w, ids):
         q = (h @ w[p + "self_attn.q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)
         k = (h @ w[p + "self_attn.k_proj.weight"].T).view(B, T, Hk, D).transpose(1, 2)
         v = (h @ w[p + "self_attn.v_proj.weight"].T).view(B, T, Hk, D).transpose(1, 2)
-        q, k = rope(q, pos, theta), rope(k, pos, theta)
+        rs = c.get("rope_scaling")
+        q, k = rope(q, pos, theta, rs), rope(k, pos, theta, rs)
         # repeat_kv: [B, Hk, T, D] -> [B, Hk * n_rep, T, D], kv head j serves heads j*n_rep ..
         k = k.repeat_interleave(H // Hk, dim=1)
         v = v.repeat_interleave(H // Hk, dim=1)
@@ -216,7 +241,7 @@ def hf_config(c):
         "max_position_embeddings": c["max_pos"], "mlp_bias": False, "model_type": "llama",
         "num_attention_heads": c["heads"], "num_hidden_layers": c["layers"],
         "num_key_value_heads": c["kv_heads"], "pretraining_tp": 1, "rms_norm_eps": c["eps"],
-        "rope_scaling": None, "rope_theta": c["theta"], "tie_word_embeddings": c["tie"],
+        "rope_scaling": c.get("rope_scaling"), "rope_theta": c["theta"], "tie_word_embeddings": c["tie"],
         "torch_dtype": "float32", "transformers_version": "4.44.0", "use_cache": True,
         "vocab_size": c["vocab"],
     }

@@ -187,9 +187,11 @@ int cq_cuda_compute_op(cq_cuda_ctx *c, const cq_op *op)
         cq_cuda_mfree(c, ws);
         return r;
     }
-    case CQ_OP_ROPE:
+    case CQ_OP_ROPE: {
+        const cq_rope_scaling sc = { (int)op->i[2], op->f[1], op->f[2], op->f[3], op->f[4] };
         return kerr(c, cqk_rope(s, cq_cuda_ptr(d0), cq_cuda_ptr(s0), s0->ne[0], s0->ne[1], s0->ne[2], s0->ne[3],
-                                op->i[0], op->f[0], op->i[1] != 0), op);
+                                op->i[0], op->f[0], op->i[1] != 0, &sc), op);
+    }
     case CQ_OP_ATTN:
         return kerr(c, cqk_attn(s, cq_cuda_ptr(d0), d1 ? cq_cuda_ptr(d1) : NULL, cq_cuda_ptr(s0),
                                 cq_cuda_ptr(s1), cq_cuda_ptr(s2), s0->ne[0], s0->ne[1], s1->ne[1], s0->ne[2],

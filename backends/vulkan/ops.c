@@ -435,14 +435,16 @@ out:
     return r;
 }
 
-static int rope_table(cq_vk *vk, int64_t D, float theta)
+static int rope_table(cq_vk *vk, int64_t D, const cq_op *op)
 {
-    if (vk->rope_tab && vk->rope_D == D && vk->rope_theta == theta) return CQ_OK;
+    const float key[6] = { op->f[0], (float)op->i[2], op->f[1], op->f[2], op->f[3], op->f[4] };
+    if (vk->rope_tab && vk->rope_D == D && !memcmp(vk->rope_key, key, sizeof key)) return CQ_OK;
     int64_t half = D / 2;
     float *tab = malloc((size_t)(half ? half : 1) * sizeof *tab);
     if (!tab) return CQ_ENOMEM;
     /* exactly cpu/ref.c's inv_freq */
-    for (int64_t j = 0; j < half; j++) tab[j] = (float)(1.0 / pow((double)theta, (double)(2 * j) / (double)D));
+    for (int64_t j = 0; j < half; j++)
+        tab[j] = cq_rope_inv_freq(op->f[0], D, j, (int)op->i[2], op->f[1], op->f[2], op->f[3], op->f[4]);
     cq_vk_buf *nb;
     int r = cq_vk_alloc(vk, (size_t)(half ? half : 1) * 4, &nb);
     if (!r) r = cq_vk_upload(vk, nb, 0, tab, (size_t)half * 4);
@@ -454,7 +456,7 @@ static int rope_table(cq_vk *vk, int64_t D, float theta)
     cq_vk_free(vk, vk->rope_tab);
     vk->rope_tab = nb;
     vk->rope_D = D;
-    vk->rope_theta = theta;
+    memcpy(vk->rope_key, key, sizeof key);
     return CQ_OK;
 }
 
@@ -464,7 +466,7 @@ static int op_rope(cq_vk *vk, const cq_op *op)
     int64_t D = x->ne[3];
     uint64_t rows = (uint64_t)x->ne[0] * x->ne[1] * x->ne[2];
     if (rows == 0 || D == 0) return CQ_OK;
-    int r = rope_table(vk, D, op->f[0]);
+    int r = rope_table(vk, D, op);
     if (r) return r;
     cq_vk_bind b[3];
     pc_rope pc = { 0 };

@@ -170,7 +170,7 @@ typedef struct cq_vk {
     /* rope: inv_freq table for the last (D, theta) */
     cq_vk_buf *rope_tab;
     int64_t rope_D;
-    float rope_theta;
+    float rope_key[6];            /* theta, scaling type, its 4 parameters */
 } cq_vk;
 
 /* device.c */
