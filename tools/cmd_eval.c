@@ -134,6 +134,8 @@ int cmd_eval(int argc, char **argv)
         r = cli_c4_draw("eval", tok, data, recs, n_recs, seqlen, nw, (uint64_t)seed, ids, &n_tokenized);
         t_tok = cq_time_sec() - t0;
         if (r) goto done;
+        cli_records_free(recs, n_recs);   /* the windows are drawn; the count stays for the report */
+        recs = NULL;
         n = (size_t)(nw * seqlen);
     } else {
         nw = (int64_t)(n / (size_t)seqlen);
