@@ -50,20 +50,27 @@ run() {
     echo "ok: $name"
 }
 
-for exe in "$@"; do
-    [[ $exe == */* ]] || exe=./$exe   # meson passes paths relative to the workdir
-    run "$(basename "$exe")" "$exe"
-done
-
 for i in $(seq 1 400); do printf 'the number %d is followed by %d. ' $i $((i + 1)); done > "$T/c.txt"
 VK=(--backend vulkan --threads 1)
-run "train" "$CQ" train --data "$T/c.txt" --vocab 300 --dim 32 --layers 1 --heads 2 --kv-heads 1 --ffn 64 --seq 32 \
-    --batch 4 --steps 3 --warmup 1 --eval-every 0 --out "$T/m" "${VK[@]}"
-run "impact" "$CQ" impact --model "$T/m" --data "$T/c.txt" --out "$T/imp.st" --samples 2 --seqlen 32 "${VK[@]}"
-run "quantize" "$CQ" quantize --model "$T/m" --data "$T/c.txt" --out "$T/q" --method cherryq --impact "$T/imp.st" \
-    --k 1 --bits 3 --group 32 --steps 2 --batch 2 --seqlen 32 "${VK[@]}"
-run "eval" "$CQ" eval --model "$T/q" --data "$T/c.txt" --seqlen 32 --max-windows 4 "${VK[@]}"
-run "generate" "$CQ" generate --model "$T/q" --prompt "the number" --max-tokens 6 "${VK[@]}"
+
+# both memory paths: mapped tensors (lavapipe, integrated GPUs) and the
+# staging buffer + transfer commands of a discrete GPU (forced)
+for staging in 0 1; do
+    export CQ_VULKAN_STAGING=$staging
+    tag=$([ $staging = 1 ] && echo " (staging)" || true)
+    for exe in "$@"; do
+        [[ $exe == */* ]] || exe=./$exe   # meson passes paths relative to the workdir
+        run "$(basename "$exe")$tag" "$exe"
+    done
+    rm -rf "$T/m" "$T/q" "$T/imp.st"
+    run "train$tag" "$CQ" train --data "$T/c.txt" --vocab 300 --dim 32 --layers 1 --heads 2 --kv-heads 1 --ffn 64 \
+        --seq 32 --batch 4 --steps 3 --warmup 1 --eval-every 0 --out "$T/m" "${VK[@]}"
+    run "impact$tag" "$CQ" impact --model "$T/m" --data "$T/c.txt" --out "$T/imp.st" --samples 2 --seqlen 32 "${VK[@]}"
+    run "quantize$tag" "$CQ" quantize --model "$T/m" --data "$T/c.txt" --out "$T/q" --method cherryq \
+        --impact "$T/imp.st" --k 1 --bits 3 --group 32 --steps 2 --batch 2 --seqlen 32 "${VK[@]}"
+    run "eval$tag" "$CQ" eval --model "$T/q" --data "$T/c.txt" --seqlen 32 --max-windows 4 "${VK[@]}"
+    run "generate$tag" "$CQ" generate --model "$T/q" --prompt "the number" --max-tokens 6 "${VK[@]}"
+done
 
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
 echo "no validation message"
