@@ -17,6 +17,14 @@ else echo "ok: 7B train needs $train GiB"; fi
 grep -q "6.738B parameters" "$T/out" || fail "7B parameter count"
 grep -q "activation checkpointing off, optimizer states resident" "$T/out" || fail "the memory options are not shown"
 
+# 1a. a config whose RoPE scaling cherryq does not apply: refused, with that
+# reason (not "GGUF is not read")
+sed 's/"rope_theta"/"rope_scaling": {"rope_type": "yarn", "factor": 4.0}, "rope_theta"/' "$CFG7B" > "$T/yarn.json"
+if "$CQ" plan --config "$T/yarn.json" > "$T/out" 2>&1; then fail "a yarn rope_scaling config was planned"
+elif ! grep -q 'rope_scaling type "yarn" is not supported' "$T/out" || grep -q "GGUF" "$T/out"; then
+    fail "the yarn refusal does not say why"
+else echo "ok: yarn rope_scaling refused"; fi
+
 # 1b. QAT of 7B on one 80 GB GPU (docs/cuda.md design (b)): with checkpointing,
 # offloaded AdamW states, bf16 GEMMs and micro-batch 4 x 2048 the device part
 # is under 80 GB (and 74.5 GiB); without them it is far above
