@@ -264,6 +264,15 @@ static int parse_root(cq_hf_config *c, const cJSON *root, const char *path)
         }
     }
     int r;
+    /* Mistral's sliding-window attention equals full causal attention on
+     * sequences no longer than the window: the context stops there */
+    int64_t window = 0;
+    if ((r = get_int(root, "sliding_window", &window, path)) < 0) return r;
+    if (r == 1 && window > 0 && window < c->max_position_embeddings) {
+        cq_log(CQ_LOG_INFO, "%s: sliding_window %" PRId64 ": the context is capped there (from %" PRId64 ")", path,
+               window, c->max_position_embeddings);
+        c->max_position_embeddings = window;
+    }
     if ((r = get_num(root, "rms_norm_eps", &c->rms_norm_eps, path)) < 0) return r;
     if ((r = get_num(root, "rope_theta", &c->rope_theta, path)) < 0) return r;
     if ((r = get_token_id(root, "bos_token_id", &c->bos_token_id, path)) < 0) return r;

@@ -36,7 +36,7 @@ typedef struct cq_hf_config {
     int64_t num_key_value_heads;
     int64_t head_dim;
     int64_t vocab_size;
-    int64_t max_position_embeddings;
+    int64_t max_position_embeddings;   /* capped at a smaller sliding_window (Mistral) */
     double rms_norm_eps;
     double rope_theta;
     int tie_word_embeddings;
