@@ -11,7 +11,9 @@
 #   OUT=/tmp/out tools/gpu/device_check.sh [SECTION...]   (GPU machine, repo root)
 #
 # Sections (default: all, in this order): cuda bench train profile train1b
-# cli suite vulkan; and on request: ncu (Nsight Compute on the 3-bit GEMV). Output: stdout and $OUT/log.txt; per-test logs in
+# cli suite vulkan; and on request: ncu (Nsight Compute on the 3-bit GEMV), sanitize
+# (compute-sanitizer memcheck, racecheck and synccheck on the GEMV variants:
+# hazards that depend on GPU scheduling, which the emulated device does not model). Output: stdout and $OUT/log.txt; per-test logs in
 # $OUT/tests.tar.gz. With .gl/*.deb carried (the GL/Vulkan loaders, see
 # docs/cuda.md) the vulkan section runs the Vulkan backend on the NVIDIA GPU.
 set -u
@@ -61,6 +63,19 @@ sect "bench_cuda (mixed GEMV vs DRAM bandwidth and cuBLAS f16 GEMV)"
 # every variant in one process, one cuBLAS baseline per shape (1: the default;
 # 4: int8 + dp4a; 5-7: the streaming kernels, cuda/qmatmul_kernels.cuh)
 timeout 150 "$bin/tools/bench_cuda" --variants "${CQ_QGEMV_VARIANTS:-1 4 5 6 7}"; echo "rc $?"
+
+fi
+if want sanitize; then
+sect "compute-sanitizer on the mixed GEMV variants (bench_cuda --iters 1: every shape, checked against its oracle)"
+cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+if [ -z "$cs" ]; then echo "compute-sanitizer not found"; else
+for tool in memcheck racecheck synccheck; do
+    timeout 150 "$cs" --tool $tool --error-exitcode 9 "$bin/tools/bench_cuda" --iters 1 \
+        --variants "${CQ_QGEMV_VARIANTS:-1 4 5 6 7}" >"$OUT/sanitize_$tool.txt" 2>&1
+    echo "$tool rc $? (9: the tool found errors)"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Hazard|Invalid|Barrier" "$OUT/sanitize_$tool.txt" | sort | uniq -c | head -12
+done
+fi
 
 fi
 if want train; then
