@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -217,4 +218,15 @@ void cq_set_num_threads(int n)
 #else
     (void)n;
 #endif
+}
+
+static int cmp_cstr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+const char *cq_sort_find_dup(const char **keys, size_t n)
+{
+    if (!keys || n < 2) return NULL;
+    qsort(keys, n, sizeof *keys, cmp_cstr);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(keys[i - 1], keys[i])) return keys[i];
+    return NULL;
 }

@@ -89,6 +89,9 @@ CQ_API int cq_convert(void *dst, cq_dtype dt, const void *src, cq_dtype st, size
 CQ_API double cq_time_sec(void);            /* monotonic seconds */
 CQ_API int cq_num_threads(void);            /* threads the CPU kernels use */
 CQ_API void cq_set_num_threads(int n);      /* 0 = all cores */
+/* Sorts keys in place (strcmp order) and returns a string that occurs more
+ * than once, or NULL: duplicate names in untrusted headers in O(n log n). */
+CQ_API const char *cq_sort_find_dup(const char **keys, size_t n);
 
 /* Overflow-checked size arithmetic for untrusted lengths. */
 static inline int cq_mul_ok(size_t a, size_t b, size_t *out)

@@ -217,8 +217,6 @@ static int cmp_gt_offset(const void *a, const void *b)
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-static int cmp_cstr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
-
 static int cmp_gt(const void *a, const void *b)
 {
     return strcmp((*(const cq_gguf_tensor *const *)a)->name,
@@ -382,14 +380,10 @@ static int gguf_parse(cq_gguf *g)
         const char **ks = malloc((g->nkv ? g->nkv : 1) * sizeof *ks);
         if (!ks) return CQ_ENOMEM;
         for (size_t i = 0; i < g->nkv; i++) ks[i] = g->kv[i].key;
-        qsort(ks, g->nkv, sizeof *ks, cmp_cstr);
-        for (size_t i = 1; i < g->nkv; i++)
-            if (!strcmp(ks[i - 1], ks[i])) {
-                cq_error("%s: duplicate key '%s'", path, ks[i]);
-                free(ks);
-                return CQ_EBADMSG;
-            }
+        const char *dup = cq_sort_find_dup(ks, g->nkv);
+        if (dup) cq_error("%s: duplicate key '%s'", path, dup);
         free(ks);
+        if (dup) return CQ_EBADMSG;
     }
     for (uint64_t i = 0; i < nt; i++) {
         cq_gguf_tensor *t = &g->t[g->nt];

@@ -147,8 +147,6 @@ static int cmp_tensor_offset(const void *a, const void *b)
     return x->file_offset < y->file_offset ? -1 : x->file_offset > y->file_offset;
 }
 
-static int cmp_cstr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
-
 static int parse_metadata(cq_st_file *f, const cJSON *meta)
 {
     if (!cJSON_IsObject(meta)) {
@@ -180,14 +178,10 @@ static int parse_metadata(cq_st_file *f, const cJSON *meta)
     const char **ks = malloc((f->nmeta ? f->nmeta : 1) * sizeof *ks);
     if (!ks) return CQ_ENOMEM;
     for (size_t i = 0; i < f->nmeta; i++) ks[i] = f->meta_k[i];
-    qsort(ks, f->nmeta, sizeof *ks, cmp_cstr);
-    for (size_t i = 1; i < f->nmeta; i++)
-        if (!strcmp(ks[i - 1], ks[i])) {
-            cq_error("%s: __metadata__ key '%s' appears twice", f->path, ks[i]);
-            free(ks);
-            return CQ_EBADMSG;
-        }
+    const char *dup = cq_sort_find_dup(ks, f->nmeta);
+    if (dup) cq_error("%s: __metadata__ key '%s' appears twice", f->path, dup);
     free(ks);
+    if (dup) return CQ_EBADMSG;
     return CQ_OK;
 }
 
@@ -374,21 +368,19 @@ static int st_parse(cq_st_file *f)
      * each non-empty tensor must start at or after the previous one's end */
     for (size_t i = 0; i < f->n; i++) f->sorted[i] = &f->t[i];
     qsort(f->sorted, f->n, sizeof *f->sorted, cmp_tensor_offset);
-    for (size_t i = 1, last = SIZE_MAX; i <= f->n; i++) {
-        const cq_st_tensor *t = f->sorted[i - 1];
+    const cq_st_tensor *prev = NULL;
+    for (size_t i = 0; i < f->n; i++) {
+        const cq_st_tensor *t = f->sorted[i];
         if (!t->nbytes) continue;
-        if (last != SIZE_MAX) {
-            const cq_st_tensor *p = f->sorted[last];
-            if (t->file_offset < p->file_offset + p->nbytes) {
-                cq_error("%s: tensors '%s' and '%s' overlap in the data section (bytes %" PRIu64 "..%" PRIu64
-                         " and %" PRIu64 "..%" PRIu64 ")",
-                         path, p->name, t->name, p->file_offset, p->file_offset + p->nbytes, t->file_offset,
-                         t->file_offset + t->nbytes);
-                r = CQ_EBADMSG;
-                goto done;
-            }
+        if (prev && t->file_offset < prev->file_offset + prev->nbytes) {
+            cq_error("%s: tensors '%s' and '%s' overlap in the data section (bytes %" PRIu64 "..%" PRIu64
+                     " and %" PRIu64 "..%" PRIu64 ")",
+                     path, prev->name, t->name, prev->file_offset, prev->file_offset + prev->nbytes, t->file_offset,
+                     t->file_offset + t->nbytes);
+            r = CQ_EBADMSG;
+            goto done;
         }
-        last = i - 1;
+        prev = t;
     }
     qsort(f->sorted, f->n, sizeof *f->sorted, cmp_tensor_ptr);
     for (size_t i = 1; i < f->n; i++) {

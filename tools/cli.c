@@ -488,13 +488,13 @@ int cli_c4_calib(const char *cmd, const cq_tokenizer *tok, const char *path, cha
     return 0;
 }
 
-int cli_tokenize_file(const cq_tokenizer *tok, const char *path, int32_t **ids, size_t *n)
+int cli_tokenize_file(const cq_tokenizer *tok, const char *path, bool lead, int32_t **ids, size_t *n)
 {
     char *text = NULL;
     size_t len = 0;
     int r = cli_load_corpus(path, &text, &len);
     if (r) return r;
-    r = cq_tokenizer_encode(tok, text, len, 0, ids, n);
+    r = lead ? cli_encode_lead(tok, text, len, ids, n) : cq_tokenizer_encode(tok, text, len, 0, ids, n);
     free(text);
     if (r) {
         fprintf(stderr, "cherryq: %s: tokenizing failed: %s\n", path, cq_strerror(r));

@@ -149,9 +149,10 @@ int cli_c4_draw(const char *cmd, const cq_tokenizer *tok, const char *path, char
 int cli_c4_calib(const char *cmd, const cq_tokenizer *tok, const char *path, char *const *recs, size_t n_recs,
                  int64_t samples, int64_t seqlen, uint64_t seed, cq_calib *cal);
 
-/* Reads a corpus and tokenizes it (no lead token: training and calibration
- * windows are drawn from anywhere in it). */
-int cli_tokenize_file(const cq_tokenizer *tok, const char *path, int32_t **ids, size_t *n);
+/* Reads a corpus and tokenizes it: with lead as one Hugging Face tokenizer
+ * call does (cli_encode_lead: evaluation), else without the lead token
+ * (training and calibration windows are drawn from anywhere in it). */
+int cli_tokenize_file(const cq_tokenizer *tok, const char *path, bool lead, int32_t **ids, size_t *n);
 
 /* ------------------------------------------------------------ memory plan
  * Up-front refusal (tools/cmd_plan.c): estimates cmd's peak memory

@@ -92,16 +92,8 @@ int cmd_eval(int argc, char **argv)
     double t0 = cq_time_sec();
     if (c4) {
         if ((r = cli_load_records(data, &recs, &n_recs))) goto done;
-    } else {
-        char *text = NULL;
-        size_t len = 0;
-        if ((r = cli_load_corpus(data, &text, &len))) goto done;
-        r = cli_encode_lead(tok, text, len, &ids, &n);
-        free(text);
-        if (r) {
-            fprintf(stderr, "cherryq eval: %s: tokenizing failed: %s\n", data, cq_strerror(r));
-            goto done;
-        }
+    } else if ((r = cli_tokenize_file(tok, data, true, &ids, &n))) {
+        goto done;
     }
     double t_tok = cq_time_sec() - t0;
     if ((r = cli_backend_open(backend, device, &be))) goto done;

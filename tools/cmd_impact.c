@@ -106,7 +106,7 @@ int cmd_impact(int argc, char **argv)
     cq_impact imp = { 0 };
     int rc = CQ_EXIT_RUNTIME;
     if ((r = cli_load_tokenizer(model, tokp, &tok))) goto done;
-    if ((r = c4 ? cli_load_records(data, &recs, &n_recs) : cli_tokenize_file(tok, data, &ids, &n))) goto done;
+    if ((r = c4 ? cli_load_records(data, &recs, &n_recs) : cli_tokenize_file(tok, data, false, &ids, &n))) goto done;
     if ((r = cli_backend_open(backend, device, &be))) goto done;
     cq_plan_opts po = { .batch = 1, .seqlen = seqlen, .samples = samples };
     if ((r = cli_plan_check_model("impact", model, CQ_PLAN_IMPACT, &po, be, force))) goto done;

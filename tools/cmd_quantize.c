@@ -316,7 +316,7 @@ int cmd_quantize(int argc, char **argv)
         seqlen = m->cfg.max_seq;
     }
     if (data) {
-        if ((r = cli_tokenize_file(tok, data, &ids, &n))) goto done;
+        if ((r = cli_tokenize_file(tok, data, false, &ids, &n))) goto done;
     } else {
         pp.tokens_per_unit = seqlen;
         r = cq_self_generate(m, self_gen, seqlen, (uint64_t)seed, &ids, &n, pipe_progress_cb, &pp);

@@ -233,7 +233,7 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     if (a.val) {
-        if ((r = cli_tokenize_file(tok, a.val, &vids, &nv))) goto done;
+        if ((r = cli_tokenize_file(tok, a.val, false, &vids, &nv))) goto done;
     } else if (a.holdout > 0) {
         nv = (size_t)((double)n * a.holdout);
         if (nv < (size_t)a.seq) nv = 0;
