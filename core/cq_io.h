@@ -46,6 +46,8 @@ CQ_API int cq_write_file_atomic(const char *path, const void *data, size_t n);
 
 /* mkdir -p; 0 if it exists already. */
 CQ_API int cq_mkdir_p(const char *path);
+/* The status of a failed mkdir: CQ_ENOENT, CQ_ENOSPC or CQ_EIO. */
+CQ_API int cq_mkdir_status(int err);
 CQ_API int cq_file_exists(const char *path);
 
 #endif

@@ -223,6 +223,8 @@ int cq_write_file_atomic(const char *path, const void *data, size_t n)
     return cq_afile_commit(&f);
 }
 
+int cq_mkdir_status(int err) { return err == ENOENT ? CQ_ENOENT : err == ENOSPC ? CQ_ENOSPC : CQ_EIO; }
+
 int cq_mkdir_p(const char *path)
 {
     CQ_CHECK_ARG(path && *path, CQ_EINVAL);
@@ -236,7 +238,7 @@ int cq_mkdir_p(const char *path)
                 const int e = errno;
                 cq_error("%s: cannot create directory: %s", p, strerror(e));
                 free(p);
-                return e == ENOENT ? CQ_ENOENT : e == ENOSPC ? CQ_ENOSPC : CQ_EIO;
+                return cq_mkdir_status(e);
             }
             *s = c;
             if (!c) break;

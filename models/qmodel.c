@@ -64,6 +64,15 @@ static int has_file(const char *dir, const char *name)
 
 static int has_mark(const char *dir) { return has_file(dir, CQ_DIR_MARK); }
 
+/* p's last component removed in place: "a/b" -> "a", "/a" -> "/", "a" -> "." */
+static void parent_of(char *p)
+{
+    char *sl = strrchr(p, '/');
+    if (!sl) strcpy(p, ".");
+    else if (sl == p) p[1] = 0;
+    else *sl = 0;
+}
+
 static int dir_is_empty(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -211,19 +220,8 @@ int cq_dir_check(const char *dir_in, const char *src)
      * nearest existing ancestor, made and removed again */
     char anc[4200];
     snprintf(anc, sizeof anc, "%s", tmp);
-    for (;;) {
-        char *sl = strrchr(anc, '/');
-        if (!sl) {
-            snprintf(anc, sizeof anc, ".");
-            break;
-        }
-        if (sl == anc) {
-            anc[1] = 0;
-            break;
-        }
-        *sl = 0;
-        if (lstat(anc, &st) == 0) break;
-    }
+    do parent_of(anc);
+    while (strcmp(anc, ".") && strcmp(anc, "/") && lstat(anc, &st) != 0);
     if (!is_dir(anc)) {
         cq_error("%s: cannot be written there: %s is not a directory", dir, anc);
         return CQ_EINVAL;
@@ -243,7 +241,7 @@ int cq_dir_check(const char *dir_in, const char *src)
     if (mkdir(probe, 0700) != 0) {
         const int e = errno;
         cq_error("%s: cannot be written there (a directory cannot be made in %s: %s)", dir, anc, strerror(e));
-        return e == ENOENT ? CQ_ENOENT : e == ENOSPC ? CQ_ENOSPC : CQ_EIO;
+        return cq_mkdir_status(e);
     }
     rmdir(probe);
     /* the writer locks the parent: it must be openable (mode 0300 is not) */
@@ -277,10 +275,7 @@ int cq_dir_begin(const char *dir_in, char *tmp, size_t n)
     if (out_path(dir_in, dir, sizeof dir)) return CQ_EINVAL;
     char parent[4096];
     snprintf(parent, sizeof parent, "%s", dir);
-    char *sl = strrchr(parent, '/');
-    if (!sl) snprintf(parent, sizeof parent, ".");
-    else if (sl == parent) parent[1] = 0;
-    else *sl = 0;
+    parent_of(parent);
     int r = cq_mkdir_p(parent);
     if (r) return r;
     dir_unlock();
