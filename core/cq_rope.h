@@ -18,6 +18,7 @@
 #define CQ_ROPE_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum { CQ_ROPE_PLAIN = 0, CQ_ROPE_LINEAR = 1, CQ_ROPE_LLAMA3 = 2 };
@@ -29,6 +30,21 @@ typedef struct cq_rope_scaling {
     float high_freq_factor;    /* llama3 */
     float original_max;        /* llama3: original_max_position_embeddings */
 } cq_rope_scaling;
+
+/* NULL when s is usable, else what is wrong with it (the op, the model
+ * config and the Hugging Face config check the same rules). */
+static inline const char *cq_rope_scaling_check(const cq_rope_scaling *s)
+{
+    if (s->type < CQ_ROPE_PLAIN || s->type > CQ_ROPE_LLAMA3) return "rope scaling type unknown";
+    if (s->type != CQ_ROPE_PLAIN && !(s->factor > 0 && isfinite(s->factor)))
+        return "rope_scaling \"factor\" must be positive and finite as a 32-bit float";
+    if (s->type == CQ_ROPE_LLAMA3 && !(s->low_freq_factor > 0 && s->high_freq_factor > s->low_freq_factor &&
+                                       isfinite(s->high_freq_factor) && s->original_max > 0 &&
+                                       isfinite(s->original_max)))
+        return "llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor and "
+               "original_max_position_embeddings > 0";
+    return NULL;
+}
 
 #if defined(__CUDACC__)
 #define CQ_ROPE_FN __host__ __device__ static inline

@@ -148,11 +148,12 @@ int cq_op_validate(const cq_op *op)
         NEED(isf32(s0) && contig(s0) && same(s0, d0), "contiguous f32, dst same shape");
         NEED(s0->ndim == 4 && s0->ne[3] % 2 == 0, "x must be [B, T, H, D] with even D");
         NEED(op->i[0] >= 0 && op->f[0] > 0, "pos0 >= 0 and theta > 0");
-        NEED(op->i[2] >= CQ_ROPE_PLAIN && op->i[2] <= CQ_ROPE_LLAMA3, "rope scaling type i[2] is 0, 1 or 2");
-        NEED(op->i[2] == CQ_ROPE_PLAIN || (op->f[1] > 0 && isfinite(op->f[1])), "rope scaling factor > 0");
-        NEED(op->i[2] != CQ_ROPE_LLAMA3 || (op->f[2] > 0 && op->f[3] > op->f[2] && isfinite(op->f[3]) &&
-                                              op->f[4] > 0 && isfinite(op->f[4])),
-             "llama3 rope scaling: 0 < low_freq_factor < high_freq_factor, original_max > 0");
+        {
+            const cq_rope_scaling s = { op->i[2] < CQ_ROPE_PLAIN || op->i[2] > CQ_ROPE_LLAMA3 ? -1 : (int)op->i[2],
+                                        op->f[1], op->f[2], op->f[3], op->f[4] };
+            const char *why = cq_rope_scaling_check(&s);
+            NEED(!why, "%s (i[2] %lld, f[1..4])", why ? why : "", (long long)op->i[2]);
+        }
         break;
     case CQ_OP_ATTN: {
         NEED(s0 && s1 && s2 && d0, "missing tensor");

@@ -183,17 +183,11 @@ int cq_hf_config_validate(const cq_hf_config *c, const char *what)
         return CQ_EBADMSG;
     }
     const cq_rope_scaling *s = &c->rope_scaling;
-    if (s->type != CQ_ROPE_PLAIN && !(s->factor > 0 && isfinite(s->factor))) {
-        cq_error("%s: rope_scaling \"factor\" (%g) must be positive and finite as a 32-bit float", what,
-                 (double)s->factor);
-        return CQ_EBADMSG;
-    }
-    if (s->type == CQ_ROPE_LLAMA3 &&
-        !(s->low_freq_factor > 0 && s->high_freq_factor > s->low_freq_factor && isfinite(s->high_freq_factor) &&
-          s->original_max > 0 && isfinite(s->original_max))) {
-        cq_error("%s: rope_scaling llama3 needs 0 < low_freq_factor (%g) < high_freq_factor (%g) and "
-                 "original_max_position_embeddings (%g) > 0",
-                 what, (double)s->low_freq_factor, (double)s->high_freq_factor, (double)s->original_max);
+    const char *why = cq_rope_scaling_check(s);
+    if (why) {
+        cq_error("%s: %s (factor %g, low_freq_factor %g, high_freq_factor %g, original_max_position_embeddings %g)",
+                 what, why, (double)s->factor, (double)s->low_freq_factor, (double)s->high_freq_factor,
+                 (double)s->original_max);
         return CQ_EBADMSG;
     }
     return CQ_OK;

@@ -33,14 +33,8 @@ int cq_llama_config_validate(const cq_llama_config *c)
         "rms_norm_eps (%g) and rope_theta (%g) must be positive and finite as 32-bit floats", (double)c->norm_eps,
         (double)c->rope_theta);
     REQ(c->bos < c->vocab && c->eos < c->vocab, "bos/eos ids must be below vocab_size");
-    const cq_rope_scaling *s = &c->rope_scaling;
-    REQ(s->type >= CQ_ROPE_PLAIN && s->type <= CQ_ROPE_LLAMA3, "rope scaling type %d unknown", s->type);
-    REQ(s->type == CQ_ROPE_PLAIN || (s->factor > 0 && isfinite(s->factor)), "rope_scaling factor (%g) must be > 0",
-        (double)s->factor);
-    REQ(s->type != CQ_ROPE_LLAMA3 || (s->low_freq_factor > 0 && s->high_freq_factor > s->low_freq_factor &&
-                                      isfinite(s->high_freq_factor) && s->original_max > 0 &&
-                                      isfinite(s->original_max)),
-        "llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings > 0");
+    const char *why = cq_rope_scaling_check(&c->rope_scaling);
+    REQ(!why, "%s (type %d)", why, c->rope_scaling.type);
 #undef REQ
     return CQ_OK;
 }

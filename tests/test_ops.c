@@ -467,6 +467,18 @@ static void test_bad_input(void **state)
     assert_non_null(strstr(g_log, "f16[3, 4]"));
     cq_ctx_reset(c);
     cq_ctx_clear_status(c);
+    /* RoPE scaling the op cannot apply (cq_rope_scaling_check) */
+    int64_t r_ne[4] = { 1, 2, 2, 8 };
+    const cq_rope_scaling bad_rs[2] = { { CQ_ROPE_LINEAR, -1.0f, 0, 0, 0 }, { CQ_ROPE_LLAMA3, 8.0f, 4.0f, 4.0f, 64.0f } };
+    for (int i = 0; i < 2; i++) {
+        cq_tensor *rx = cq_new(c, CQ_F32, 4, r_ne);   /* the reset below frees it */
+        g_log[0] = 0;
+        assert_null(cq_rope_scaled(c, rx, 0, 10000.0f, &bad_rs[i]));
+        assert_int_equal(cq_ctx_status(c), CQ_EINVAL);
+        assert_non_null(strstr(g_log, i ? "low_freq_factor" : "factor"));
+        cq_ctx_reset(c);
+        cq_ctx_clear_status(c);
+    }
     /* null pointers */
     assert_null(cq_add(c, NULL, f));
     assert_int_equal(cq_op_run(NULL, NULL), CQ_EINVAL);
