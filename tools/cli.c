@@ -206,7 +206,7 @@ int cli_backend_open(const char *name, int64_t device, cq_backend **out)
 
 /* ------------------------------------------------------------ corpus */
 
-static bool ends_with(const char *s, const char *suf)
+bool cli_ends_with(const char *s, const char *suf)
 {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
@@ -350,7 +350,7 @@ static int corpus_map(const char *path, cq_mmap *m, bool *is_jsonl)
         cq_mmap_close(m);
         return CQ_EXIT_RUNTIME;
     }
-    *is_jsonl = ends_with(path, ".jsonl") || d[k] == '{';
+    *is_jsonl = cli_ends_with(path, ".jsonl") || d[k] == '{';
     return 0;
 }
 
@@ -525,7 +525,7 @@ int cli_load_tokenizer(const char *model_path, const char *tok_path, cq_tokenize
     }
     struct stat st;
     if (model_path && stat(model_path, &st) == 0 && S_ISREG(st.st_mode)) {
-        if (ends_with(model_path, ".gguf")) {
+        if (cli_ends_with(model_path, ".gguf")) {
             r = cq_tokenizer_load_gguf(model_path, out);
             if (r) {
                 fprintf(stderr,

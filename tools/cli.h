@@ -111,6 +111,9 @@ int cli_backend_open(const char *name, int64_t device, cq_backend **out);
 /* Checks a --backend value before any work starts: 0 or CQ_EXIT_USAGE. */
 int cli_check_backend_name(const char *cmd, const char *usage_tail, const char *name);
 
+/* 1 if s ends with suf. */
+bool cli_ends_with(const char *s, const char *suf);
+
 /* Corpus: plain text, or JSONL with a "text" field per line (detected by the
  * .jsonl extension or a first non-space character '{'); JSONL records are
  * joined with "\n\n". Errors (missing file, bad JSON line N, record without a

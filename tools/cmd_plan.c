@@ -179,10 +179,9 @@ int cmd_plan(int argc, char **argv)
     bool packed = false;
     int qb = (int)bits, qg = (int)group;
     if ((r = cq_memplan_config_load(&cfg, src, &packed, &qb, &qg))) {
-        size_t sl = strlen(src);
         /* CQ_ENOTSUP is also a config.json of another architecture or RoPE
          * scaling, whose own message is out already */
-        if (r == CQ_ENOTSUP && sl >= 5 && !strcmp(src + sl - 5, ".gguf"))
+        if (r == CQ_ENOTSUP && cli_ends_with(src, ".gguf"))
             fprintf(stderr, "cherryq plan: %s: GGUF is not read by plan; pass --config\n", src);
         else fprintf(stderr, "cherryq plan: %s: cannot read the config: %s\n", src, cq_strerror(r));
         return CQ_EXIT_RUNTIME;
