@@ -114,6 +114,56 @@ cudaError_t allow_smem_cached(K kernel, size_t bytes, size_t *set)
     return e;
 }
 
+// Asynchronous copies global -> shared (cp.async, sm_80 and later): the
+// copy of 16 bytes from g to s (both 16-byte aligned), of which the first
+// src_bytes (0..16) are read and the rest zero-filled; copies issued since
+// the last commit form a group; cp_async_wait(n) returns when at most the n
+// newest groups of this thread are still in flight (n a constant 0..7 after
+// inlining). Another thread sees the data after a barrier that follows
+// the wait. The emulator (tests/cuda_emu/simt.h) performs a group's copies
+// either at its wait or at issue, as a test asks, so a read before the wait
+// and a slot overwritten while it is still read both show there.
+__device__ __forceinline__ void cp_async16(void *s, const void *g, int src_bytes)
+{
+#if defined(CQK_EMU)
+    cqk_emu::cp_async(s, g, 16, src_bytes);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(s);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(src_bytes) : "memory");
+#else
+    for (int i = 0; i < 16; ++i) ((unsigned char *)s)[i] = i < src_bytes ? ((const unsigned char *)g)[i] : 0;
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+#if defined(CQK_EMU)
+    cqk_emu::cp_async_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void cp_async_wait(int n)
+{
+#if defined(CQK_EMU)
+    cqk_emu::cp_async_wait(n);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    switch (n) {   // the instruction takes an immediate
+    case 0: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
+    case 4: asm volatile("cp.async.wait_group 4;\n" ::: "memory"); break;
+    case 5: asm volatile("cp.async.wait_group 5;\n" ::: "memory"); break;
+    case 6: asm volatile("cp.async.wait_group 6;\n" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 7;\n" ::: "memory"); break;
+    }
+#else
+    (void)n;
+#endif
+}
+
 __device__ __forceinline__ float load_f(const void *p, int dt, int64_t i)
 {
     switch (dt) {

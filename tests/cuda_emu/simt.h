@@ -145,11 +145,25 @@ struct Warp {
     uint64_t slot[32];
 };
 
+// cp.async (cuda/common.cuh cp_async16): a thread's copies not yet waited
+// for, in groups (the last one still open).
+struct AsyncCopy {
+    unsigned char *dst;
+    const unsigned char *src;
+    int bytes, src_bytes;
+};
+struct AsyncQueue {
+    std::vector<std::vector<AsyncCopy>> done_groups;   // committed, oldest first
+    std::vector<AsyncCopy> open;
+};
+
 struct Block {
-    explicit Block(int nthreads) : bar(nthreads), warps((size_t)(nthreads + 31) / 32) {}
+    explicit Block(int nthreads)
+        : bar(nthreads), warps((size_t)(nthreads + 31) / 32), async((size_t)nthreads) {}
     std::barrier<> bar;
     Sync sync;
     std::vector<Warp> warps;
+    std::vector<AsyncQueue> async;   // per thread
     std::vector<unsigned char> smem;
     std::mutex mu;   // static shared arrays, one per declaration (its tag)
     std::map<const void *, std::vector<unsigned char>> stat;
@@ -165,6 +179,54 @@ inline thread_local Ctx t_ctx;
 inline thread_local bool t_fibers = false;   // the current launch runs fibers
 
 inline Warp &warp() { return t_ctx.block->warps[t_ctx.tid.x >> 5]; }
+
+// ------------------------------------------------ cp.async
+// When a copy lands: false (default) at the wait that covers its group, the
+// latest moment a GPU may deliver it, so a read before the wait sees stale
+// shared memory; true at issue, the earliest, so a slot refilled while
+// other threads still read it is overwritten under them. Tests run the
+// kernels both ways.
+inline bool g_async_early = false;
+// Fibers only: run each warp as far as it can before the next (true), or
+// every thread in turn (false, default). A missing __syncthreads between
+// warps that share memory shows only when one warp can run ahead.
+inline bool g_warp_greedy = false;
+
+inline void async_do(const AsyncCopy &c)
+{
+    for (int i = 0; i < c.bytes; ++i) c.dst[i] = i < c.src_bytes ? c.src[i] : 0;
+}
+
+inline void cp_async(void *dst, const void *src, int bytes, int src_bytes)
+{
+    Block &b = *t_ctx.block;
+    unsigned char *d = (unsigned char *)dst;
+    if (d < b.smem.data() || d + bytes > b.smem.data() + b.smem.size() || ((uintptr_t)d & 15) ||
+        ((uintptr_t)src & 15) || src_bytes < 0 || src_bytes > bytes) {
+        std::fprintf(stderr, "cuda_emu: cp.async of %d bytes (%d read) to %p from %p: destination outside the "
+                             "block's shared memory or misaligned\n", bytes, src_bytes, dst, src);
+        std::abort();
+    }
+    const AsyncCopy c = { d, (const unsigned char *)src, bytes, src_bytes };
+    if (g_async_early) async_do(c);
+    else b.async[t_ctx.tid.x].open.push_back(c);
+}
+
+inline void cp_async_commit()
+{
+    AsyncQueue &q = t_ctx.block->async[t_ctx.tid.x];
+    q.done_groups.push_back(std::move(q.open));
+    q.open.clear();
+}
+
+inline void cp_async_wait(int n)
+{
+    AsyncQueue &q = t_ctx.block->async[t_ctx.tid.x];
+    while ((int)q.done_groups.size() > n) {
+        for (const AsyncCopy &c : q.done_groups.front()) async_do(c);
+        q.done_groups.erase(q.done_groups.begin());
+    }
+}
 
 // The block's copy of the static shared array declared at `tag`.
 inline void *block_static(const void *tag, size_t bytes)
@@ -270,22 +332,35 @@ inline void run_block_fibers(Sched &s, Block &b, const Ctx &proto, unsigned nt)
         f.sp = sp;
     }
     unsigned left = nt;
+    auto resume = [&](unsigned t) {
+        Fiber &f = s.fib[t];
+        if (f.done) return;
+        s.cur = &f;
+        t_ctx = f.ctx;
+#if defined(__SANITIZE_ADDRESS__)
+        __sanitizer_start_switch_fiber(&s.main_fake, s.stacks[t], s.stack_bytes);
+#endif
+        cqk_emu_switch(&s.main_sp, f.sp);
+#if defined(__SANITIZE_ADDRESS__)
+        __sanitizer_finish_switch_fiber(s.main_fake, nullptr, nullptr);
+#endif
+        f.ctx = t_ctx;
+        if (f.done) left--;
+    };
     while (left) {
         const unsigned long before = s.progress;
-        for (unsigned t = 0; t < nt; ++t) {
-            Fiber &f = s.fib[t];
-            if (f.done) continue;
-            s.cur = &f;
-            t_ctx = f.ctx;
-#if defined(__SANITIZE_ADDRESS__)
-            __sanitizer_start_switch_fiber(&s.main_fake, s.stacks[t], s.stack_bytes);
-#endif
-            cqk_emu_switch(&s.main_sp, f.sp);
-#if defined(__SANITIZE_ADDRESS__)
-            __sanitizer_finish_switch_fiber(s.main_fake, nullptr, nullptr);
-#endif
-            f.ctx = t_ctx;
-            if (f.done) left--;
+        if (g_warp_greedy) {
+            // each warp as far as it gets (to a block barrier or its end)
+            // before the next one moves: the largest skew between warps
+            for (unsigned w0 = 0; w0 < nt; w0 += 32) {
+                unsigned long p;
+                do {
+                    p = s.progress;
+                    for (unsigned t = w0; t < w0 + 32 && t < nt; ++t) resume(t);
+                } while (s.progress != p);
+            }
+        } else {
+            for (unsigned t = 0; t < nt; ++t) resume(t);   // round robin: warps in step
         }
         if (left && s.progress == before) {
             std::fprintf(stderr, "cuda_emu: deadlock in block (%u,%u,%u): %u threads wait at barriers that "
