@@ -139,15 +139,21 @@ cudaError_t cqk_qdequant(cudaStream_t s, float *Wt, int64_t row0, int64_t nrows,
                          const cqk_qweight *w);
 /* Which GEMV kernel cqk_qgemv picks ("fast vN" or "generic"), for logs/benchmarks. */
 const char *cqk_qgemv_path(const cqk_qweight *w);
-/* Variant of the fast GEMV kernel (0..7, cuda/qmatmul_kernels.cuh
- * with_variant; default 1, or CQ_QGEMV_VARIANT read once): set_variant
- * overrides it (test_cuda runs every variant; out-of-range values select the
- * default). 0..3 and 7 are exact f32; 4, 5 and 6 quantize x to int8 per 128
- * columns (dp4a), an approximation whose oracle is cq_qmm_gemv_q8_ref
- * (cpu/qmm.h): cqk_qgemv_variant_q8(v) says which. */
-#define CQK_QGEMV_VARIANTS 8
+/* Variant of the fast GEMV kernel (0..9, cuda/qmatmul_kernels.cuh
+ * with_variant), or CQK_QGEMV_AUTO (the default): CQ_QGEMV_VARIANT=0..9,
+ * read once, or set_variant fixes one for every weight (test_cuda runs
+ * every variant; out-of-range values restore AUTO). 0..3, 7 and 9 are
+ * exact f32; 4, 5, 6 and 8 quantize x to int8 per 128 columns (dp4a), an
+ * approximation whose oracle is cq_qmm_gemv_q8_ref (cpu/qmm.h):
+ * cqk_qgemv_variant_q8(v) says which. cqk_qgemv_pick(out, in) is the
+ * variant cqk_qgemv runs for a weight of that shape (AUTO resolved: exact
+ * variant 1 under CQ_QMM_EXACT=1 / cq_qmm_set_exact(1) or in < 512, else
+ * int8 as the CPU backend's decoding GEMV: 6 from 8192 rows, 4 below). */
+#define CQK_QGEMV_VARIANTS 10
+#define CQK_QGEMV_AUTO (-1)
 void cqk_qgemv_set_variant(int v);
 int cqk_qgemv_variant(void);
+int cqk_qgemv_pick(int64_t out, int64_t in);
 int cqk_qgemv_variant_q8(int v);
 
 #ifdef __cplusplus

@@ -406,6 +406,56 @@ template <int ROWS, int CK> struct Cherries {
     float d[ROWS][CK];
 };
 
+// The CSR bounds of rows row0 .. row0 + ROWS - 1, one a lane: lane r <=
+// ROWS holds rowptr[min(row0 + r, out)] clamped to [0, nnz], so row r's
+// cherries are [lane r's, lane r+1's), empty for rows >= out; 0 elsewhere.
+template <int ROWS>
+__device__ __forceinline__ int cherry_bounds(const QW &w, int64_t row0, int lane)
+{
+    if (!w.rowptr || lane > ROWS) return 0;
+    const int64_t v = __ldg(w.rowptr + min(row0 + lane, w.out));
+    return (int)min(max(v, (int64_t)0), w.nnz);
+}
+
+// The first CK * 32 cherries of each of the ROWS rows, from their bounds
+// (cherry_bounds), CK a lane and row (the rest: a loop at the row's end).
+template <int ROWS, int CK>
+__device__ __forceinline__ void cherries_load(Cherries<ROWS, CK> &c, const QW &w, int bv, int lane)
+{
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        const int j0 = __shfl_sync(CQK_FULL_MASK, bv, r), j1 = __shfl_sync(CQK_FULL_MASK, bv, r + 1);
+#pragma unroll
+        for (int k = 0; k < CK; ++k) {
+            const int j = j0 + 32 * k + lane;
+            c.col[r][k] = j < j1 ? (int)__ldg(w.cols + j) : -1;
+            c.d[r][k] = j < j1 ? __ldg(w.delta + j) : 0.0f;
+        }
+    }
+}
+
+// The end of ROWS rows row0 ..: each row's sum plus its cherries (the
+// first CK * 32 held in c with their x in cx, the rest loaded here), warp
+// reduced, stored to y[row] for rows < out; the sums restart at 0.
+template <int BITS, int ROWS, int CK, bool Q8>
+__device__ __forceinline__ void rows_finish(float *acc, const Cherries<ROWS, CK> &c, const float (*cx)[CK], int bv,
+                                            const QW &w, const XStage &st, const float *x, int lane, float *y,
+                                            int64_t row0)
+{
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        float v = acc[r];
+#pragma unroll
+        for (int k = 0; k < CK; ++k) v = fmaf(c.d[r][k], cx[r][k], v);
+        const int j0 = __shfl_sync(CQK_FULL_MASK, bv, r), j1 = __shfl_sync(CQK_FULL_MASK, bv, r + 1);
+        for (int j = j0 + 32 * CK + lane; j < j1; j += 32)
+            v = fmaf(__ldg(w.delta + j), x_at<BITS, Q8>(st, x, w.in, __ldg(w.cols + j)), v);
+        v = warp_sum(v);
+        if (lane == 0 && row0 + r < w.out) y[row0 + r] = v;
+        acc[r] = 0.0f;
+    }
+}
+
 template <int BITS, int ROWS, int MINB, int WARPS, bool Q8>
 __global__ void __launch_bounds__(WARPS * 32, MINB)
 qgemv_stream_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
@@ -429,26 +479,9 @@ qgemv_stream_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
         row_ptrs<ROWS>(crow, rows_, gg * ROWS, w);
         load_chunk<BITS, ROWS>(c, crow, rows_, ch, w);
     };
-    // lane r <= ROWS: rowptr[min(gg * ROWS + r, out)] clamped to [0, nnz];
-    // row r's cherries are [lane r's, lane r+1's) (empty for rows >= out)
-    auto bounds = [&](int64_t gg) -> int {
-        if (!w.rowptr || gg >= ngr || lane > ROWS) return 0;
-        const int64_t v = __ldg(w.rowptr + min(gg * ROWS + lane, w.out));
-        return (int)min(max(v, (int64_t)0), w.nnz);
-    };
-    // the first CK * 32 cherries of each row of a group, from its bounds
-    auto cherries_of = [&](Cherries<ROWS, CK> &c, int bv) {
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-            const int j0 = __shfl_sync(CQK_FULL_MASK, bv, r), j1 = __shfl_sync(CQK_FULL_MASK, bv, r + 1);
-#pragma unroll
-            for (int k = 0; k < CK; ++k) {
-                const int j = j0 + 32 * k + lane;
-                c.col[r][k] = j < j1 ? (int)__ldg(w.cols + j) : -1;
-                c.d[r][k] = j < j1 ? __ldg(w.delta + j) : 0.0f;
-            }
-        }
-    };
+    // group gg's CSR bounds (cherry_bounds; none past the last group) and cherries
+    auto bounds = [&](int64_t gg) -> int { return gg < ngr ? cherry_bounds<ROWS>(w, gg * ROWS, lane) : 0; };
+    auto cherries_of = [&](Cherries<ROWS, CK> &c, int bv) { cherries_load<ROWS, CK>(c, w, bv, lane); };
 
     Chunk<BITS, ROWS> A, B;
     if (g < ngr && lane < nch) load(A, g, lane);
@@ -486,18 +519,7 @@ qgemv_stream_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
             ++s;
             return true;
         }
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-            float v = acc[r];
-#pragma unroll
-            for (int k = 0; k < CK; ++k) v = fmaf(ch_cur.d[r][k], cx[r][k], v);
-            const int j0 = __shfl_sync(CQK_FULL_MASK, bv, r), j1 = __shfl_sync(CQK_FULL_MASK, bv, r + 1);
-            for (int j = j0 + 32 * CK + lane; j < j1; j += 32)
-                v = fmaf(__ldg(w.delta + j), x_at<BITS, Q8>(st, x, w.in, __ldg(w.cols + j)), v);
-            v = warp_sum(v);
-            if (lane == 0 && g * ROWS + r < w.out) Y[n * w.out + g * ROWS + r] = v;
-            acc[r] = 0.0f;
-        }
+        rows_finish<BITS, ROWS, CK, Q8>(acc, ch_cur, cx, bv, w, st, x, lane, Y + n * w.out, g * ROWS);
         ch_cur = ch_next;
         bv = bv_next;
         bv_next = bv_after;
@@ -509,6 +531,178 @@ qgemv_stream_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w)
         if (!step(A, B)) break;
         if (!step(B, A)) break;
     }
+}
+
+// The pipelined GEMV (variants 8, 9): the codes reach shared memory by
+// asynchronous copies (cp.async), several tiles ahead. Why: the fast and
+// streaming kernels (0-7) load codes into registers, each lane its own
+// chunk (16-byte loads 16*b bytes apart: part of each 32-byte sector per
+// instruction), and then wait for them, so the bytes in flight are what
+// the registers hold and a warp alternates between waiting and computing.
+// Here the loads cost no registers and nobody waits on them but the
+// barrier of the tile they belong to.
+//   - A tile is T = WARPS * R rows x one segment of 4096 columns (32 chunks
+//     of 128, one a lane; the last segment of a row may be shorter). Each
+//     block (one an SM, persistent) owns a contiguous run of row blocks and
+//     walks their tiles in order, segment by segment.
+//   - Its threads copy tile k + S - 1 into ring slot (k + S - 1) % S while
+//     every warp computes R rows of tile k from slot k % S: lane l takes
+//     chunk l of the segment, its R rows' codes from the slot, x from the
+//     block's staged copy (once per block), the FP16 scales from global
+//     memory one tile ahead in registers. S (2..6) is what shared memory
+//     holds (PipeGeo, from the host); a row's segment sits in its slot at a
+//     stride of 512*b bytes, its 16-byte units XOR-swizzled in groups of 8
+//     at even b (pipe_swz) so that the 8 lanes of a quarter warp, reading
+//     chunks l .. l + 7, hit 8 different bank groups (at 3 bits 3l mod 8
+//     already differs).
+//   - A warp's R sums run over the segments of its row block; at the last
+//     one the cherries are added (loaded a row block ahead, their CSR
+//     bounds two ahead), the sums reduced and stored.
+// Q8 = int8 x and dp4a (variant 8), else the exact f32 math (variant 9).
+constexpr int kPipeWarps = 16, kPipeSegChunks = 32;
+
+struct PipeGeo {
+    int stages;          // S: tiles in the ring
+    int slot_bytes;      // one tile: T rows x 512 * b bytes
+    int xbytes;          // staged x ahead of the ring (16-byte multiple)
+    int nseg;            // segments of 4096 columns in a row
+};
+
+template <int BITS>
+__host__ __device__ __forceinline__ int pipe_swz(int v)
+{
+    return BITS == 3 ? v : v ^ ((v >> 3) & 7);
+}
+
+template <int BITS, int R, int WARPS, bool Q8>
+__global__ void __launch_bounds__(WARPS * 32, 1)
+qgemv_pipe_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w, PipeGeo geo)
+{
+    constexpr int T = WARPS * R, CK = 2, SU = kPipeSegChunks * BITS;   // SU: 16-byte units of a row's segment
+    CQK_DYN_SMEM(float4, smem4);
+    const XStage st = x_stage_ptrs(smem4, w.in);
+    unsigned char *const ring = (unsigned char *)smem4 + geo.xbytes;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t n = blockIdx.y;
+    const float *x = X + n * w.in;
+    const int64_t nch = w.in >> 7, nrb = (w.out + T - 1) / T;
+    const int S = geo.stages, nseg = geo.nseg;
+    // this block's row blocks [rb_lo, rb_hi)
+    const int64_t rb_lo = nrb * blockIdx.x / gridDim.x, rb_hi = nrb * (blockIdx.x + 1) / gridDim.x;
+    const int64_t ntile = (rb_hi - rb_lo) * nseg;
+
+    // copies of the block's tile k (row block rb, segment sg) into slot
+    // sl = k % S, one group a call (empty past the last tile); the caller
+    // walks k, sl, rb, sg in step
+    auto issue = [&](int64_t k, int sl, int64_t rb, int sg) {
+        if (k < ntile) {
+            unsigned char *slot = ring + (size_t)sl * (size_t)geo.slot_bytes;
+            const int64_t row0 = rb * T;
+            const int nr = (int)min((int64_t)T, w.out - row0);
+            const int su = (int)min((int64_t)kPipeSegChunks, nch - (int64_t)sg * kPipeSegChunks) * BITS;
+            const unsigned char *src = w.codes + row0 * w.row_bytes + (int64_t)sg * SU * 16;
+            for (int r = warp; r < nr; r += WARPS)
+                for (int v = lane; v < su; v += 32)
+                    cp_async16(slot + (size_t)(r * SU + pipe_swz<BITS>(v)) * 16, src + r * w.row_bytes + v * 16, 16);
+        }
+        cp_async_commit();
+    };
+    // the FP16 scales of lane's chunk of this warp's R rows in tile (rb, sg)
+    auto scales_of = [&](float (*sc)[4], int64_t rb, int sg) {
+        const int64_t ch = (int64_t)sg * kPipeSegChunks + lane;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const int64_t row = min(rb * T + warp * R + r, w.out - 1);
+#pragma unroll
+            for (int q = 0; q < 4; ++q)
+                sc[r][q] = ch < nch && rb < rb_hi
+                    ? __half2float(__ldg(w.scales + row * w.ngroups + __umulhi((uint32_t)(ch * 128 + q * 32), w.gdiv)))
+                    : 0.0f;
+        }
+    };
+    // the CSR bounds of this warp's rows in row block rb (cherry_bounds;
+    // none past the block's last row block) and their cherries
+    auto bounds = [&](int64_t rb) -> int { return rb < rb_hi ? cherry_bounds<R>(w, rb * T + warp * R, lane) : 0; };
+    auto cherries_of = [&](Cherries<R, CK> &c, int bv) { cherries_load<R, CK>(c, w, bv, lane); };
+
+    // the issue walk runs S - 1 tiles ahead of the compute walk
+    int64_t ik = 0, irb = rb_lo;
+    int isg = 0, isl = 0;
+    auto issue_next = [&]() {
+        issue(ik, isl, irb, isg);
+        ++ik;
+        if (++isl == S) isl = 0;
+        if (++isg == nseg) {
+            isg = 0;
+            ++irb;
+        }
+    };
+    for (int k = 0; k < S - 1; ++k) issue_next();
+    int bv = bounds(rb_lo), bv_next = bounds(rb_lo + 1);
+    float sc[R][4], scn[R][4];
+    scales_of(sc, rb_lo, 0);
+    stage_x<BITS, Q8>(st, x, w.in, lane, warp);
+    Cherries<R, CK> cc, cn;
+    cherries_of(cc, bv);
+    __syncthreads();                               // x staged
+
+    const uint32_t magic = w.magic;
+    float acc[R], cx[R][CK];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    int bv_after = 0;                              // set at a row block's first segment, used at its last
+    int64_t rb = rb_lo;
+    int sg = 0, sl = 0;                            // sl = k % S
+    for (int64_t k = 0; k < ntile; ++k) {
+        issue_next();                              // into the slot freed at the end of k - 1
+        const int64_t rbn = sg + 1 == nseg ? rb + 1 : rb;
+        scales_of(scn, rbn, sg + 1 == nseg ? 0 : sg + 1);
+        if (sg == 0) {                             // a new row block: the next one's cherries, bounds after it
+            bv_after = bounds(rb + 2);
+            cherries_of(cn, bv_next);
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int j = 0; j < CK; ++j)
+                    cx[r][j] = cc.col[r][j] >= 0 ? x_at<BITS, Q8>(st, x, w.in, cc.col[r][j]) : 0.0f;
+        }
+        cp_async_wait(S - 1);                      // this thread's copies of tile k have landed
+        __syncthreads();                           // and everyone's
+        const int64_t ch = (int64_t)sg * kPipeSegChunks + lane;
+        if (ch < nch && rb * T + warp * R < w.out) {
+            const uint4 *slot = (const uint4 *)(ring + (size_t)sl * (size_t)geo.slot_bytes);
+            Chunk<BITS, R> c;
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+#pragma unroll
+                for (int j = 0; j < BITS; ++j) {
+                    const uint4 t = slot[(warp * R + r) * SU + pipe_swz<BITS>(lane * BITS + j)];
+                    c.cw[r][4 * j + 0] = t.x;
+                    c.cw[r][4 * j + 1] = t.y;
+                    c.cw[r][4 * j + 2] = t.z;
+                    c.cw[r][4 * j + 3] = t.w;
+                }
+#pragma unroll
+                for (int q = 0; q < 4; ++q) c.sc[r][q] = sc[r][q];
+            }
+            dot_any<BITS, R, Q8>(acc, c, st, ch, w.off, magic);
+        }
+        if (sg + 1 == nseg) {                      // the row block's last segment: cherries, sums, stores
+            rows_finish<BITS, R, CK, Q8>(acc, cc, cx, bv, w, st, x, lane, Y + n * w.out, rb * T + warp * R);
+            cc = cn;
+            bv = bv_next;
+            bv_next = bv_after;
+        }
+        __syncthreads();                           // slot k % S is free
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) sc[r][q] = scn[r][q];
+        rb = rbn;
+        sg = sg + 1 == nseg ? 0 : sg + 1;
+        if (++sl == S) sl = 0;
+    }
+    cp_async_wait(0);                              // (the groups past the last tile are empty)
 }
 
 __device__ __forceinline__ uint32_t read_code(const uint8_t *row, int64_t c, int bits,
@@ -612,6 +806,27 @@ size_t fast_smem(const cqk_qweight *q) { return fast_smem_in(q->in); }
 // more than fast_smem, so fast_ok covers it)
 size_t q8_smem(int64_t in) { return (size_t)in + (size_t)(in / 128 + in / 32) * 4; }
 
+// The ring for tiles of `rows` rows x 4096 columns with x staged as Q8 or
+// f32, in the shared memory a block may have (smem_max); false when fewer
+// than 2 slots fit (x of more than ~100k columns in f32, ~190k in int8) or
+// the layout's conditions fail (then the launcher takes the fast kernel).
+// The rows of a tile: kPipeWarps warps x the variant's rows a warp.
+constexpr int pipe_rows(int bits) { return kPipeWarps * (bits == 8 ? 1 : 2); }
+bool pipe_geo(const QW &w, bool q8, int rows, size_t smem_max, PipeGeo *g)
+{
+    if (w.in % 128 || w.row_bytes % 16) return false;
+    const int64_t slot = (int64_t)rows * 512 * w.bits;
+    const int64_t xb = ((int64_t)(q8 ? q8_smem(w.in) : fast_smem_in(w.in)) + 15) & ~(int64_t)15;
+    if (xb + 2 * slot > (int64_t)smem_max) return false;
+    int64_t S = ((int64_t)smem_max - xb) / slot;
+    if (S > 6) S = 6;
+    g->stages = (int)S;
+    g->slot_bytes = (int)slot;
+    g->xbytes = (int)xb;
+    g->nseg = (int)(((w.in >> 7) + kPipeSegChunks - 1) / kPipeSegChunks);
+    return true;
+}
+
 // The layout conditions of the fast kernel (the launcher adds: x fits in
 // the device's shared memory).
 bool fast_shape_ok(const cqk_qweight *q)
@@ -631,31 +846,40 @@ bool fast_shape_ok(const cqk_qweight *q)
 // 5-7 = the streaming kernel (persistent grid, pipelined over row groups):
 // 5 = int8 x, half the rows, 2 blocks of 8 warps; 6 = int8 x, 1 row a warp,
 // 3 blocks of 8 warps (2 at 8 bits); 7 = exact f32, half the rows, 3 blocks
-// of 4 warps (the register budgets at which ptxas does not spill, sm_90).
+// of 4 warps (the register budgets at which ptxas does not spill, sm_90);
+// 8, 9 = the cp.async pipeline (qgemv_pipe_kernel), one block of 16 warps
+// an SM, half the rows a warp (tiles of 32 rows; 16 at 8 bits): 8 = int8 x,
+// 9 = exact f32 (where two slots do not fit: variant 4's and 1's kernels).
 // One table for the launcher and the emulator test: calls
-// f.template run<BITS, ROWS, PF, MINB, WARPS, Q8, STREAM>() for variant v.
+// f.template run<BITS, ROWS, PF, MINB, WARPS, Q8, KIND>() for variant v
+// (KIND: kFast, kStream, kPipe).
+enum { kFast = 0, kStream = 1, kPipe = 2 };
 template <int BITS, typename F>
 auto with_variant(int v, F &f)
 {
     constexpr int R = Rows<BITS>::value, H = R > 1 ? R / 2 : 1;
     constexpr int M6 = BITS == 8 ? 2 : 3;   // 8-bit: twice the code registers (no spills at 2)
     switch (v) {
-    case 0: return f.template run<BITS, R, true, 1, kWarpsFast, false, false>();
-    case 1: return f.template run<BITS, H, false, 2, 8, false, false>();
-    case 3: return f.template run<BITS, R, false, 2, kWarpsFast, false, false>();
-    case 4: return f.template run<BITS, H, false, 2, 8, true, false>();
-    case 5: return f.template run<BITS, H, false, 2, 8, true, true>();
-    case 6: return f.template run<BITS, 1, false, M6, 8, true, true>();
-    case 7: return f.template run<BITS, H, false, 3, kWarpsFast, false, true>();
-    default: return f.template run<BITS, H, false, 4, kWarpsFast, false, false>();
+    case 0: return f.template run<BITS, R, true, 1, kWarpsFast, false, kFast>();
+    case 1: return f.template run<BITS, H, false, 2, 8, false, kFast>();
+    case 3: return f.template run<BITS, R, false, 2, kWarpsFast, false, kFast>();
+    case 4: return f.template run<BITS, H, false, 2, 8, true, kFast>();
+    case 5: return f.template run<BITS, H, false, 2, 8, true, kStream>();
+    case 6: return f.template run<BITS, 1, false, M6, 8, true, kStream>();
+    case 7: return f.template run<BITS, H, false, 3, kWarpsFast, false, kStream>();
+    case 8: return f.template run<BITS, H, false, 2, kPipeWarps, true, kPipe>();
+    case 9: return f.template run<BITS, H, false, 2, kPipeWarps, false, kPipe>();
+    default: return f.template run<BITS, H, false, 4, kWarpsFast, false, kFast>();
     }
 }
 
-// Launches variant (ROWS, PF, MINB, WARPS, Q8, STREAM) of the fast GEMV for
+// Launches variant (ROWS, PF, MINB, WARPS, Q8, KIND) of the fast GEMV for
 // N rows of X on stream s (tests/test_cuda_emu.cpp launches through it too):
 // the fast kernel on one block per WARPS * ROWS rows, the streaming kernel
 // on the blocks the device holds at once (SMs x resident blocks, split over
-// the N rows of X), each with its dynamic shared memory allowed first.
+// the N rows of X), the pipelined one on one block an SM (split likewise,
+// WARPS rows a tile; ROWS and MINB are then those of its fallback, the fast
+// kernel with 8 warps), each with its dynamic shared memory allowed first.
 struct FastLaunch {
     cudaStream_t s;
     float *Y;
@@ -663,27 +887,40 @@ struct FastLaunch {
     int64_t N;
     const QW &w;
 
-    template <int BITS, int ROWS, bool PF, int MINB, int WARPS, bool Q8, bool STREAM> cudaError_t run()
+    template <int BITS, int ROWS, bool PF, int MINB, int WARPS, bool Q8, int KIND> cudaError_t run()
     {
         static size_t smem_set[64];   // the largest size already allowed, per device
         const size_t sm = Q8 ? q8_smem(w.in) : fast_smem_in(w.in);
-        const int64_t groups = (w.out + ROWS - 1) / ROWS, need = (groups + WARPS - 1) / WARPS;
-        if constexpr (STREAM) {
-            auto k = qgemv_stream_kernel<BITS, ROWS, MINB, WARPS, Q8>;
-            cudaError_t e = allow_smem_cached(k, sm, smem_set);
+        if constexpr (KIND == kPipe) {
+            PipeGeo g;
+            if (!pipe_geo(w, Q8, WARPS * ROWS, smem_optin_bytes(), &g)) return run<BITS, ROWS, PF, MINB, 8, Q8, kFast>();
+            auto k = qgemv_pipe_kernel<BITS, ROWS, WARPS, Q8>;
+            const size_t bytes = (size_t)g.xbytes + (size_t)g.stages * (size_t)g.slot_bytes;
+            cudaError_t e = allow_smem_cached(k, bytes, smem_set);
             if (e != cudaSuccess) return e;
-            static uint64_t occ[64];
-            const int64_t resident = (int64_t)sm_count() * occupancy_cached(k, WARPS * 32, sm, occ);
-            const int64_t per_n = (resident + N - 1) / N;
-            const dim3 grid((unsigned)(need < per_n ? need : per_n), (unsigned)N);
-            CQK_LAUNCH(grid, WARPS * 32, sm, s, k, Y, X, w);
+            const int64_t rbs = (w.out + WARPS * ROWS - 1) / (WARPS * ROWS), per_n = (sm_count() + N - 1) / N;
+            const dim3 grid((unsigned)(rbs < per_n ? rbs : per_n), (unsigned)N);
+            CQK_LAUNCH(grid, WARPS * 32, bytes, s, k, Y, X, w, g);
+            return cudaGetLastError();
         } else {
-            auto k = qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS, Q8>;
-            cudaError_t e = allow_smem_cached(k, sm, smem_set);
-            if (e != cudaSuccess) return e;
-            CQK_LAUNCH(dim3((unsigned)need, (unsigned)N), WARPS * 32, sm, s, k, Y, X, w);
+            const int64_t groups = (w.out + ROWS - 1) / ROWS, need = (groups + WARPS - 1) / WARPS;
+            if constexpr (KIND == kStream) {
+                auto k = qgemv_stream_kernel<BITS, ROWS, MINB, WARPS, Q8>;
+                cudaError_t e = allow_smem_cached(k, sm, smem_set);
+                if (e != cudaSuccess) return e;
+                static uint64_t occ[64];
+                const int64_t resident = (int64_t)sm_count() * occupancy_cached(k, WARPS * 32, sm, occ);
+                const int64_t per_n = (resident + N - 1) / N;
+                const dim3 grid((unsigned)(need < per_n ? need : per_n), (unsigned)N);
+                CQK_LAUNCH(grid, WARPS * 32, sm, s, k, Y, X, w);
+            } else {
+                auto k = qgemv_fast_kernel<BITS, ROWS, PF, MINB, WARPS, Q8>;
+                cudaError_t e = allow_smem_cached(k, sm, smem_set);
+                if (e != cudaSuccess) return e;
+                CQK_LAUNCH(dim3((unsigned)need, (unsigned)N), WARPS * 32, sm, s, k, Y, X, w);
+            }
+            return cudaGetLastError();
         }
-        return cudaGetLastError();
     }
 };
 

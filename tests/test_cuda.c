@@ -132,21 +132,21 @@ static int q8_reference(cq_op *op)
 }
 
 /* Whether the CUDA backend runs this QMATMUL through the int8 GEMV: the
- * variant is 4, N takes the GEMV (backends/cuda/cuda_ops.c: N <= 8) and the
- * shape the fast kernel (cuda/qmatmul.cu fast_ok: in % 128 == 0, groups of
- * multiples of 32). */
-static int runs_q8(int64_t N, int64_t in, int group)
+ * variant picked for the shape is an int8 one (cqk_qgemv_pick), N takes the
+ * GEMV (backends/cuda/cuda_ops.c: N <= 8) and the shape the fast kernel
+ * (cuda/qmatmul.cu fast_ok: in % 128 == 0, groups of multiples of 32). */
+static int runs_q8(int64_t N, int64_t out, int64_t in, int group)
 {
-    return cqk_qgemv_variant_q8(cqk_qgemv_variant()) && N <= 8 && in % 128 == 0 && group % 32 == 0;
+    return cqk_qgemv_variant_q8(cqk_qgemv_pick(out, in)) && N <= 8 && in % 128 == 0 && group % 32 == 0;
 }
 
 static int qmatmul_case(int64_t N, int64_t out, int64_t in, int bits, int group, int k)
 {
     op_case c = { 0 };
     snprintf(c.name, sizeof c.name, "qmatmul N%lld %lldx%lld b%d g%d k%d%s", (long long)N, (long long)out,
-             (long long)in, bits, group, k, runs_q8(N, in, group) ? " int8" : "");
+             (long long)in, bits, group, k, runs_q8(N, out, in, group) ? " int8" : "");
     c.tol = 1e-5;
-    if (runs_q8(N, in, group)) c.ref = q8_reference;
+    if (runs_q8(N, out, in, group)) c.ref = q8_reference;
     c.op.type = CQ_OP_QMATMUL;
     c.op.src[0] = R(2, N, in, 0, 0, 1);
     qweight(&c.op, out, in, bits, group, k);
@@ -202,10 +202,11 @@ static void test_op_table(void **state)
     op_case *cs;
     int n = op_cases_build(g_cpu, &cs, 11);
     int failed = 0;
-    /* the table holds QMATMUL to the exact product: an exact GEMV variant
-     * even when CQ_QGEMV_VARIANT picked the int8 one (its cases are below) */
+    /* the table holds QMATMUL to the exact product: the exact GEMV variant 1
+     * whatever CQ_QGEMV_VARIANT or the automatic choice would run (the
+     * int8 ones have their cases below) */
     const int env_variant = cqk_qgemv_variant();
-    if (cqk_qgemv_variant_q8(env_variant)) cqk_qgemv_set_variant(-1);
+    cqk_qgemv_set_variant(1);
     for (int i = 0; i < n; i++) {
         double e = 0;
         int r = op_case_check(g_cuda, &cs[i], &e);
@@ -242,6 +243,32 @@ static void test_qmatmul_sweep(void **state)
                 failed += qmatmul_case(24, 41, 256, bits[b], groups[g], 2) != 0;   /* batch path */
             }
     }
+    cqk_qgemv_set_variant(env_variant);
+    assert_int_equal(failed, 0);
+}
+
+/* The automatic choice (the default): exact variant 1 in exact mode and on
+ * rows shorter than the int8 rule's 512 columns, else int8 (6 from 8192
+ * rows, 4 below), each case against the oracle of what it picked. */
+static void test_qgemv_auto(void **state)
+{
+    (void)state;
+    tr_seed(23);
+    const int env_variant = cqk_qgemv_variant(), env_exact = cq_qmm_get_exact();
+    cqk_qgemv_set_variant(CQK_QGEMV_AUTO);
+    assert_int_equal(cqk_qgemv_variant(), CQK_QGEMV_AUTO);
+    int failed = 0;
+    for (int exact = 1; exact >= 0; exact--) {
+        cq_qmm_set_exact(exact);
+        assert_int_equal(cqk_qgemv_pick(14336, 4096), exact ? 1 : 6);
+        assert_int_equal(cqk_qgemv_pick(8192, 4096), exact ? 1 : 6);
+        assert_int_equal(cqk_qgemv_pick(8191, 11008), exact ? 1 : 4);
+        assert_int_equal(cqk_qgemv_pick(4096, 384), 1);
+        failed += qmatmul_case(1, 8192, 512, 3, 128, 2) != 0;
+        failed += qmatmul_case(2, 96, 4096, 4, 128, 16) != 0;
+        failed += qmatmul_case(1, 40, 384, 4, 32, 2) != 0;
+    }
+    cq_qmm_set_exact(env_exact);
     cqk_qgemv_set_variant(env_variant);
     assert_int_equal(failed, 0);
 }
@@ -506,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_op_table),
         cmocka_unit_test(test_qmatmul_sweep),
         cmocka_unit_test(test_qmatmul_llama_shapes),
+        cmocka_unit_test(test_qgemv_auto),
         cmocka_unit_test(test_attention_shapes),
         cmocka_unit_test(test_large_rows),
         cmocka_unit_test(test_oom),

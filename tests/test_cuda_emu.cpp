@@ -5,9 +5,12 @@
 //     table the real launcher uses) and bit width, groups 0/32/64/128/256,
 //     N = 3 (blockIdx.y), rows not a multiple of a block's rows (the
 //     clamped duplicate rows), rows with no cherries, a few, and more than 32
-//     (the second cherry loop): variants 0-3 against cq_qmm_gemv_ref (the
-//     exact product), variant 4 against cq_qmm_gemv_q8_ref (its int8
-//     oracle) and farther than that from the exact product;
+//     (the second cherry loop): the exact variants against
+//     cq_qmm_gemv_ref (the exact product), the int8 ones (4, 5, 6, 8)
+//     against cq_qmm_gemv_q8_ref (their oracle) and farther than that from
+//     the exact product; the pipelined ones (8, 9) a second time with their
+//     cp.async copies landing at issue and each warp run ahead (simt.h), and
+//     at the edge of their shared-memory ring;
 //   - the generic kernel on shapes the fast one refuses (in % 128 != 0, a
 //     group of 48);
 //   - the batch path's dequantize + cherry kernels against
@@ -179,13 +182,25 @@ void test_fast_variants(void **state)
                     assert_int_equal(cq_qmm_gemv_ref(&w, x, Ye.data() + n * out), 0);
                     assert_int_equal(cq_qmm_gemv_q8_ref(&w, x, Yq.data() + n * out), 0);
                 }
-                for (int v = 0; v < CQK_QGEMV_VARIANTS; v++) {
+                // the pipelined kernels (8, 9) really run here: their ring fits
+                const QW qw = make_qw(&q);
+                PipeGeo geo;
+                assert_true(pipe_geo(qw, true, pipe_rows(bits), smem_optin_bytes(), &geo) && geo.stages >= 2);
+                assert_true(pipe_geo(qw, false, pipe_rows(bits), smem_optin_bytes(), &geo) && geo.stages >= 2);
+                // each variant; 8 and 9 twice: cp.async copies landing at
+                // their wait with warps in step, then at their issue with
+                // each warp run ahead (tests/cuda_emu/simt.h)
+                for (int run = 0; run < CQK_QGEMV_VARIANTS + 2; run++) {
+                    const int v = run < CQK_QGEMV_VARIANTS ? run : run - 2;
+                    cqk_emu::g_async_early = cqk_emu::g_warp_greedy = run >= CQK_QGEMV_VARIANTS;
                     std::fill(Y.begin(), Y.end(), NAN);
                     assert_int_equal(emu_fast(v, Y.data(), X.data(), N, &q), cudaSuccess);
+                    cqk_emu::g_async_early = cqk_emu::g_warp_greedy = false;
                     for (int64_t n = 0; n < N; n++) {
                         const float *y = Y.data() + n * out, *ye = Ye.data() + n * out, *yq = Yq.data() + n * out;
                         char what[64];
-                        snprintf(what, sizeof what, "fast v%d, n %lld", v, (long long)n);
+                        snprintf(what, sizeof what, "fast v%d%s, n %lld", v,
+                                 run >= CQK_QGEMV_VARIANTS ? " (copies at issue)" : "", (long long)n);
                         const std::vector<double> &mg = mag[(size_t)n];
                         if (!cqk_qgemv_variant_q8(v)) {
                             check_rows(what, bits, group, out, in, y, ye, mg, 1e-5);
@@ -202,6 +217,40 @@ void test_fast_variants(void **state)
                     }
                 }
             }
+}
+
+// The pipelined kernels at the edge of their ring: 40 x 36864 at 4 bits
+// (9 segments a row, 64 KiB a slot): variant 8 (int8 x, 38 KiB) runs with
+// two slots, a tile in flight while one is computed, and variant 9 (f32 x,
+// 152 KiB) has no room for two and takes its fallback (variant 1's
+// kernel); both must match their oracles, with the copies landing late and
+// early.
+void test_pipe_ring(void **state)
+{
+    (void)state;
+    QMat m(40, 36864, 4, 128, true);
+    const cqk_qweight q = m.q();
+    const QW qw = make_qw(&q);
+    PipeGeo geo;
+    assert_true(pipe_geo(qw, true, pipe_rows(4), smem_optin_bytes(), &geo));
+    assert_int_equal(geo.stages, 2);
+    assert_int_equal(geo.nseg, 9);
+    assert_false(pipe_geo(qw, false, pipe_rows(4), smem_optin_bytes(), &geo));
+    const cq_qmm_w w = m.w();
+    std::vector<float> x((size_t)m.in), y((size_t)m.out), want((size_t)m.out);
+    for (auto &v : x) v = tr_normal();
+    const std::vector<double> mag = magnitudes(m, x.data());
+    for (int v : { 8, 9 })
+        for (bool early : { false, true }) {
+            cqk_emu::g_async_early = cqk_emu::g_warp_greedy = early;
+            std::fill(y.begin(), y.end(), NAN);
+            assert_int_equal(emu_fast(v, y.data(), x.data(), 1, &q), cudaSuccess);
+            cqk_emu::g_async_early = cqk_emu::g_warp_greedy = false;
+            if (v == 8) assert_int_equal(cq_qmm_gemv_q8_ref(&w, x.data(), want.data()), 0);
+            else assert_int_equal(cq_qmm_gemv_ref(&w, x.data(), want.data()), 0);
+            check_rows(v == 8 ? "pipe v8, 2 slots" : "pipe v9, fallback", 4, 128, m.out, m.in, y.data(), want.data(),
+                       mag, 1e-5);
+        }
 }
 
 // The fast kernels' group index __umulhi(c, gdiv) equals c / group for every
@@ -301,6 +350,7 @@ int main(void)
     tr_seed(9);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_variants),
+        cmocka_unit_test(test_pipe_ring),
         cmocka_unit_test(test_group_index),
         cmocka_unit_test(test_generic),
         cmocka_unit_test(test_dequant),

@@ -2,11 +2,13 @@
  * N = 1) against the memory bandwidth of the GPU and against cuBLAS's f16
  * GEMV (cublasGemmEx with N = 1) on the same matrices, in the same run.
  *
- *   bench_cuda [--iters N] [--quick] [--variants "1 4 5"]
+ *   bench_cuda [--iters N] [--quick] [--variants "a 1 4 6"]
  *
  * --variants times each listed fast-GEMV variant (cuda/qmatmul_kernels.cuh
- * with_variant) on the same weights, one line each, against one cuBLAS
- * baseline per shape; default: the variant CQ_QGEMV_VARIANT picks.
+ * with_variant; "a": the automatic choice, cqk_qgemv_pick) on the same
+ * weights, one line each, against one cuBLAS baseline per shape; default:
+ * CQ_QGEMV_VARIANT, or the automatic choice. Each line also gives the time
+ * of the same launches replayed from a CUDA graph (no host launch cost).
  *
  * Bandwidth references: the theoretical peak from the memory clock and bus
  * width, and a device-to-device copy measured here. Bytes counted for the
@@ -115,6 +117,34 @@ static double copy_gbs(cudaStream_t s)
     cudaFree(a);
     cudaFree(b);
     return ms > 0 ? 2.0 * 10 * bytes / (ms * 1e-3) / 1e9 : 0;   /* read + write */
+}
+
+/* Time per call of the same launches replayed from a CUDA graph: the
+ * kernels' own throughput, without the host's launch rate (what a decoder
+ * that captures its step in a graph sees). 0 when capture is refused. */
+static double graph_time(cudaStream_t s, float *dy, const float *dx, const cqk_qweight *w, int ncopy, int iters,
+                         cudaEvent_t e0, cudaEvent_t e1)
+{
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t ge = NULL;
+    double t = 0;
+    if (cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) != cudaSuccess) goto out;
+    for (int i = 0; i < iters; i++) cqk_qgemv(s, dy, dx, 1, &w[i % ncopy]);
+    if (cudaStreamEndCapture(s, &g) != cudaSuccess || !g) goto out;
+    if (cudaGraphInstantiate(&ge, g, 0) != cudaSuccess) goto out;
+    if (cudaGraphLaunch(ge, s) != cudaSuccess) goto out;   /* warm-up */
+    cudaEventRecord(e0, s);
+    cudaGraphLaunch(ge, s);
+    cudaEventRecord(e1, s);
+    if (cudaEventSynchronize(e1) == cudaSuccess) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess) t = ms * 1e-3 / iters;
+    }
+out:
+    if (ge) cudaGraphExecDestroy(ge);
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
+    return t;
 }
 
 static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t in, int bits, int group, int iters,
@@ -266,7 +296,7 @@ static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t i
     float ms = 0;
     for (int vi = 0; vi < nvariants; vi++) {
         cqk_qgemv_set_variant(variants[vi]);
-        h.xc = cqk_qgemv_variant_q8(cqk_qgemv_variant()) ? h.xc_q8 : h.xc_exact;
+        h.xc = cqk_qgemv_variant_q8(cqk_qgemv_pick(out, in)) ? h.xc_q8 : h.xc_exact;
         /* correctness on a sample of rows */
         CK(cudaMemset(dy, 0xff, (size_t)out * 4));   /* NaN: a row the kernel skips fails */
         CK(cqk_qgemv(s, dy, dx, 1, &w[0]));
@@ -294,10 +324,12 @@ static int bench_one(cudaStream_t s, cublasHandle_t blas, int64_t out, int64_t i
         const double t_q = ms * 1e-3 / iters;
         const double bytes_q = (double)set_bytes + in * 4.0 + out * 4.0;
         const double gbs_q = bytes_q / t_q / 1e9;
-        printf("%6lld x %-6lld b%d g%-3d %-7s %8.1f us %7.0f GB/s %5.1f%% peak %5.1f%% copy | cuBLAS f16 %8.1f us "
-               "%7.0f GB/s | speedup %.2fx  (err %.1e)\n",
+        const double t_g = graph_time(s, dy, dx, w, ncopy, iters, e0, e1);
+        printf("%6lld x %-6lld b%d g%-3d %-7s %8.1f us %7.0f GB/s %5.1f%% peak %5.1f%% copy | graph %6.1f us %5.1f%% "
+               "peak | cuBLAS f16 %8.1f us %7.0f GB/s | speedup %.2fx  (err %.1e)\n",
                (long long)out, (long long)in, bits, group, cqk_qgemv_path(&w[0]), t_q * 1e6, gbs_q,
-               peak > 0 ? 100 * gbs_q / peak : 0, copybw > 0 ? 100 * gbs_q / copybw : 0, t_h * 1e6, gbs_h,
+               peak > 0 ? 100 * gbs_q / peak : 0, copybw > 0 ? 100 * gbs_q / copybw : 0, t_g * 1e6,
+               peak > 0 && t_g > 0 ? 100 * bytes_q / t_g / 1e9 / peak : 0, t_h * 1e6, gbs_h,
                t_h > 0 ? t_h / t_q : 0, nerr);
         fflush(stdout);
     }
@@ -328,7 +360,7 @@ done:
 
 int main(int argc, char **argv)
 {
-    int iters = 200, quick = 0, variants[CQK_QGEMV_VARIANTS], nvariants = 0;
+    int iters = 200, quick = 0, variants[CQK_QGEMV_VARIANTS + 1], nvariants = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--iters") && i + 1 < argc) {
             iters = atoi(argv[++i]);
@@ -337,20 +369,20 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--variants") && i + 1 < argc) {
             for (const char *p = argv[++i]; *p; p++) {
                 if (*p == ' ' || *p == ',') continue;
-                if (*p < '0' || *p >= '0' + CQK_QGEMV_VARIANTS || (p[1] && p[1] != ' ' && p[1] != ',') ||
-                    nvariants == CQK_QGEMV_VARIANTS) {
-                    fprintf(stderr, "bench_cuda: --variants: \"%s\": want up to %d variant numbers 0..%d\n", argv[i],
-                            CQK_QGEMV_VARIANTS, CQK_QGEMV_VARIANTS - 1);
+                if ((*p != 'a' && (*p < '0' || *p >= '0' + CQK_QGEMV_VARIANTS)) || (p[1] && p[1] != ' ' && p[1] != ',') ||
+                    nvariants == CQK_QGEMV_VARIANTS + 1) {
+                    fprintf(stderr, "bench_cuda: --variants: \"%s\": want up to %d of a (the automatic choice), 0..%d\n",
+                            argv[i], CQK_QGEMV_VARIANTS + 1, CQK_QGEMV_VARIANTS - 1);
                     return 2;
                 }
-                variants[nvariants++] = *p - '0';
+                variants[nvariants++] = *p == 'a' ? CQK_QGEMV_AUTO : *p - '0';
             }
         } else {
-            fprintf(stderr, "usage: bench_cuda [--iters N] [--quick] [--variants \"1 4 5\"]\n");
+            fprintf(stderr, "usage: bench_cuda [--iters N] [--quick] [--variants \"a 1 4 6\"]\n");
             return 2;
         }
     }
-    if (!nvariants) variants[nvariants++] = cqk_qgemv_variant();
+    if (!nvariants) variants[nvariants++] = cqk_qgemv_variant();   /* CQ_QGEMV_VARIANT, or the automatic choice */
     if (iters < 1) iters = 1;
     if (quick) iters = 20;
     cq_backend_info bi;

@@ -60,9 +60,11 @@ grep -vE '^\[       OK \]|^\[ RUN      \]' "$OUT/test_cuda.txt" | tail -60
 fi
 if want bench; then
 sect "bench_cuda (mixed GEMV vs DRAM bandwidth and cuBLAS f16 GEMV)"
-# every variant in one process, one cuBLAS baseline per shape (1: the default;
-# 4: int8 + dp4a; 5-7: the streaming kernels, cuda/qmatmul_kernels.cuh)
-timeout 150 "$bin/tools/bench_cuda" --variants "${CQ_QGEMV_VARIANTS:-1 4 5 6 7}"; echo "rc $?"
+# every variant in one process, one cuBLAS baseline per shape (a: the
+# automatic choice, the default; 1: exact, the fast kernel; 4: int8 + dp4a;
+# 6: streaming, int8; 8, 9: the cp.async pipeline, int8 and exact;
+# cuda/qmatmul_kernels.cuh)
+timeout 150 "$bin/tools/bench_cuda" --variants "${CQ_QGEMV_VARIANTS:-a 1 4 6 8 9}"; echo "rc $?"
 
 fi
 if want sanitize; then
@@ -71,7 +73,7 @@ cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2
 if [ -z "$cs" ]; then echo "compute-sanitizer not found"; else
 for tool in memcheck racecheck synccheck; do
     timeout 150 "$cs" --tool $tool --error-exitcode 9 "$bin/tools/bench_cuda" --iters 1 \
-        --variants "${CQ_QGEMV_VARIANTS:-1 4 5 6 7}" >"$OUT/sanitize_$tool.txt" 2>&1
+        --variants "${CQ_QGEMV_VARIANTS:-a 1 4 6 8 9}" >"$OUT/sanitize_$tool.txt" 2>&1
     echo "$tool rc $? (9: the tool found errors)"
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Hazard|Invalid|Barrier" "$OUT/sanitize_$tool.txt" | sort | uniq -c | head -12
 done
@@ -141,14 +143,14 @@ if [ -f out/default/model.safetensors ]; then
 fi
 fi
 if want ncu; then
-sect "ncu on the 3-bit mixed GEMV (first shape, one launch) and its SASS"
-for v in ${CQ_NCU_VARIANTS:-1 5}; do   # a fast (0-4) and a streaming (5-7) variant
+sect "ncu on the 3-bit mixed GEMV (first shape, one launch) and the SASS of the 3-bit int8 pipelined kernel"
+for v in ${CQ_NCU_VARIANTS:-1 8}; do   # a fast (0-4) and a pipelined (8-9) variant
 echo "--- variant $v"
-ncu --clock-control none --kernel-name regex:'qgemv_(fast|stream)_kernel' --launch-skip 2 --launch-count 1 --set full \
+ncu --clock-control none --kernel-name regex:'qgemv_(fast|stream|pipe)_kernel' --launch-skip 2 --launch-count 1 --set full \
     "$bin/tools/bench_cuda" --iters 30 --variants "$v" >"$OUT/ncu_v$v.txt" 2>&1; echo "rc $?"
 grep -E 'Duration|DRAM Throughput|Memory Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Issue Slots Busy|Issued Ipc|No Eligible|Warp Cycles Per Issued|Executed Instructions  |Block Limit' "$OUT/ncu_v$v.txt" | head -40
 done
-cuobjdump -sass "$bin/tools/bench_cuda" | awk '/Function : .*qgemv_fast_kernelILi3ELi2ELb0ELi4/{f=1} /Function :/&&!/ILi3ELi2ELb0ELi4/{f=0} f' >"$OUT/k3.sass"
+cuobjdump -sass "$bin/tools/bench_cuda" | awk '/Function : .*qgemv_pipe_kernelILi3ELi16ELb1E/{f=1} /Function :/&&!/qgemv_pipe_kernelILi3ELi16ELb1E/{f=0} f' >"$OUT/k3.sass"
 wc -l "$OUT/k3.sass"
 fi
 sect "done"
