@@ -877,9 +877,9 @@ auto with_variant(int v, F &f)
 // N rows of X on stream s (tests/test_cuda_emu.cpp launches through it too):
 // the fast kernel on one block per WARPS * ROWS rows, the streaming kernel
 // on the blocks the device holds at once (SMs x resident blocks, split over
-// the N rows of X), the pipelined one on one block an SM (split likewise,
-// WARPS rows a tile; ROWS and MINB are then those of its fallback, the fast
-// kernel with 8 warps), each with its dynamic shared memory allowed first.
+// the N rows of X), the pipelined one on one block an SM (split likewise;
+// WARPS x ROWS rows a tile; MINB is that of its fallback, the fast kernel
+// with 8 warps), each with its dynamic shared memory allowed first.
 struct FastLaunch {
     cudaStream_t s;
     float *Y;
