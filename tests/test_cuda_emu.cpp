@@ -8,9 +8,9 @@
 //     (the second cherry loop): the exact variants against
 //     cq_qmm_gemv_ref (the exact product), the int8 ones (4, 5, 6, 8)
 //     against cq_qmm_gemv_q8_ref (their oracle) and farther than that from
-//     the exact product; the pipelined ones (8, 9) a second time with their
-//     cp.async copies landing at issue and each warp run ahead (simt.h), and
-//     at the edge of their shared-memory ring;
+//     the exact product; each a second time with every warp run as far
+//     ahead as it can and cp.async copies landing at issue (simt.h); the
+//     pipelined ones (8, 9) also at the edge of their shared-memory ring;
 //   - the generic kernel on shapes the fast one refuses (in % 128 != 0, a
 //     group of 48);
 //   - the batch path's dequantize + cherry kernels against
@@ -187,20 +187,21 @@ void test_fast_variants(void **state)
                 PipeGeo geo;
                 assert_true(pipe_geo(qw, true, pipe_rows(bits), smem_optin_bytes(), &geo) && geo.stages >= 2);
                 assert_true(pipe_geo(qw, false, pipe_rows(bits), smem_optin_bytes(), &geo) && geo.stages >= 2);
-                // each variant; 8 and 9 twice: cp.async copies landing at
-                // their wait with warps in step, then at their issue with
-                // each warp run ahead (tests/cuda_emu/simt.h)
-                for (int run = 0; run < CQK_QGEMV_VARIANTS + 2; run++) {
-                    const int v = run < CQK_QGEMV_VARIANTS ? run : run - 2;
+                // each variant twice: warps in step with cp.async copies
+                // landing at their wait, then each warp run ahead with the
+                // copies landing at their issue (tests/cuda_emu/simt.h)
+                for (int run = 0; run < 2 * CQK_QGEMV_VARIANTS; run++) {
+                    const int v = run % CQK_QGEMV_VARIANTS;
                     cqk_emu::g_async_early = cqk_emu::g_warp_greedy = run >= CQK_QGEMV_VARIANTS;
                     std::fill(Y.begin(), Y.end(), NAN);
                     assert_int_equal(emu_fast(v, Y.data(), X.data(), N, &q), cudaSuccess);
                     cqk_emu::g_async_early = cqk_emu::g_warp_greedy = false;
                     for (int64_t n = 0; n < N; n++) {
                         const float *y = Y.data() + n * out, *ye = Ye.data() + n * out, *yq = Yq.data() + n * out;
-                        char what[64];
+                        char what[96];
                         snprintf(what, sizeof what, "fast v%d%s, n %lld", v,
-                                 run >= CQK_QGEMV_VARIANTS ? " (copies at issue)" : "", (long long)n);
+                                 run >= CQK_QGEMV_VARIANTS ? " (warps run ahead, copies at issue)" : "",
+                                 (long long)n);
                         const std::vector<double> &mg = mag[(size_t)n];
                         if (!cqk_qgemv_variant_q8(v)) {
                             check_rows(what, bits, group, out, in, y, ye, mg, 1e-5);
