@@ -150,7 +150,7 @@ ncu --clock-control none --kernel-name regex:'qgemv_(fast|stream|pipe)_kernel' -
     "$bin/tools/bench_cuda" --iters 30 --variants "$v" >"$OUT/ncu_v$v.txt" 2>&1; echo "rc $?"
 grep -E 'Duration|DRAM Throughput|Memory Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Issue Slots Busy|Issued Ipc|No Eligible|Warp Cycles Per Issued|Executed Instructions  |Block Limit' "$OUT/ncu_v$v.txt" | head -40
 done
-cuobjdump -sass "$bin/tools/bench_cuda" | awk '/Function : .*qgemv_pipe_kernelILi3ELi16ELb1E/{f=1} /Function :/&&!/qgemv_pipe_kernelILi3ELi16ELb1E/{f=0} f' >"$OUT/k3.sass"
+cuobjdump -sass "$bin/tools/bench_cuda" | awk '/Function : .*qgemv_pipe_kernelILi3ELi2ELi16ELb1E/{f=1} /Function :/&&!/qgemv_pipe_kernelILi3ELi2ELi16ELb1E/{f=0} f' >"$OUT/k3.sass"
 wc -l "$OUT/k3.sass"
 fi
 sect "done"
