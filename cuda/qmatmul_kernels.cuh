@@ -137,6 +137,16 @@ __device__ __forceinline__ void row_ptrs(const uint4 **crow, int64_t *rows_, int
     }
 }
 
+// The FP16 scales of the four 32-column runs of chunk ch of row `row`, as
+// floats: run k's group is (ch * 128 + k * 32) / group, exact as
+// __umulhi(c, gdiv) since in * group <= 2^32 (fast_shape_ok).
+__device__ __forceinline__ void chunk_scales(float *sc, const QW &w, int64_t row, int64_t ch)
+{
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+        sc[k] = __half2float(__ldg(w.scales + row * w.ngroups + __umulhi((uint32_t)(ch * 128 + k * 32), w.gdiv)));
+}
+
 template <int BITS, int R>
 __device__ __forceinline__ void load_chunk(Chunk<BITS, R> &c, const uint4 *const *crow, const int64_t *rows_,
                                            int64_t ch, const QW &w)
@@ -151,12 +161,7 @@ __device__ __forceinline__ void load_chunk(Chunk<BITS, R> &c, const uint4 *const
             c.cw[r][4 * j + 2] = t.z;
             c.cw[r][4 * j + 3] = t.w;
         }
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            // (ch * 128 + k * 32) / group: exact, in * group <= 2^32 (fast_shape_ok)
-            const uint32_t g = __umulhi((uint32_t)(ch * 128 + k * 32), w.gdiv);
-            c.sc[r][k] = __half2float(__ldg(w.scales + rows_[r] * w.ngroups + g));
-        }
+        chunk_scales(c.sc[r], w, rows_[r], ch);
     }
 }
 
@@ -612,12 +617,12 @@ qgemv_pipe_kernel(float *__restrict__ Y, const float *__restrict__ X, QW w, Pipe
         const int64_t ch = (int64_t)sg * kPipeSegChunks + lane;
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-            const int64_t row = min(rb * T + warp * R + r, w.out - 1);
+            if (ch < nch && rb < rb_hi) {
+                chunk_scales(sc[r], w, min(rb * T + warp * R + r, w.out - 1), ch);
+            } else {
 #pragma unroll
-            for (int q = 0; q < 4; ++q)
-                sc[r][q] = ch < nch && rb < rb_hi
-                    ? __half2float(__ldg(w.scales + row * w.ngroups + __umulhi((uint32_t)(ch * 128 + q * 32), w.gdiv)))
-                    : 0.0f;
+                for (int q = 0; q < 4; ++q) sc[r][q] = 0.0f;
+            }
         }
     };
     // the CSR bounds of this warp's rows in row block rb (cherry_bounds;
@@ -892,6 +897,7 @@ struct FastLaunch {
         static size_t smem_set[64];   // the largest size already allowed, per device
         const size_t sm = Q8 ? q8_smem(w.in) : fast_smem_in(w.in);
         if constexpr (KIND == kPipe) {
+            static_assert(WARPS * ROWS == pipe_rows(BITS), "cqk_qgemv_path sizes the ring with pipe_rows");
             PipeGeo g;
             if (!pipe_geo(w, Q8, WARPS * ROWS, smem_optin_bytes(), &g)) return run<BITS, ROWS, PF, MINB, 8, Q8, kFast>();
             auto k = qgemv_pipe_kernel<BITS, ROWS, WARPS, Q8>;
