@@ -113,9 +113,13 @@ typedef struct cq_qlinear {
     cq_tensor *rowptr, *cols, *delta;        /* i32 [out+1], u16 [nnz], f32 [nnz]; NULL if none */
     int layout;                              /* cq_qcodes_layout of codes: CQ_QCODES_ROWS (0) unless
                                               * the builder interleaved them (models/qmodel.c, CPU) */
+    cq_tensor *lanes;                        /* u8 [bytes]: cherry lanes (cpu/qmm.h), CQ_QCODES_IL4
+                                              * with cherries only; NULL otherwise */
 } cq_qlinear;
 /* x [..., in] -> [..., out] through the packed weight (no gradient). */
 CQ_API cq_tensor *cq_qlinear_fwd(cq_ctx *c, cq_tensor *x, const cq_qlinear *w);
+/* Frees the tensors of *w and *w itself; *w = NULL. */
+CQ_API void cq_qlinear_free(cq_qlinear **w);
 
 /* Backward from a scalar loss (grad 1), or with an explicit seed grad. */
 CQ_API int cq_backward(cq_ctx *c, cq_tensor *loss);

@@ -146,7 +146,10 @@ typedef enum {
      * interleaved in chunks of 48 (3-bit) or 64 bytes, the same byte count)
      * only where the backend reads it (the CPU; the others' supports()
      * decline it). The layout is set by whoever built the codes
-     * (cq_qlinear.layout), never inferred from a tensor's name. */
+     * (cq_qlinear.layout), never inferred from a tensor's name. src6
+     * (optional, CQ_QCODES_IL4 with cherries only): the cherry lanes of the
+     * weight, u8 [bytes] (cpu/qmm.h cq_qmm_lanes_build), which the CPU's
+     * int8-activation GEMV reads instead of gathering x per cherry. */
     CQ_OP_QMATMUL,
     CQ_OP_COUNT
 } cq_op_type;

@@ -652,6 +652,19 @@ cq_tensor *cq_cast(cq_ctx *c, cq_tensor *x, cq_dtype dt)
     return y;
 }
 
+void cq_qlinear_free(cq_qlinear **w)
+{
+    if (!w || !*w) return;
+    cq_tensor_free(&(*w)->codes);
+    cq_tensor_free(&(*w)->scales);
+    cq_tensor_free(&(*w)->rowptr);
+    cq_tensor_free(&(*w)->cols);
+    cq_tensor_free(&(*w)->delta);
+    cq_tensor_free(&(*w)->lanes);
+    free(*w);
+    *w = NULL;
+}
+
 cq_tensor *cq_qlinear_fwd(cq_ctx *c, cq_tensor *x, const cq_qlinear *w)
 {
     if (!c || c->status || !x || !w) return NULL;
@@ -678,6 +691,7 @@ cq_tensor *cq_qlinear_fwd(cq_ctx *c, cq_tensor *x, const cq_qlinear *w)
     op.src[3] = w->rowptr;
     op.src[4] = w->rowptr ? w->cols : NULL;
     op.src[5] = w->rowptr ? w->delta : NULL;
+    op.src[6] = w->rowptr && w->layout == CQ_QCODES_IL4 ? w->lanes : NULL;
     op.dst[0] = y;
     op.i[0] = w->bits;
     op.i[1] = w->group;

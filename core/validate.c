@@ -80,7 +80,7 @@ int cq_op_validate(const cq_op *op)
         return CQ_EINVAL;
     }
     const cq_tensor *s0 = op->src[0], *s1 = op->src[1], *s2 = op->src[2], *s3 = op->src[3];
-    const cq_tensor *s4 = op->src[4], *s5 = op->src[5];
+    const cq_tensor *s4 = op->src[4], *s5 = op->src[5], *s6 = op->src[6];
     cq_tensor *d0 = op->dst[0], *d1 = op->dst[1], *d2 = op->dst[2];
     for (int i = 0; i < CQ_MAX_SRC; i++)
         if (op->src[i] && !op->src[i]->buf) FAIL("src%d has no buffer", i);
@@ -263,6 +263,9 @@ int cq_op_validate(const cq_op *op)
             NEED(s4 && s5 && s4->dtype == CQ_U16 && isf32(s5) && numel(s4) == numel(s5),
                  "cols u16 [nnz], delta f32 [nnz]");
         }
+        if (s6)
+            NEED(s3 && op->i[3] == CQ_QCODES_IL4 && s6->dtype == CQ_U8 && contig(s6) && s6->ndim == 1,
+                 "cherry lanes must be u8 [bytes], with interleaved codes and cherries");
         NEED(isf32(d0) && d0->ndim == 2 && d0->ne[0] == s0->ne[0] && d0->ne[1] == out, "Y must be [N, out]");
         break;
     }

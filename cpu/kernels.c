@@ -496,7 +496,9 @@ int cq_cpu_compute(const cq_op *op)
         const cq_qmm_w w = cq_cpu_qmm_w(op);
         if (op->i[3] == CQ_QCODES_IL4) {
             /* codes interleaved at load time (models/qmodel.c make_qlinear) */
-            const cq_qmm_il il = { .w = w };
+            const cq_qmm_il il = { .w = w,
+                                   .lanes = op->src[6] ? cq_tensor_host(op->src[6]) : NULL,
+                                   .lanes_bytes = op->src[6] ? cq_tensor_nbytes(op->src[6]) : 0 };
             return cq_qmm_il_gemm(&il, PC(s0), s0->ne[0], P(d0));
         }
         return cq_qmm_gemm(&w, PC(s0), s0->ne[0], P(d0));

@@ -49,7 +49,7 @@ int cq_qmm_isa_supported(cq_isa isa)
                __builtin_cpu_supports("fma");
     case CQ_ISA_AVX512VNNI:
         return cq_qmm_isa_supported(CQ_ISA_AVX512) && __builtin_cpu_supports("avx512vnni") &&
-               __builtin_cpu_supports("avx512vbmi");
+               __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2");
 #endif
     default: return 0;
     }
@@ -280,6 +280,8 @@ int cq_qmm_q8plan_init(cq_qmm_q8plan *p, const cq_qmm_w *w)
     }
     p->nsb = (p->in + p->S - 1) / p->S;
     p->nu = (p->in + p->U - 1) / p->U;
+    p->npad = p->nsb * p->S;
+    p->nnat = (p->npad + CQ_QMM_LANE_COLS - 1) / CQ_QMM_LANE_COLS * CQ_QMM_LANE_COLS;
     return 1;
 }
 
@@ -319,24 +321,26 @@ static int gemv_threads(const cq_qmm_w *w)
     return nt;
 }
 
-/* Rows per chunk (whole quads), about 8 chunks per thread, handed out
- * dynamically: each chunk is one sequential stream, and a thread that loses
- * its core to another process does not hold the others up. */
-static int64_t gemv_chunk_rows(int64_t out, int nt)
+/* Rows per chunk (whole quads; whole pairs of lane groups, a multiple of
+ * `unit`), about 8 chunks per thread, handed out dynamically: each chunk is
+ * one sequential stream, and a thread that loses its core to another process
+ * does not hold the others up. */
+static int64_t gemv_chunk_rows(int64_t out, int nt, int64_t unit)
 {
     int64_t cr = out / ((int64_t)nt * 8) / 4 * 4;
     if (cr < 16) cr = 16;
     if (cr > 512) cr = 512;
-    return cr;
+    return (cr + unit - 1) / unit * unit;
 }
 
 /* The GEMV's threading, shared by the int8 and the f32 kernels: rows in
  * chunks of gemv_chunk_rows handed out dynamically to nt threads, each
  * with its own wsn floats of ws; fn(args, r0, r1, ws) does rows [r0, r1). */
 typedef void (*row_chunk_fn)(const void *args, int64_t r0, int64_t r1, float *ws);
-static void gemv_row_chunks(int64_t out, int nt, row_chunk_fn fn, const void *args, float *ws, size_t wsn)
+static void gemv_row_chunks(int64_t out, int nt, int64_t unit, row_chunk_fn fn, const void *args, float *ws,
+                            size_t wsn)
 {
-    const int64_t cr = gemv_chunk_rows(out, nt), nchunk = (out + cr - 1) / cr;
+    const int64_t cr = gemv_chunk_rows(out, nt, unit), nchunk = (out + cr - 1) / cr;
 #pragma omp parallel num_threads(nt)
     {
 #ifdef _OPENMP
@@ -356,23 +360,25 @@ static void gemv_row_chunks(int64_t out, int nt, row_chunk_fn fn, const void *ar
 typedef struct q8_rows_args {
     const cq_qmm_q8plan *p;
     const int8_t *xq;
-    const float *sxu, *xqs, *x;
+    const float *sxu, *xqs, *xd;
     float *y;
 } q8_rows_args;
 
 static void q8_rows(const void *args, int64_t r0, int64_t r1, float *ws)
 {
     const q8_rows_args *a = args;
-    cq_qmm_gemv_q8_rows_avx512vnni(a->p, a->xq, a->sxu, a->xqs, a->x, a->y, r0, r1, ws);
+    cq_qmm_gemv_q8_rows_avx512vnni(a->p, a->xq, a->sxu, a->xqs, a->xd, a->y, r0, r1, ws);
 }
 
 static int gemv_q8(const cq_qmm_q8plan *p, const float *x, float *y)
 {
     const cq_qmm_w *w = p->w;
     const int nt = gemv_threads(w);
-    const size_t npad = (size_t)(p->nsb * p->S), nf = (size_t)p->nu + 32, wsn = 8 * ((size_t)p->nu + 48);
-    int8_t *xq = alloc64(2 * npad);
-    float *fb = alloc64(2 * nf * sizeof(float));
+    const size_t nf = (size_t)p->nu + 32, wsn = 8 * ((size_t)p->nu + 48);
+    /* the dequantized x for the cherries' gathers (lanes read xq itself) */
+    const size_t nxd = w->rowptr && !p->lanes ? (size_t)w->in : 0;
+    int8_t *xq = alloc64((size_t)(p->npad + p->nnat));
+    float *fb = alloc64((2 * nf + nxd) * sizeof(float));
     float *ws = alloc64((size_t)nt * wsn * sizeof(float));
     if (!xq || !fb || !ws) {
         free(xq);
@@ -381,10 +387,10 @@ static int gemv_q8(const cq_qmm_q8plan *p, const float *x, float *y)
         cq_error("%s: out of memory (out %lld in %lld)", __func__, (long long)w->out, (long long)w->in);
         return CQ_ENOMEM;
     }
-    float *sxu = fb, *xqs = fb + nf;
-    cq_qmm_q8_prep_avx512vnni(p, x, xq, sxu, xqs);
-    q8_rows_args a = { p, xq, sxu, xqs, x, y };
-    gemv_row_chunks(w->out, nt, q8_rows, &a, ws, wsn);
+    float *sxu = fb, *xqs = fb + nf, *xd = nxd ? fb + 2 * nf : NULL;
+    cq_qmm_q8_prep_avx512vnni(p, x, xq, sxu, xqs, xd);
+    q8_rows_args a = { p, xq, sxu, xqs, xd, y };
+    gemv_row_chunks(w->out, nt, p->lanes ? 2 * CQ_QMM_LANE_ROWS : 4, q8_rows, &a, ws, wsn);
     free(xq);
     free(fb);
     free(ws);
@@ -438,6 +444,8 @@ int cq_qmm_il_build(cq_qmm_il *il, const cq_qmm_w *w, uint8_t *dst)
     }
     il->w = *w;
     il->w.codes = dst;
+    il->lanes = NULL;   /* cherry lanes: attached by the caller (cq_qmm_lanes_build) */
+    il->lanes_bytes = 0;
     return CQ_OK;
 }
 
@@ -511,6 +519,14 @@ int cq_qmm_il_gemv(const cq_qmm_il *il, const float *x, float *y)
     cq_qmm_q8plan q8;
     if (q8_for(w, &q8)) {
         q8.il = 1;
+        if (il->lanes && w->rowptr) {
+            if (cq_qmm_lanes_header(w, il->lanes, il->lanes_bytes)) {
+                cq_error("%s: the cherry lanes (%lld bytes) were not built for this weight (out %lld, in %lld)",
+                         __func__, (long long)il->lanes_bytes, (long long)w->out, (long long)w->in);
+                return CQ_EINVAL;
+            }
+            q8.lanes = il->lanes;
+        }
         return gemv_q8(&q8, x, y);
     }
 #endif
@@ -602,7 +618,7 @@ int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y)
     prep_x(&p, x, xp, gsum);
 
     f32_rows_args a = { gv, &p, xp, gsum, x, y };
-    gemv_row_chunks(w->out, nt, f32_rows, &a, ws, wsn);
+    gemv_row_chunks(w->out, nt, 4, f32_rows, &a, ws, wsn);
     free(xp);
     free(ws);
     return CQ_OK;

@@ -41,7 +41,7 @@ typedef enum {
     CQ_ISA_SCALAR,            /* the scalar reference */
     CQ_ISA_AVX2,              /* AVX2 + FMA + F16C */
     CQ_ISA_AVX512,            /* AVX-512 F/BW/VL/DQ + FMA + F16C */
-    CQ_ISA_AVX512VNNI,        /* AVX-512 + VNNI + VBMI: GEMV with int8 activations */
+    CQ_ISA_AVX512VNNI,        /* AVX-512 + VNNI + VBMI + VBMI2: GEMV with int8 activations */
 } cq_isa;
 
 /* Columns per int8 block of x on the int8-activation GEMV path. */
@@ -102,11 +102,20 @@ CQ_API int cq_qmm_gemv_uses_q8(const cq_qmm_w *w);
  * clamped to [-127, 127] (all 0 and sx = 0 when amax = 0). xq [in],
  * sx [ceil(in / CQ_QMM_Q8_BLOCK)]. */
 CQ_API void cq_qmm_quant_x8(const float *x, int64_t in, int8_t *xq, float *sx);
-/* Scalar reference of the int8-activation GEMV (its oracle): the codes part
- * against the dequantized x (sx * xq), the cherry deltas against the exact x,
- *   y_r = sum_j dequant(u_rj) sx_b(j) xq_j + sum_{i in row r} delta_i x[cols_i],
- * summed in double. */
+/* Scalar reference of the int8-activation GEMV (its oracle): the codes and
+ * the cherries against the dequantized x (xd_j = sx_b(j) xq_j),
+ *   y_r = sum_j dequant(u_rj) xd_j + sum_{i in row r} h(delta_i) xd[cols_i],
+ * summed in double, with h(d) the FP16 rounding of d (round to nearest even;
+ * d itself where that overflows FP16): the form the cherry lanes below store.
+ * Distance from the exact product: at most
+ *   sum_j |dequant(u_rj)| sx_b(j) / 2 + sum_i (|h(delta_i)| sx_b(cols_i) / 2
+ *   + |delta_i - h(delta_i)| |x[cols_i]|). */
 CQ_API int cq_qmm_gemv_q8_ref(const cq_qmm_w *w, const float *x, float *y);
+/* The same with the cherries against the exact x and f32 deltas,
+ *   y_r = sum_j dequant(u_rj) xd_j + sum_{i in row r} delta_i x[cols_i]:
+ * the definition of the CUDA backend's int8-activation GEMVs (cuda/qmatmul.cu),
+ * which gather x per cherry from device memory. */
+CQ_API int cq_qmm_gemv_q8_exact_cherries_ref(const cq_qmm_w *w, const float *x, float *y);
 
 /* ------------------------------------------------ interleaved codes
  *
@@ -127,7 +136,9 @@ CQ_API int cq_qmm_gemv_q8_ref(const cq_qmm_w *w, const float *x, float *y);
  * (models/qmodel.c sets it, cpu/kernels.c reads it). */
 
 typedef struct cq_qmm_il {
-    cq_qmm_w w;   /* the weight; w.codes holds the interleaved layout above */
+    cq_qmm_w w;             /* the weight; w.codes holds the interleaved layout above */
+    const uint8_t *lanes;   /* optional cherry lanes of w (cq_qmm_lanes_build), or NULL */
+    int64_t lanes_bytes;    /* their size (cq_qmm_lanes_bytes) */
 } cq_qmm_il;
 
 /* Bytes per row of one interleave chunk (48 for 3-bit, 64 otherwise). */
@@ -141,12 +152,51 @@ CQ_API int cq_qmm_il_unpack_rows(const cq_qmm_il *il, int64_t r0, int64_t nr, ui
  * int8-activation GEMV would run on it (cq_qmm_gemv_uses_q8). */
 CQ_API int cq_qmm_il_wanted(const cq_qmm_w *w);
 /* cq_qmm_gemv / cq_qmm_gemm on the interleaved form: the same results as on
- * the source descriptor, bit for bit. The int8-activation GEMV reads the
- * interleaved stream directly; every other path (exact mode, other ISAs,
- * GEMM with n >= 8, uncovered groups) unpacks tiles of rows into a scratch
- * buffer of at most 8 MiB of codes and runs the row-layout kernels on them. */
+ * the source descriptor, bit for bit without cherry lanes (il->lanes NULL);
+ * with them the same oracle (cq_qmm_gemv_q8_ref), summed in another order.
+ * The int8-activation GEMV reads the interleaved stream (and the lanes)
+ * directly; every other path (exact mode, other ISAs, GEMM with n >= 8,
+ * uncovered groups) unpacks tiles of rows into a scratch buffer of at most
+ * 8 MiB of codes and runs the row-layout kernels on them (the CSR cherries). */
 CQ_API int cq_qmm_il_gemv(const cq_qmm_il *il, const float *x, float *y);
 CQ_API int cq_qmm_il_gemm(const cq_qmm_il *il, const float *X, int64_t n, float *Y);
+
+/* ------------------------------------------------ cherry lanes
+ *
+ * A second load-time form of the cherries, for the int8-activation GEMV on
+ * the interleaved codes: instead of one gather of x per 16 cherries of a
+ * row, the cherries of 64 consecutive rows (a group; one row per byte lane
+ * of a 512-bit vector) that fall in one 128-column chunk of x (one int8
+ * block) are looked up together from the chunk's 128 int8 values of x, held
+ * in two registers (vpermi2b), with no access to memory per cherry.
+ *
+ * Per group and chunk, the cherries form "entries": entry l of a chunk holds
+ * the l-th cherry (by position in the CSR row) in that chunk of every row
+ * that has more than l of them, as a 64-bit row mask, then per cherry (in
+ * row order) its column within the chunk (1 byte) and h(delta) (FP16, 2
+ * bytes; h as in cq_qmm_gemv_q8_ref). Two groups form a pair (128 rows, the
+ * rows the kernel streams together); the buffer is
+ *   header   64 bytes: u32 magic "CQL1", u32 64 (rows a group),
+ *            u32 128 (columns a chunk), u32 0, i64 out, in, nnz, npairs, bytes
+ *   table    npairs x 32 bytes: u64 offset of the pair's data, u32 entries of
+ *            its first and second group, u32 cherries of each, u64 0
+ *   per pair (64-byte aligned): u64 masks[entries], u16 chunks[entries],
+ *            u8 cols[cherries], u16 h(delta)[cherries]; the first group's
+ *            entries and cherries first
+ *   192 zero bytes (the kernel's 64-byte loads read past a pair's end)
+ * About 3.3 bytes a cherry (the CSR form takes 6) plus 10 per entry; it is
+ * kept next to the CSR form (which the exact paths read). Lanes are used by
+ * the VNNI kernel only; every other path ignores them. */
+#define CQ_QMM_LANE_ROWS 64    /* rows of a group: one per byte lane of a 512-bit vector */
+#define CQ_QMM_LANE_COLS 128   /* columns of a chunk: one int8 block of x (CQ_QMM_Q8_BLOCK) */
+/* Bytes of the lanes of w (0 when w has no cherries); < 0 on bad w. */
+CQ_API int64_t cq_qmm_lanes_bytes(const cq_qmm_w *w);
+/* Writes the lanes of w into dst (n = cq_qmm_lanes_bytes(w) bytes).
+ * CQ_ERANGE when a delta overflows FP16 (such a weight keeps the gathers). */
+CQ_API int cq_qmm_lanes_build(const cq_qmm_w *w, uint8_t *dst, int64_t n);
+/* Full validation of lanes against w (header, table, every entry and
+ * cherry in range, counts matching w's rows). O(entries + nnz). */
+CQ_API int cq_qmm_lanes_check(const cq_qmm_w *w, const uint8_t *lanes, int64_t n);
 
 /* Dequantize rows [r0, r0+nr) of W (cherries applied) to dst [nr, in] f32. */
 CQ_API int cq_qmm_dequant_rows(const cq_qmm_w *w, int64_t r0, int64_t nr, float *dst);

@@ -129,18 +129,30 @@ typedef struct cq_qmm_q8plan {
     int64_t nu;       /* units per row, ceil(in / U) */
     int64_t upg;      /* units per group; 0 when the row is one group */
     int il;           /* 1: w->codes in the interleaved layout (cq_qmm_il) */
+    int64_t npad;     /* nsb*S: bytes of the permuted xq */
+    int64_t nnat;     /* npad rounded up to CQ_QMM_LANE_COLS: natural-order xq after it */
+    const uint8_t *lanes;   /* cherry lanes (header checked), or NULL: gathers */
 } cq_qmm_q8plan;
 
 /* Fill p; 1 when the int8 kernel covers w's shape, 0 otherwise. */
 int cq_qmm_q8plan_init(cq_qmm_q8plan *p, const cq_qmm_w *w);
-/* Quantize x for p: xq [nsb*S] permuted, zero padded; sxu [nu+32] and
- * xqs [nu+32]: per unit the x scale and the sum of xq (as f32), zero padded.
- * Same values as cq_qmm_quant_x8. */
+/* Quantize x for p: xq [npad] permuted, then xq + npad [nnat] the same
+ * values in natural order, both zero padded; sxu [nu+32] and xqs [nu+32]:
+ * per unit the x scale and the sum of xq (as f32), zero padded; xd [in]
+ * (when not NULL) the dequantized x, sx_b(j) * xq_j, that the cherries'
+ * gathers read. Same values as cq_qmm_quant_x8. */
 void cq_qmm_q8_prep_avx512vnni(const cq_qmm_q8plan *p, const float *x, int8_t *xq, float *sxu,
-                               float *xqs);
-/* Rows [r0, r1); ws: 8*(nu+48) floats per thread. */
+                               float *xqs, float *xd);
+/* Rows [r0, r1); ws: 8*(nu+48) floats per thread. With p->lanes, r0 is a
+ * multiple of 2*CQ_QMM_LANE_ROWS (the caller's chunks are whole pairs). */
 void cq_qmm_gemv_q8_rows_avx512vnni(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu,
-                                    const float *xqs, const float *x, float *y, int64_t r0,
+                                    const float *xqs, const float *xd, float *y, int64_t r0,
                                     int64_t r1, float *ws);
+
+/* ---------------------------------------------- cherry lanes (qmm_lanes.c) */
+/* h(d) of qmm.h: the FP16 rounding of a cherry delta, d where that overflows. */
+float cq_qmm_lane_delta(float d);
+/* O(1) check of a lanes buffer's header against w (the kernel's per-call check). */
+int cq_qmm_lanes_header(const cq_qmm_w *w, const uint8_t *lanes, int64_t n);
 
 #endif

@@ -142,7 +142,7 @@ void cq_qmm_quant_x8(const float *x, int64_t in, int8_t *xq, float *sx)
     }
 }
 
-int cq_qmm_gemv_q8_ref(const cq_qmm_w *w, const float *x, float *y)
+static int gemv_q8_ref(const cq_qmm_w *w, const float *x, float *y, int exact_cherries)
 {
     int st = cq_qmm_check_basic(w, __func__);
     if (st) return st;
@@ -168,14 +168,28 @@ int cq_qmm_gemv_q8_ref(const cq_qmm_w *w, const float *x, float *y)
         for (int64_t j = 0; j < in; j++)
             acc += ref_dequant(w->bits, cq_qmm_code(row, w->bits, j), cq_f16_to_f32(sc[j / g])) * xh[j];
         if (w->rowptr)
-            for (int32_t i = w->rowptr[r]; i < w->rowptr[r + 1]; i++)
-                if (w->cols[i] < in) acc += (double)w->delta[i] * (double)x[w->cols[i]];
+            for (int32_t i = w->rowptr[r]; i < w->rowptr[r + 1]; i++) {
+                const int64_t c = w->cols[i];
+                if (c >= in) continue;
+                acc += exact_cherries ? (double)w->delta[i] * (double)x[c]
+                                      : (double)cq_qmm_lane_delta(w->delta[i]) * xh[c];
+            }
         y[r] = (float)acc;
     }
     free(xq);
     free(sx);
     free(xh);
     return CQ_OK;
+}
+
+int cq_qmm_gemv_q8_ref(const cq_qmm_w *w, const float *x, float *y)
+{
+    return gemv_q8_ref(w, x, y, 0);
+}
+
+int cq_qmm_gemv_q8_exact_cherries_ref(const cq_qmm_w *w, const float *x, float *y)
+{
+    return gemv_q8_ref(w, x, y, 1);
 }
 
 /* ------------------------------------------------ shared scalar helpers */

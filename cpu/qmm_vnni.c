@@ -18,6 +18,7 @@
  * last loads of a row are masked to the row's bytes and x is zero past `in`.
  */
 #include <immintrin.h>
+#include <string.h>
 
 #include "qmm_internal.h"
 
@@ -28,10 +29,10 @@ _Static_assert(CQ_QMM_IL_ROWS == 4, "the kernel reads blocks of 4 interleaved ro
 /* ------------------------------------------------------------ x */
 
 void cq_qmm_q8_prep_avx512vnni(const cq_qmm_q8plan *p, const float *x, int8_t *xq, float *sxu,
-                               float *xqs)
+                               float *xqs, float *xd)
 {
-    const int64_t in = p->in, S = p->S, npad = p->nsb * S, U = p->U;
-    int8_t *nat = xq + npad;   /* natural order, zero padded to npad */
+    const int64_t in = p->in, S = p->S, npad = p->npad, U = p->U;
+    int8_t *nat = xq + npad;   /* natural order, zero padded to nnat */
     float s32[CQ_QMM_Q8_BLOCK / 32];
     for (int64_t b0 = 0; b0 < in; b0 += CQ_QMM_Q8_BLOCK) {
         const int64_t n = in - b0 < CQ_QMM_Q8_BLOCK ? in - b0 : CQ_QMM_Q8_BLOCK;
@@ -64,8 +65,18 @@ void cq_qmm_q8_prep_avx512vnni(const cq_qmm_q8plan *p, const float *x, int8_t *x
             sxu[u] = sx;
         }
     }
-    for (int64_t j = (in + CQ_QMM_Q8_BLOCK - 1) / CQ_QMM_Q8_BLOCK * CQ_QMM_Q8_BLOCK; j < npad; j++) nat[j] = 0;
+    {   /* the blocks above wrote [0, min(npad, whole blocks)); zero the rest up to nnat */
+        const int64_t wb = (in + CQ_QMM_Q8_BLOCK - 1) / CQ_QMM_Q8_BLOCK * CQ_QMM_Q8_BLOCK;
+        for (int64_t j = wb < npad ? wb : npad; j < p->nnat; j++) nat[j] = 0;
+    }
     for (int64_t u = p->nu; u < p->nu + 32; u++) xqs[u] = sxu[u] = 0.0f;
+    if (xd)   /* sx_b(j) * xq_j, the x the cherries' gathers read */
+        for (int64_t j = 0; j < in; j += 16) {
+            const __mmask16 m = in - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (in - j)) - 1u);
+            const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, nat + j)));
+            /* U (32, 64 or 128) is a multiple of 16: one unit per 16 columns */
+            _mm512_mask_storeu_ps(xd + j, m, _mm512_mul_ps(q, _mm512_set1_ps(sxu[j / U])));
+        }
 
     /* permute: position sb*S + k*64 + i <- column sb*S + V*i + k */
     uint8_t ix[4][64];
@@ -176,20 +187,25 @@ AI float row_scales(const cq_qmm_q8plan *p, int64_t r, const float *sxu, const f
     return p->c * _mm512_reduce_add_ps(acc);
 }
 
-/* Cherry correction of row r against the exact x, 16 cherries at a time
- * (masked loads and a masked gather: nothing past the row's cherries), added
- * into the row's accumulator acc before its one horizontal sum. */
-AI __m512 cherry_acc(const cq_qmm_w *w, int64_t r, const float *x, __m512 acc)
+/* Cherry correction of row r by gathers (weights without cherry lanes): 16
+ * cherries at a time (masked loads and a masked gather: nothing past the
+ * row's cherries), h(delta) times the dequantized x xd (qmm.h,
+ * cq_qmm_gemv_q8_ref), added into the row's accumulator acc before its one
+ * horizontal sum. */
+AI __m512 cherry_acc(const cq_qmm_w *w, int64_t r, const float *xd, __m512 acc)
 {
-    if (!w->rowptr) return acc;
     const int32_t a = w->rowptr[r], b = w->rowptr[r + 1];
     const __m512i inv = _mm512_set1_epi32((int)w->in);
     for (int32_t i = a; i < b; i += 16) {
         __mmask16 m = b - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (b - i)) - 1u);
         __m512i c = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w->cols + i));
         m = _mm512_mask_cmplt_epi32_mask(m, c, inv);
-        __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, x, 4);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w->delta + i), xv, acc);
+        __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, xd, 4);
+        const __m512 d = _mm512_maskz_loadu_ps(m, w->delta + i);
+        /* h(d): round to FP16 and back; d itself where that overflows */
+        __m512 h = _mm512_cvtph_ps(_mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        h = _mm512_mask_blend_ps(_mm512_fpclass_ps_mask(h, 0x18) & ~_mm512_fpclass_ps_mask(d, 0x18), h, d);
+        acc = _mm512_fmadd_ps(h, xv, acc);
     }
     return acc;
 }
@@ -201,8 +217,8 @@ AI __m512 cherry_acc(const cq_qmm_w *w, int64_t r, const float *x, __m512 acc)
  * row rs[s] - i0; super-block sb of its row i0+i is at base_s + nb*sbb*sb +
  * (i0+i)*len, len = min(sbb, rb - sbb*sb): one sequential stream a block. */
 AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const float *xqs,
-               const float *x, float *y, const int64_t *rs, float *ws, const int NS, const int R,
-               const int B, const int IL, int64_t i0, int64_t nb)
+               const float *xd, float *y, const int64_t *rs, float *ws, const int NS, const int R,
+               const int B, const int IL, int64_t i0, int64_t nb, const int CH)
 {
     enum { MR = 8 };
     const int V = B == 8 ? 1 : B == 2 ? 4 : 2, NR = NS * R;
@@ -222,7 +238,7 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
          * and delta overlap the codes of the rows instead of waiting at
          * the end (cherry cost over the same matrix without them, 3-bit
          * 4096 x 4096 alternating passes: 12-20% -> 1-15%, docs/bench-qmm.md) */
-        tot[i] = cherry_acc(p->w, r, x, _mm512_setzero_ps());
+        tot[i] = CH ? cherry_acc(p->w, r, xd, _mm512_setzero_ps()) : _mm512_setzero_ps();
     }
 /* the codes of super-block sb of row i (stream i / R), decoded into dv */
 #define LOAD_ROW(sb, i, dv)                                                                    \
@@ -281,42 +297,173 @@ AI void rows_t(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, const
         y[rs[i / R] + i % R] = _mm512_reduce_add_ps(tot[i]) + rowc[i];
 }
 
-/* Row layout: quads, then single rows. Interleaved: the whole blocks of
- * CQ_QMM_IL_ROWS (= 4) rows of [r0, r1) are walked as two streams at once,
- * block k of the first half with block k of the second (two sequential
- * streams in flight per thread, 8 rows per x load; 3-bit 4096 x 4096 from
- * DRAM, docs/bench-qmm.md); an odd block as one quad, rows of a short or
- * partly covered block one by one. */
+/* ------------------------------------------------------------ cherry lanes */
+
+/* Entries [e0, e1) of a pair's lanes (qmm.h "cherry lanes": masks [ne],
+ * chunks [ne], cols [nz], h(delta) [nz] at pd) into the 64 row sums acc:
+ * the entry's cols, expanded to the rows of its mask, index the chunk's 128
+ * natural-order int8 x held in two registers (vpermi2b); the looked-up
+ * values times the chunk's sx and the expanded deltas go to row lanes. *po
+ * is the offset of entry e0's first cherry, advanced past e1's last. */
+AI void lane_entries(const uint8_t *pd, int64_t ne, int64_t nz, int64_t e0, int64_t e1, int64_t *po,
+                     const int8_t *nat, const float *sxu, int64_t spc, float *acc)
+{
+    const uint64_t *mk = (const uint64_t *)(const void *)pd;
+    const uint16_t *chk = (const uint16_t *)(const void *)(pd + 8 * ne);
+    const uint8_t *cols = pd + 10 * ne, *dl = cols + nz;
+    int64_t o = *po;
+    __m512 a0 = _mm512_load_ps(acc), a1 = _mm512_load_ps(acc + 16), a2 = _mm512_load_ps(acc + 32),
+           a3 = _mm512_load_ps(acc + 48);
+    for (int64_t e = e0; e < e1; e++) {
+        const uint64_t k = mk[e];
+        const int64_t c = chk[e];
+        const __m512i tlo = _mm512_load_si512((const void *)(nat + CQ_QMM_LANE_COLS * c));
+        const __m512i thi = _mm512_load_si512((const void *)(nat + CQ_QMM_LANE_COLS * c + 64));
+        const __m512 sx = _mm512_set1_ps(sxu[c * spc]);
+        const __m512i idx = _mm512_maskz_expand_epi8(k, _mm512_loadu_si512((const void *)(cols + o)));
+        const __m512i xv = _mm512_permutex2var_epi8(tlo, idx, thi);
+        const int nlo = __builtin_popcount((uint32_t)k);
+        const __m512i d0 = _mm512_maskz_expand_epi16((__mmask32)k, _mm512_loadu_si512((const void *)(dl + 2 * o)));
+        const __m512i d1 =
+            _mm512_maskz_expand_epi16((__mmask32)(k >> 32), _mm512_loadu_si512((const void *)(dl + 2 * (o + nlo))));
+        o += __builtin_popcountll(k);
+#define LANE_Q(a, xb, dh)                                                                                    \
+    a = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(xb)), sx), _mm512_cvtph_ps(dh), a)
+        LANE_Q(a0, _mm512_castsi512_si128(xv), _mm512_castsi512_si256(d0));
+        LANE_Q(a1, _mm512_extracti32x4_epi32(xv, 1), _mm512_extracti64x4_epi64(d0, 1));
+        LANE_Q(a2, _mm512_extracti32x4_epi32(xv, 2), _mm512_castsi512_si256(d1));
+        LANE_Q(a3, _mm512_extracti32x4_epi32(xv, 3), _mm512_extracti64x4_epi64(d1, 1));
+#undef LANE_Q
+    }
+    _mm512_store_ps(acc, a0);
+    _mm512_store_ps(acc + 16, a1);
+    _mm512_store_ps(acc + 32, a2);
+    _mm512_store_ps(acc + 48, a3);
+    *po = o;
+}
+
+/* y[0, n) += acc[0, n), n <= 64 */
+static void lane_add(float *y, const float *acc, int64_t n)
+{
+    for (int64_t h = 0; h < n; h += 16) {
+        const __mmask16 m = n - h >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - h)) - 1u);
+        _mm512_mask_storeu_ps(y + h, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + h), _mm512_load_ps(acc + h)));
+    }
+}
+
+/* One pair's row of the lanes table. */
+typedef struct lane_pair {
+    const uint8_t *pd;
+    int64_t ne, ne_a, nz, bytes;   /* bytes: to the next pair's data */
+} lane_pair;
+
+static lane_pair lane_pair_at(const uint8_t *lanes, int64_t j, int64_t npairs, int64_t total)
+{
+    uint64_t off, next;
+    uint32_t v[4];
+    memcpy(&off, lanes + 64 + 32 * j, 8);
+    memcpy(v, lanes + 64 + 32 * j + 8, 16);
+    if (j + 1 < npairs) memcpy(&next, lanes + 64 + 32 * (j + 1), 8);
+    else next = (uint64_t)total;
+    return (lane_pair){ lanes + off, (int64_t)v[0] + v[1], v[0], (int64_t)v[2] + v[3], (int64_t)(next - off) };
+}
+
+/* Interleaved codes: rows [r, r1) (r a multiple of 4 or not) as before the
+ * lanes: the whole blocks of CQ_QMM_IL_ROWS (= 4) rows walked as two streams
+ * at once, block k of the first half with block k of the second (two
+ * sequential streams in flight per thread, 8 rows per x load; 3-bit 4096 x
+ * 4096 from DRAM, docs/bench-qmm.md); an odd block as one quad, rows of a
+ * short or partly covered block one by one. CH: the cherries by gathers.
+ *
+ * With lanes (rows_b, p->lanes), chunks are whole pairs of lane groups: a
+ * pair's two groups are the two streams (rows r + k and r + 64 + k, 16 steps
+ * of 4 + 4 rows), and after each step 1/16 of the pair's lane entries are
+ * summed (spread so that their work overlaps the code stream) while 1/16 of
+ * the next pair's lanes is prefetched; the row sums go into y once the pair's
+ * codes are done. A last pair shorter than 128 rows runs the walk above
+ * without cherries, then all its entries. */
 #define ROWS_B(B)                                                                          \
+    static void il_range_b##B(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu,   \
+                              const float *xqs, const float *xd, float *y, int64_t r,       \
+                              int64_t r1, float *ws, const int CH)                          \
+    {                                                                                      \
+        const int64_t full = p->out / 4 * 4; /* rows in whole blocks */                    \
+        for (; r < r1 && r % 4; r++) {                                                     \
+            const int64_t b0 = r / 4 * 4, nb = p->out - b0 < 4 ? p->out - b0 : 4;          \
+            rows_t(p, xq, sxu, xqs, xd, y, &r, ws, 1, 1, B, 1, r - b0, nb, CH);            \
+        }                                                                                  \
+        const int64_t re = (r1 < full ? r1 : full) / 4 * 4;                                \
+        const int64_t nq = re > r ? (re - r) / 4 : 0, h = 4 * (nq / 2);                    \
+        for (int64_t k = 0; k < h; k += 4) {                                               \
+            const int64_t rs[2] = {r + k, r + h + k};                                      \
+            rows_t(p, xq, sxu, xqs, xd, y, rs, ws, 2, 4, B, 1, 0, 4, CH);                  \
+        }                                                                                  \
+        r += 2 * h;                                                                        \
+        if (nq % 2) {                                                                      \
+            rows_t(p, xq, sxu, xqs, xd, y, &r, ws, 1, 4, B, 1, 0, 4, CH);                  \
+            r += 4;                                                                        \
+        }                                                                                  \
+        for (; r < r1; r++) {                                                              \
+            const int64_t b0 = r / 4 * 4, nb = p->out - b0 < 4 ? p->out - b0 : 4;          \
+            rows_t(p, xq, sxu, xqs, xd, y, &r, ws, 1, 1, B, 1, r - b0, nb, CH);            \
+        }                                                                                  \
+    }                                                                                      \
+    static void lane_pairs_b##B(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, \
+                                const float *xqs, float *y, int64_t r, int64_t r1, float *ws) \
+    {                                                                                      \
+        enum { P = 2 * CQ_QMM_LANE_ROWS, NSTEP = CQ_QMM_LANE_ROWS / 4 };                   \
+        const int8_t *nat = xq + p->npad;                                                  \
+        const int64_t spc = CQ_QMM_LANE_COLS / p->U;                                       \
+        int64_t npairs, total;                                                             \
+        memcpy(&npairs, p->lanes + 40, 8);                                                 \
+        memcpy(&total, p->lanes + 48, 8);                                                  \
+        float lacc[2][CQ_QMM_LANE_ROWS] __attribute__((aligned(64)));                      \
+        for (; r < r1; r += P) {                                                           \
+            const int64_t j = r / P;                                                       \
+            const lane_pair lp = lane_pair_at(p->lanes, j, npairs, total);                 \
+            int64_t o = 0;                                                                 \
+            memset(lacc, 0, sizeof lacc);                                                  \
+            if (r + P <= r1) {                                                             \
+                const lane_pair nx = j + 1 < npairs ? lane_pair_at(p->lanes, j + 1, npairs, total) : lp; \
+                for (int64_t st = 0; st < NSTEP; st++) {                                   \
+                    const int64_t rs[2] = {r + 4 * st, r + CQ_QMM_LANE_ROWS + 4 * st};     \
+                    rows_t(p, xq, sxu, xqs, NULL, y, rs, ws, 2, 4, B, 1, 0, 4, 0);         \
+                    if (j + 1 < npairs)                                                    \
+                        for (int64_t q = nx.bytes * st / NSTEP; q < nx.bytes * (st + 1) / NSTEP; q += 64) \
+                            _mm_prefetch((const char *)nx.pd + q, _MM_HINT_T0);            \
+                    const int64_t e0 = lp.ne * st / NSTEP, e1 = lp.ne * (st + 1) / NSTEP;  \
+                    if (e0 < lp.ne_a)                                                      \
+                        lane_entries(lp.pd, lp.ne, lp.nz, e0, e1 < lp.ne_a ? e1 : lp.ne_a, &o, nat, sxu, spc, \
+                                     lacc[0]);                                             \
+                    if (e1 > lp.ne_a)                                                      \
+                        lane_entries(lp.pd, lp.ne, lp.nz, e0 > lp.ne_a ? e0 : lp.ne_a, e1, &o, nat, sxu, spc, \
+                                     lacc[1]);                                             \
+                }                                                                          \
+                lane_add(y + r, lacc[0], CQ_QMM_LANE_ROWS);                                \
+                lane_add(y + r + CQ_QMM_LANE_ROWS, lacc[1], CQ_QMM_LANE_ROWS);             \
+            } else { /* the last pair, short: r1 == out */                                 \
+                il_range_b##B(p, xq, sxu, xqs, NULL, y, r, r1, ws, 0);                     \
+                lane_entries(lp.pd, lp.ne, lp.nz, 0, lp.ne_a, &o, nat, sxu, spc, lacc[0]); \
+                lane_entries(lp.pd, lp.ne, lp.nz, lp.ne_a, lp.ne, &o, nat, sxu, spc, lacc[1]); \
+                const int64_t n = r1 - r;                                                  \
+                lane_add(y + r, lacc[0], n < CQ_QMM_LANE_ROWS ? n : CQ_QMM_LANE_ROWS);     \
+                if (n > CQ_QMM_LANE_ROWS) lane_add(y + r + CQ_QMM_LANE_ROWS, lacc[1], n - CQ_QMM_LANE_ROWS); \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
     static void rows_b##B(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu,       \
-                          const float *xqs, const float *x, float *y, int64_t r0, int64_t r1, \
+                          const float *xqs, const float *xd, float *y, int64_t r0, int64_t r1, \
                           float *ws)                                                       \
     {                                                                                      \
-        int64_t r = r0;                                                                    \
-        if (p->il) {                                                                       \
-            const int64_t full = p->out / 4 * 4; /* rows in whole blocks */                \
-            for (; r < r1 && r % 4; r++) {                                                 \
-                const int64_t b0 = r / 4 * 4, nb = p->out - b0 < 4 ? p->out - b0 : 4;      \
-                rows_t(p, xq, sxu, xqs, x, y, &r, ws, 1, 1, B, 1, r - b0, nb);             \
-            }                                                                              \
-            const int64_t re = (r1 < full ? r1 : full) / 4 * 4;                            \
-            const int64_t nq = re > r ? (re - r) / 4 : 0, h = 4 * (nq / 2);                \
-            for (int64_t k = 0; k < h; k += 4) {                                           \
-                const int64_t rs[2] = {r + k, r + h + k};                                  \
-                rows_t(p, xq, sxu, xqs, x, y, rs, ws, 2, 4, B, 1, 0, 4);                   \
-            }                                                                              \
-            r += 2 * h;                                                                    \
-            if (nq % 2) {                                                                  \
-                rows_t(p, xq, sxu, xqs, x, y, &r, ws, 1, 4, B, 1, 0, 4);                   \
-                r += 4;                                                                    \
-            }                                                                              \
-            for (; r < r1; r++) {                                                          \
-                const int64_t b0 = r / 4 * 4, nb = p->out - b0 < 4 ? p->out - b0 : 4;      \
-                rows_t(p, xq, sxu, xqs, x, y, &r, ws, 1, 1, B, 1, r - b0, nb);             \
-            }                                                                              \
+        const int CH = p->w->rowptr != NULL;                                               \
+        if (p->il && p->lanes) {                                                           \
+            lane_pairs_b##B(p, xq, sxu, xqs, y, r0, r1, ws);                               \
+        } else if (p->il) {                                                                \
+            il_range_b##B(p, xq, sxu, xqs, xd, y, r0, r1, ws, CH);                         \
         } else {                                                                           \
-            for (; r + 4 <= r1; r += 4) rows_t(p, xq, sxu, xqs, x, y, &r, ws, 1, 4, B, 0, 0, 4); \
-            for (; r < r1; r++) rows_t(p, xq, sxu, xqs, x, y, &r, ws, 1, 1, B, 0, 0, 1);         \
+            int64_t r = r0;                                                                \
+            for (; r + 4 <= r1; r += 4) rows_t(p, xq, sxu, xqs, xd, y, &r, ws, 1, 4, B, 0, 0, 4, CH); \
+            for (; r < r1; r++) rows_t(p, xq, sxu, xqs, xd, y, &r, ws, 1, 1, B, 0, 0, 1, CH);         \
         }                                                                                  \
     }
 ROWS_B(2)
@@ -325,13 +472,13 @@ ROWS_B(4)
 ROWS_B(8)
 
 void cq_qmm_gemv_q8_rows_avx512vnni(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu,
-                                    const float *xqs, const float *x, float *y, int64_t r0,
+                                    const float *xqs, const float *xd, float *y, int64_t r0,
                                     int64_t r1, float *ws)
 {
     switch (p->bits) {
-    case 2: rows_b2(p, xq, sxu, xqs, x, y, r0, r1, ws); break;
-    case 3: rows_b3(p, xq, sxu, xqs, x, y, r0, r1, ws); break;
-    case 4: rows_b4(p, xq, sxu, xqs, x, y, r0, r1, ws); break;
-    default: rows_b8(p, xq, sxu, xqs, x, y, r0, r1, ws); break;
+    case 2: rows_b2(p, xq, sxu, xqs, xd, y, r0, r1, ws); break;
+    case 3: rows_b3(p, xq, sxu, xqs, xd, y, r0, r1, ws); break;
+    case 4: rows_b4(p, xq, sxu, xqs, xd, y, r0, r1, ws); break;
+    default: rows_b8(p, xq, sxu, xqs, xd, y, r0, r1, ws); break;
     }
 }

@@ -154,15 +154,7 @@ int cq_llama_create(cq_llama **out, const cq_llama_config *cfg, cq_backend *be, 
 static void free_qstate(cq_llama_qstate *q)
 {
     cq_tensor_free(&q->mask);
-    if (q->packed) {
-        cq_tensor_free(&q->packed->codes);
-        cq_tensor_free(&q->packed->scales);
-        cq_tensor_free(&q->packed->rowptr);
-        cq_tensor_free(&q->packed->cols);
-        cq_tensor_free(&q->packed->delta);
-        free(q->packed);
-        q->packed = NULL;
-    }
+    cq_qlinear_free(&q->packed);
 }
 
 void cq_llama_destroy(cq_llama **pm)

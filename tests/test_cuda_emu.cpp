@@ -7,7 +7,7 @@
 //     clamped duplicate rows), rows with no cherries, a few, and more than 32
 //     (the second cherry loop): the exact variants against
 //     cq_qmm_gemv_ref (the exact product), the int8 ones (4, 5, 6, 8)
-//     against cq_qmm_gemv_q8_ref (their oracle) and farther than that from
+//     against cq_qmm_gemv_q8_exact_cherries_ref (their oracle) and farther than that from
 //     the exact product; each a second time with every warp run as far
 //     ahead as it can and cp.async copies landing at issue (simt.h); the
 //     pipelined ones (8, 9) also at the edge of their shared-memory ring;
@@ -180,7 +180,7 @@ void test_fast_variants(void **state)
                     const float *x = X.data() + n * in;
                     mag[(size_t)n] = magnitudes(m, x);
                     assert_int_equal(cq_qmm_gemv_ref(&w, x, Ye.data() + n * out), 0);
-                    assert_int_equal(cq_qmm_gemv_q8_ref(&w, x, Yq.data() + n * out), 0);
+                    assert_int_equal(cq_qmm_gemv_q8_exact_cherries_ref(&w, x, Yq.data() + n * out), 0);
                 }
                 // the pipelined kernels (8, 9) really run here: their ring fits
                 const QW qw = make_qw(&q);
@@ -247,7 +247,7 @@ void test_pipe_ring(void **state)
             std::fill(y.begin(), y.end(), NAN);
             assert_int_equal(emu_fast(v, y.data(), x.data(), 1, &q), cudaSuccess);
             cqk_emu::g_async_early = cqk_emu::g_warp_greedy = false;
-            if (v == 8) assert_int_equal(cq_qmm_gemv_q8_ref(&w, x.data(), want.data()), 0);
+            if (v == 8) assert_int_equal(cq_qmm_gemv_q8_exact_cherries_ref(&w, x.data(), want.data()), 0);
             else assert_int_equal(cq_qmm_gemv_ref(&w, x.data(), want.data()), 0);
             check_rows(v == 8 ? "pipe v8, 2 slots" : "pipe v9, fallback", 4, 128, m.out, m.in, y.data(), want.data(),
                        mag, 1e-5);

@@ -356,12 +356,16 @@ static void test_qmatmul_kernel(void **state)
  * QMATMUL on 1 token runs the int8 GEMV on them. Checked per linear against
  * the row-layout codes of the packed file (never read back from the model):
  *   - the codes tensor is not the row layout, and unpacks to it;
+ *   - the linear has cherry lanes (cpu/qmm.h) that cq_qmm_lanes_check
+ *     accepts for the file's cherries, and QMATMUL passes them (src6);
  *   - QMATMUL within 1e-5 * mag of cq_qmm_gemv_q8_ref (the int8 oracle) and
- *     within the derived bound sum_j |dequant(u_j)| sx_b(j) / 2 + 1e-5 * mag
- *     of the exact product, and farther than 1e-6 * mag from it on most rows
- *     (the int8 path ran, not the exact one);
+ *     within the derived bound sum_j |dequant(u_j)| sx_b(j) / 2 + the
+ *     cherries' sum |h(delta)| sx_b(col) / 2 + |delta - h(delta)| |x_col|
+ *     + 1e-5 * mag of the exact product, and farther than 1e-6 * mag from it
+ *     on most rows (the int8 path ran, not the exact one);
  *   - the scalar reference backend reads the same op (i[3] = IL4) exactly;
- *   - a layout other than 0 / 1 is refused by the validator;
+ *   - a layout other than 0 / 1 is refused by the validator, and so are
+ *     lanes with the row layout;
  * then the model: logits of 1 token close to the dequantized dense model
  * with int8 activations (relative L2 < 5e-2; 1e-2 seen) and not equal to
  * it, and within 2e-5 of it in exact mode (1 and 9 tokens: the interleaved
@@ -400,6 +404,8 @@ static void test_interleaved_model(void **state)
         cq_qmm_w rw = { out, in, qw->bits, qw->group, qw->codes, qw->scales, qw->rowptr, qw->cols,
                         cq_tensor_host(ql->delta) };
         assert_true(memcmp(ic, qw->codes, (size_t)(out * rb)) != 0);
+        assert_non_null(ql->lanes);
+        assert_int_equal(cq_qmm_lanes_check(&rw, cq_tensor_host(ql->lanes), cq_tensor_nbytes(ql->lanes)), 0);
         cq_qmm_il il = { .w = rw };
         il.w.codes = ic;
         uint8_t *un = malloc((size_t)(out * rb));
@@ -444,6 +450,16 @@ static void test_interleaved_model(void **state)
         assert_int_equal(cq_op_validate(&op), 0);
         assert_int_equal(cq_ref_compute(&op), 0);
         assert_int_equal(cq_tensor_get_f32(yo, yr), 0);
+        op.src[6] = ql->lanes;   /* the reference ignores the lanes: still exact */
+        assert_int_equal(cq_op_validate(&op), 0);
+        assert_int_equal(cq_ref_compute(&op), 0);
+        float *yr2 = malloc((size_t)out * 4);
+        assert_int_equal(cq_tensor_get_f32(yo, yr2), 0);
+        assert_memory_equal(yr, yr2, (size_t)out * 4);
+        free(yr2);
+        op.i[3] = CQ_QCODES_ROWS;   /* lanes belong to interleaved codes */
+        assert_int_equal(cq_op_validate(&op), CQ_EINVAL);
+        op.src[6] = NULL;
         op.i[3] = 2;
         assert_int_equal(cq_op_validate(&op), CQ_EINVAL);
         int64_t far = 0;
@@ -454,8 +470,11 @@ static void test_interleaved_model(void **state)
                 mag += (fabs(w) + 2 * cabs * sg) * fabs(xh[j]);
                 bound += fabs(w) * sx[j / CQ_QMM_Q8_BLOCK] / 2;
             }
-            for (int32_t k = qw->rowptr[r]; k < qw->rowptr[r + 1]; k++)
-                mag += fabs(rw.delta[k] * xh[qw->cols[k]]);
+            for (int32_t k = qw->rowptr[r]; k < qw->rowptr[r + 1]; k++) {
+                const float d = rw.delta[k], h = cq_f16_to_f32(cq_f32_to_f16(d));
+                mag += fabs(d * xh[qw->cols[k]]);
+                bound += fabs(h) * sx[qw->cols[k] / CQ_QMM_Q8_BLOCK] / 2 + fabs(d - h) * fabs(xh[qw->cols[k]]);
+            }
             const double tol = 1e-5 * mag + 1e-30;
             if (fabs((double)y[r] - y8[r]) > tol || fabs((double)y[r] - ye[r]) > bound + tol ||
                 fabs((double)yr[r] - ye[r]) > tol)

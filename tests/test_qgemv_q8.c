@@ -14,7 +14,7 @@
  *     different bank groups;
  *   - a GEMV computed the kernel's way (128-column chunks of 4 sub-chunks,
  *     x staged and quantized by the header's functions, the f32 term per
- *     sub-chunk, cherries against the exact x) matches cq_qmm_gemv_q8_ref,
+ *     sub-chunk, cherries against the exact x) matches cq_qmm_gemv_q8_exact_cherries_ref,
  *     the CPU's int8 oracle, to f32 rounding, for every bit width and group,
  *     and is farther from the exact product than that (the int8 path ran).
  * What only a GPU can check (thread mapping, shared memory, the launch) is
@@ -258,7 +258,7 @@ static void test_gemv_vs_q8_oracle(void **state)
                 if (in >= 256)   /* an all-zero 128-column block: sx = 0 */
                     for (int64_t j = 128; j < 256; j++) x[j] = 0.0f;
                 gemv_q8_emulated(&m.w, x, y);
-                assert_int_equal(cq_qmm_gemv_q8_ref(&m.w, x, yr), 0);
+                assert_int_equal(cq_qmm_gemv_q8_exact_cherries_ref(&m.w, x, yr), 0);
                 assert_int_equal(cq_qmm_gemv_ref(&m.w, x, ye), 0);
                 double e = 0, eex = 0;
                 for (int64_t r = 0; r < out; r++) {

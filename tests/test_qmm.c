@@ -289,8 +289,18 @@ static void run_isa(cq_isa isa)
 
 static void count_log(cq_log_level lvl, const char *msg, void *user);
 
-/* sum_j |dequant(u_rj)| * sx_b(j) / 2: the bound of the int8 error of row r. */
-static double q8_bound(const tmat *t, int64_t r, const float *sx)
+/* h(d) of cq_qmm_gemv_q8_ref: the FP16 rounding of a cherry delta (d
+ * itself where that overflows). */
+static float lane_h(float d)
+{
+    const float h = cq_f16_to_f32(cq_f32_to_f16(d));
+    return isinf(h) && !isinf(d) ? d : h;
+}
+
+/* The bound of the int8 error of row r (qmm.h, cq_qmm_gemv_q8_ref):
+ * sum_j |dequant(u_rj)| sx_b(j) / 2 + sum over the row's cherries of
+ * |h(delta)| sx_b(col) / 2 + |delta - h(delta)| |x[col]|. */
+static double q8_bound(const tmat *t, int64_t r, const float *x, const float *sx)
 {
     int64_t in = t->w.in;
     double b = 0.0;
@@ -298,6 +308,13 @@ static double q8_bound(const tmat *t, int64_t r, const float *sx)
         float s = cq_f16_to_f32(t->scales[r * t->ng + j / t->g]);
         b += fabs((double)dequant_def(t->w.bits, t->u[r * in + j], s)) * 0.5 * (double)sx[j / CQ_QMM_Q8_BLOCK];
     }
+    if (t->w.rowptr)
+        for (int32_t i = t->w.rowptr[r]; i < t->w.rowptr[r + 1]; i++) {
+            const int64_t c = t->w.cols[i];
+            if (c >= in) continue;
+            const float d = t->w.delta[i], h = lane_h(d);
+            b += fabs((double)h) * 0.5 * (double)sx[c / CQ_QMM_Q8_BLOCK] + fabs((double)d - (double)h) * fabs((double)x[c]);
+        }
     return b;
 }
 
@@ -310,7 +327,7 @@ static int64_t check_q8_rows(const tmat *t, const float *x, const float *sx, con
     int64_t differs = 0;
     for (int64_t r = 0; r < t->w.out; r++) {
         double mag = row_mag(t, r, x), err = fabs((double)y[r] - (double)ye[r]);
-        double bound = q8_bound(t, r, sx) + 1e-5 * mag + 1e-30;
+        double bound = q8_bound(t, r, x, sx) + 1e-5 * mag + 1e-30;
         if (!(err <= bound))
             fail_msg("%s: bits %d group %lld out %lld in %lld row %lld: got %.9g exact %.9g (err %.3g > bound %.3g)",
                      what, t->w.bits, (long long)t->g, (long long)t->w.out, (long long)t->w.in, (long long)r, y[r], ye[r],
@@ -326,6 +343,42 @@ static void gemm_ref(const tmat *t, const float *X, int64_t n, float *Yr, int q8
 {
     for (int64_t k = 0; k < n; k++)
         assert_int_equal((q8 ? cq_qmm_gemv_q8_ref : cq_qmm_gemv_ref)(&t->w, X + k * t->w.in, Yr + k * t->w.out), 0);
+}
+
+/* A random x for t with its int8 quantization (xq, sx), both references
+ * (yq: cq_qmm_gemv_q8_ref, ye: the exact one) and two output buffers (y
+ * filled with NaN for the kernel under test, y2 for another path). */
+typedef struct gv_io {
+    float *x, *sx, *y, *y2, *yq, *ye;
+    int8_t *xq;
+} gv_io;
+
+static void gv_io_make(gv_io *io, const tmat *t)
+{
+    const int64_t out = t->w.out, in = t->w.in;
+    io->x = malloc(sizeof(float) * (size_t)in);
+    io->sx = malloc(sizeof(float) * (size_t)(in / CQ_QMM_Q8_BLOCK + 1));
+    io->xq = malloc((size_t)in);
+    io->y = malloc(sizeof(float) * (size_t)out);
+    io->y2 = malloc(sizeof(float) * (size_t)out);
+    io->yq = malloc(sizeof(float) * (size_t)out);
+    io->ye = malloc(sizeof(float) * (size_t)out);
+    rand_vec(io->x, in);
+    cq_qmm_quant_x8(io->x, in, io->xq, io->sx);
+    assert_int_equal(cq_qmm_gemv_q8_ref(&t->w, io->x, io->yq), 0);
+    assert_int_equal(cq_qmm_gemv_ref(&t->w, io->x, io->ye), 0);
+    for (int64_t i = 0; i < out; i++) io->y[i] = NAN;
+}
+
+static void gv_io_free(gv_io *io)
+{
+    free(io->x);
+    free(io->sx);
+    free(io->xq);
+    free(io->y);
+    free(io->y2);
+    free(io->yq);
+    free(io->ye);
 }
 
 /* The int8 quantization of x itself: range, half-step error, amax -> 127. */
@@ -558,15 +611,9 @@ static void test_interleaved(void **state)
                 }
                 free(un);
 
-                float *x = malloc(sizeof(float) * (size_t)in), *sx = malloc(sizeof(float) * (size_t)(in / 128 + 1));
-                int8_t *xq = malloc((size_t)in);
-                float *y = malloc(sizeof(float) * (size_t)out), *yrow = malloc(sizeof(float) * (size_t)out),
-                      *yq = malloc(sizeof(float) * (size_t)out), *ye = malloc(sizeof(float) * (size_t)out);
-                rand_vec(x, in);
-                cq_qmm_quant_x8(x, in, xq, sx);
-                assert_int_equal(cq_qmm_gemv_q8_ref(&t.w, x, yq), 0);
-                assert_int_equal(cq_qmm_gemv_ref(&t.w, x, ye), 0);
-                for (int64_t i = 0; i < out; i++) y[i] = NAN;
+                gv_io io;
+                gv_io_make(&io, &t);
+                float *x = io.x, *sx = io.sx, *y = io.y, *yrow = io.y2, *yq = io.yq, *ye = io.ye;
                 assert_int_equal(cq_qmm_il_gemv(&il, x, y), 0);
                 assert_int_equal(cq_qmm_gemv(&t.w, x, yrow), 0);
                 assert_memory_equal(y, yrow, sizeof(float) * (size_t)out);
@@ -601,13 +648,7 @@ static void test_interleaved(void **state)
                         free(Yr);
                     }
                 }
-                free(x);
-                free(sx);
-                free(xq);
-                free(y);
-                free(yrow);
-                free(yq);
-                free(ye);
+                gv_io_free(&io);
                 free(ic);
                 tmat_free(&t);
             }
@@ -623,6 +664,270 @@ static void test_interleaved(void **state)
         assert_int_equal(cq_qmm_il_unpack_rows(NULL, 0, 1, t.codes), CQ_EINVAL);
         cq_log_set_callback(NULL, NULL);
         assert_true(nlog >= 2);
+        tmat_free(&t);
+    }
+    cq_qmm_set_exact(exact0);
+    cq_qmm_set_q8_min_in(min_in0);
+    assert_int_equal(cq_qmm_set_isa(CQ_ISA_AUTO), 0);
+}
+
+/* Reads the lanes of t by the layout qmm.h documents (not the library's
+ * code) and checks that they hold exactly t's cherries: for every row, the
+ * sequence of (column, h(delta) bits) met walking the entries in order must
+ * be the row's CSR cherries with a column < in, stably sorted by 128-column
+ * chunk (entry l of a chunk = the row's l-th cherry there). */
+static void lanes_decode_check(const tmat *t, const uint8_t *L, int64_t n)
+{
+    const int64_t out = t->w.out, in = t->w.in, ng = (out + 63) / 64, np = (ng + 1) / 2;
+    uint32_t h32[4];
+    int64_t h64[5];
+    memcpy(h32, L, 16);
+    memcpy(h64, L + 16, 40);
+    assert_int_equal(h32[0], 0x314C5143u);
+    assert_int_equal(h32[1], 64);
+    assert_int_equal(h32[2], 128);
+    assert_int_equal(h32[3], 0);
+    assert_int_equal(h64[0], out);
+    assert_int_equal(h64[1], in);
+    assert_int_equal(h64[2], t->w.rowptr[out]);
+    assert_int_equal(h64[3], np);
+    assert_int_equal(h64[4], n);
+    int64_t *got = malloc(sizeof(int64_t) * (size_t)(t->w.rowptr[out] + 1));
+    for (int64_t p = 0; p < np; p++) {
+        uint64_t off;
+        uint32_t v[4];
+        memcpy(&off, L + 64 + 32 * p, 8);
+        memcpy(v, L + 64 + 32 * p + 8, 16);
+        assert_int_equal(off % 64, 0);
+        const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3];
+        assert_true((int64_t)off + ne * 10 + nz * 3 + 192 <= n);
+        const uint8_t *pd = L + off;
+        int64_t e = 0, o = 0;
+        for (int h = 0; h < 2; h++) {
+            const int64_t r0 = (2 * p + h) * 64;
+            for (int64_t i = 0; i < 64 && r0 + i < out; i++) {
+                const int64_t r = r0 + i;
+                int64_t k = 0, ee = e, oo = o;
+                for (uint32_t q = 0; q < v[h]; q++, ee++) {
+                    uint64_t m;
+                    uint16_t c;
+                    memcpy(&m, pd + 8 * ee, 8);
+                    memcpy(&c, pd + 8 * ne + 2 * ee, 2);
+                    if (m >> i & 1) {
+                        const int64_t at = oo + __builtin_popcountll(m & ((1ull << i) - 1ull));
+                        uint16_t hb;
+                        memcpy(&hb, pd + 10 * ne + nz + 2 * at, 2);
+                        got[2 * k] = c * 128 + pd[10 * ne + at];
+                        got[2 * k + 1] = hb;
+                        k++;
+                        assert_true(2 * k <= t->w.rowptr[out] + 1);
+                    }
+                    oo += __builtin_popcountll(m);
+                }
+                /* the expected sequence: CSR order, stable by chunk */
+                int64_t kk = 0;
+                for (int64_t c = 0; c * 128 < in; c++)
+                    for (int32_t ci = t->w.rowptr[r]; ci < t->w.rowptr[r + 1]; ci++) {
+                        if (t->w.cols[ci] >= in || t->w.cols[ci] / 128 != c) continue;
+                        if (kk >= k || got[2 * kk] != t->w.cols[ci] ||
+                            got[2 * kk + 1] != cq_f32_to_f16(lane_h(t->w.delta[ci])))
+                            fail_msg("lanes out %lld in %lld row %lld: cherry %lld is not CSR cherry %d", (long long)out,
+                                     (long long)in, (long long)r, (long long)kk, ci);
+                        kk++;
+                    }
+                if (kk != k) fail_msg("lanes row %lld: %lld cherries, CSR %lld", (long long)r, (long long)k, (long long)kk);
+            }
+            for (uint32_t q = 0; q < v[h]; q++, e++) {
+                uint64_t m;
+                memcpy(&m, pd + 8 * e, 8);
+                o += __builtin_popcountll(m);
+            }
+        }
+        assert_int_equal(o, nz);
+    }
+    free(got);
+}
+
+/* The cherry lanes: their bytes against the documented layout, and the
+ * VNNI GEMV on interleaved codes + lanes against the int8 reference (tight),
+ * the exact product (the int8 bound) and the same GEMV by gathers, over bit
+ * widths, groups, row counts around the 64-row groups and 128-row pairs (one
+ * thread chunk or several, a short last pair), rows without cherries, with
+ * many, and with all their cherries in one chunk (many entries there). Then:
+ * the kernel reads them (one changed delta changes one row), a weight whose
+ * delta overflows FP16 is refused, and cq_qmm_lanes_check / the GEMV's
+ * header check refuse damaged or mismatched lanes. */
+static void test_lanes(void **state)
+{
+    (void)state;
+    const int vnni = cq_qmm_isa_supported(CQ_ISA_AVX512VNNI);
+    if (vnni) assert_int_equal(cq_qmm_set_isa(CQ_ISA_AVX512VNNI), 0);
+    const int exact0 = cq_qmm_get_exact();
+    const int64_t min_in0 = cq_qmm_get_q8_min_in();
+    cq_qmm_set_exact(0);
+    cq_qmm_set_q8_min_in(0);
+    static const int64_t shapes[][2] = { { 1, 512 },   { 63, 515 },  { 64, 1000 }, { 65, 256 },
+                                         { 128, 384 }, { 129, 4096 }, { 300, 1027 }, { 600, 4096 } };
+    static const int groups[] = { 0, 32, 64, 128 };
+    int64_t n_lanes = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (size_t bi = 0; bi < 4; bi++) {
+            const int64_t out = shapes[si][0], in = shapes[si][1];
+            const int bits = k_bits[bi], group = groups[(si + bi) % 4];
+            tmat t;
+            tmat_make(&t, out, in, bits, group, 1);
+            if (si % 3 == 1) {
+                /* every 5th row: its first 128 cherries moved into the first
+                 * chunk (up to 128 entries there); a moved cherry may share
+                 * its column with another one of the row, which the CSR
+                 * form sums: the dense truth is rebuilt that way */
+                for (int64_t r = 0; r < out; r += 5)
+                    for (int32_t i = t.w.rowptr[r], k = 0; i < t.w.rowptr[r + 1] && k < 128; i++, k++)
+                        t.cols[i] = (uint16_t)((k * 37) % 128);
+                for (int64_t r = 0; r < out; r++)
+                    for (int64_t j = 0; j < in; j++)
+                        t.dense[r * in + j] = dequant_def(bits, t.u[r * in + j], cq_f16_to_f32(t.scales[r * t.ng + j / t.g]));
+                for (int64_t r = 0; r < out; r++)
+                    for (int32_t i = t.w.rowptr[r]; i < t.w.rowptr[r + 1]; i++) t.dense[r * in + t.w.cols[i]] += t.delta[i];
+            }
+            assert_int_equal(cq_qmm_check(&t.w), 0);
+            const int64_t nb = cq_qmm_lanes_bytes(&t.w);
+            assert_true(nb > 0);
+            uint8_t *L = malloc((size_t)nb), *ic = malloc((size_t)(out * t.rb));
+            assert_int_equal(cq_qmm_lanes_build(&t.w, L, nb), 0);
+            assert_int_equal(cq_qmm_lanes_check(&t.w, L, nb), 0);
+            lanes_decode_check(&t, L, nb);
+            cq_qmm_il il, il0;
+            assert_int_equal(cq_qmm_il_build(&il, &t.w, ic), 0);
+            assert_null(il.lanes);
+            il0 = il;
+            il.lanes = L;
+            il.lanes_bytes = nb;
+            gv_io io;
+            gv_io_make(&io, &t);
+            float *x = io.x, *sx = io.sx, *y = io.y, *y0 = io.y2, *yq = io.yq, *ye = io.ye;
+            assert_int_equal(cq_qmm_il_gemv(&il, x, y), 0);
+            assert_int_equal(cq_qmm_il_gemv(&il0, x, y0), 0);
+            if (vnni) {
+                n_lanes++;
+                check_close(&t, x, 1, y, yq, "lanes vs int8 reference");
+                check_close(&t, x, 1, y, y0, "lanes vs gathers");
+                check_q8_rows(&t, x, sx, y, ye, "lanes vs exact");
+                /* the kernel reads the lanes: change the first cherry's h(delta) */
+                uint64_t off, m;
+                uint32_t v[4];
+                memcpy(&off, L + 64, 8);
+                memcpy(v, L + 72, 16);
+                const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3];
+                memcpy(&m, L + off, 8);
+                const int row = __builtin_ctzll(m);
+                uint8_t *hb = L + off + 10 * ne + nz;
+                const uint16_t h_old = (uint16_t)(hb[0] | hb[1] << 8), h_new = cq_f32_to_f16(cq_f16_to_f32(h_old) + 64.0f);
+                hb[0] = (uint8_t)h_new;
+                hb[1] = (uint8_t)(h_new >> 8);
+                assert_int_equal(cq_qmm_il_gemv(&il, x, y0), 0);
+                for (int64_t r = 0; r < out; r++)
+                    if ((r == row) != (y0[r] != y[r]))
+                        fail_msg("lanes: a changed delta of row %d changed row %lld (out %lld in %lld)", row, (long long)r,
+                                 (long long)out, (long long)in);
+                hb[0] = (uint8_t)h_old;
+                hb[1] = (uint8_t)(h_old >> 8);
+            }
+            /* GEMM on 3 tokens: the lanes GEMV per token */
+            {
+                float *X = malloc(sizeof(float) * (size_t)(3 * in)), *Y = malloc(sizeof(float) * (size_t)(3 * out)),
+                      *Yr = malloc(sizeof(float) * (size_t)(3 * out));
+                rand_vec(X, 3 * in);
+                gemm_ref(&t, X, 3, Yr, cq_qmm_gemv_uses_q8(&t.w));
+                assert_int_equal(cq_qmm_il_gemm(&il, X, 3, Y), 0);
+                check_close(&t, X, 3, Y, Yr, "lanes gemm");
+                free(X);
+                free(Y);
+                free(Yr);
+            }
+            /* damaged or mismatched lanes are refused */
+            {
+                int nlog = 0;
+                cq_log_set_callback(count_log, &nlog);
+                uint8_t *bad = malloc((size_t)nb);
+                const int64_t ng = (out + 63) / 64;
+                uint64_t off;
+                uint32_t v[4];
+                memcpy(&off, L + 64, 8);
+                memcpy(v, L + 72, 16);
+                const int64_t ne = (int64_t)v[0] + v[1];
+                for (int k = 0; k < 6; k++) {
+                    memcpy(bad, L, (size_t)nb);
+                    int64_t nbad = nb;
+                    if (k == 0) bad[0] ^= 1;                              /* magic */
+                    if (k == 1) nbad = nb - 1;                            /* size */
+                    if (k == 2) bad[64] += 64;                            /* pair 0's offset */
+                    if ((k == 3 || k == 4) && ne == 0) continue;   /* pair 0 has no cherries */
+                    if (k == 3) bad[off + 8 * ne] = 0xFF, bad[off + 8 * ne + 1] = 0x7F;   /* chunk of entry 0 */
+                    if (k == 4) bad[off + 10 * ne] = 200;                 /* column of cherry 0 */
+                    if (k == 5) {                                         /* a row past a short group */
+                        if (out % 64 == 0) continue;
+                        const int64_t p = (ng - 1) / 2;
+                        uint64_t po, mm;
+                        uint32_t pv[4];
+                        memcpy(&po, L + 64 + 32 * p, 8);
+                        memcpy(pv, L + 64 + 32 * p + 8, 16);
+                        const int64_t first = (ng - 1) % 2 ? pv[0] : 0, cnt = (ng - 1) % 2 ? pv[1] : pv[0];
+                        if (cnt == 0) continue;
+                        memcpy(&mm, bad + po + 8 * first, 8);
+                        mm |= 1ull << 63;
+                        memcpy(bad + po + 8 * first, &mm, 8);
+                    }
+                    if (cq_qmm_lanes_check(&t.w, bad, nbad) != CQ_EINVAL)
+                        fail_msg("lanes check accepted damage %d (out %lld in %lld)", k, (long long)out, (long long)in);
+                }
+                cq_qmm_w w2 = t.w;   /* lanes of another weight */
+                w2.out = out > 1 ? out - 1 : out;
+                w2.in = out > 1 ? in : in - 1;
+                assert_int_equal(cq_qmm_lanes_check(&w2, L, nb), CQ_EINVAL);
+                if (vnni) {
+                    memcpy(bad, L, (size_t)nb);
+                    bad[16] ^= 1;   /* header: out */
+                    cq_qmm_il ib = il;
+                    ib.lanes = bad;
+                    assert_int_equal(cq_qmm_il_gemv(&ib, x, y0), CQ_EINVAL);
+                }
+                assert_int_equal(cq_qmm_lanes_build(&t.w, L, nb - 1), CQ_EINVAL);
+                cq_log_set_callback(NULL, NULL);
+                assert_true(nlog >= 6);
+                free(bad);
+            }
+            gv_io_free(&io);
+            free(ic);
+            free(L);
+            tmat_free(&t);
+        }
+    if (vnni) assert_true(n_lanes > 20);
+    /* no cherries: no lanes */
+    {
+        tmat t;
+        tmat_make(&t, 70, 512, 3, 128, 0);
+        assert_int_equal(cq_qmm_lanes_bytes(&t.w), 0);
+        tmat_free(&t);
+    }
+    /* a delta that overflows FP16: refused; the gathers keep it unrounded */
+    {
+        tmat t;
+        tmat_make(&t, 5, 512, 4, 128, 1);
+        t.delta[t.w.rowptr[1]] = 1.0e6f;
+        const int64_t nb = cq_qmm_lanes_bytes(&t.w);
+        uint8_t *L = malloc((size_t)nb);
+        int nlog = 0;
+        cq_log_set_callback(count_log, &nlog);
+        assert_int_equal(cq_qmm_lanes_build(&t.w, L, nb), CQ_ERANGE);
+        cq_log_set_callback(NULL, NULL);
+        assert_int_equal(nlog, 0);   /* a warning, not an error: the caller falls back */
+        float x[512], y[5], yr[5];
+        rand_vec(x, 512);
+        assert_int_equal(cq_qmm_gemv(&t.w, x, y), 0);
+        assert_int_equal((cq_qmm_gemv_uses_q8(&t.w) ? cq_qmm_gemv_q8_ref : cq_qmm_gemv_ref)(&t.w, x, yr), 0);
+        check_close(&t, x, 1, y, yr, "overflowing delta, gathers");
+        free(L);
         tmat_free(&t);
     }
     cq_qmm_set_exact(exact0);
@@ -688,7 +993,8 @@ static void test_detects_corruption(void **state)
     tmat_make(&t, 8, 512, 3, 128, 1);
     float x[512], y[8], yr[8];
     for (int i = 0; i < 512; i++) x[i] = 1.0f;
-    assert_int_equal(cq_qmm_gemv_ref(&t.w, x, yr), 0);
+    /* the oracle of the path cq_qmm_gemv takes (int8 activations on VNNI) */
+    assert_int_equal((cq_qmm_gemv_uses_q8(&t.w) ? cq_qmm_gemv_q8_ref : cq_qmm_gemv_ref)(&t.w, x, yr), 0);
     t.codes[5 * t.rb + 100] ^= 0x10;     /* one code of row 5 */
     assert_int_equal(cq_qmm_gemv(&t.w, x, y), 0);
     int diff = 0;
@@ -758,6 +1064,7 @@ int main(void)
         cmocka_unit_test(test_isa_vnni),
         cmocka_unit_test(test_q8_min_in),
         cmocka_unit_test(test_interleaved),
+        cmocka_unit_test(test_lanes),
         cmocka_unit_test(test_llama_shape),
         cmocka_unit_test(test_detects_corruption),
         cmocka_unit_test(test_args),

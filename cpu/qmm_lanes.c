@@ -1,0 +1,288 @@
+/* cherryq: the cherry lanes of a packed weight (cpu/qmm.h, "cherry lanes"):
+ * built once at load time from the CSR cherries, read by the VNNI GEMV on
+ * the interleaved codes. Portable C: sizing, building, full validation.
+ *
+ * A group is CQ_QMM_LANE_ROWS (64) consecutive rows, a chunk
+ * CQ_QMM_LANE_COLS (128) consecutive columns (one int8 block of x). In a
+ * group, the cherries of chunk c are sorted by row (stable: a row keeps its
+ * CSR order); entry l of the chunk holds the l-th cherry of every row with
+ * more than l cherries there. Two groups make a pair (128 rows). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qmm_internal.h"
+
+#define LANES_MAGIC 0x314C5143u   /* "CQL1" */
+#define LANES_HDR 64
+#define LANES_PAIR 32             /* bytes of one pair's table row */
+#define LANES_TAIL 192            /* zero bytes after the last pair */
+
+/* The FP16 rounding the int8 path applies to a cherry delta (qmm.h h(d)). */
+float cq_qmm_lane_delta(float d)
+{
+    const float h = cq_f16_to_f32(cq_f32_to_f16(d));
+    return isinf(h) && !isinf(d) ? d : h;
+}
+
+static int64_t npairs_of(int64_t out)
+{
+    const int64_t ng = (out + CQ_QMM_LANE_ROWS - 1) / CQ_QMM_LANE_ROWS;
+    return (ng + 1) / 2;
+}
+
+static int64_t pair_data_bytes(int64_t ne, int64_t nz)
+{
+    return (ne * 10 + nz * 3 + 63) / 64 * 64;
+}
+
+/* Walks one group [r0, r0+nr): counts its entries and cherries (columns < in),
+ * and when m != NULL writes its masks / chunks / cols / deltas. Scratch:
+ * first [nch+1], pos [nch], ord [nz] (cherry index), rowof [nz] (row - r0). */
+typedef struct group_scan {
+    int64_t ne, nz;
+} group_scan;
+
+typedef struct scan_buf {
+    int32_t *first, *pos, *ord;
+    uint8_t *rowof;
+} scan_buf;
+
+static int scan_group(const cq_qmm_w *w, int64_t r0, int64_t nr, int64_t nch, const scan_buf *sb,
+                      group_scan *gs, uint64_t *m, uint16_t *ch, uint8_t *cols, uint16_t *dl)
+{
+    int32_t *first = sb->first, *pos = sb->pos, *ord = sb->ord;
+    uint8_t *rowof = sb->rowof;
+    /* counting sort of the group's cherries by chunk; rows ascending, a
+     * row's cherries in CSR order */
+    memset(first, 0, sizeof(int32_t) * (size_t)(nch + 1));
+    for (int64_t r = r0; r < r0 + nr; r++)
+        for (int32_t i = w->rowptr[r]; i < w->rowptr[r + 1]; i++)
+            if (w->cols[i] < w->in) first[w->cols[i] / CQ_QMM_LANE_COLS + 1]++;
+    for (int64_t c = 0; c < nch; c++) first[c + 1] += first[c];
+    const int64_t nz = first[nch];
+    for (int64_t c = 0; c < nch; c++) pos[c] = first[c];
+    for (int64_t r = r0; r < r0 + nr; r++)
+        for (int32_t i = w->rowptr[r]; i < w->rowptr[r + 1]; i++)
+            if (w->cols[i] < w->in) {
+                const int32_t k = pos[w->cols[i] / CQ_QMM_LANE_COLS]++;
+                ord[k] = i;
+                rowof[k] = (uint8_t)(r - r0);
+            }
+    /* per chunk: as many entries as the most cherries one row has there */
+    int64_t ne = 0, o = 0;
+    for (int64_t c = 0; c < nch; c++) {
+        const int32_t a = first[c], b = first[c + 1];
+        if (a == b) continue;
+        int per_row[CQ_QMM_LANE_ROWS] = { 0 }, layers = 0;
+        for (int32_t k = a; k < b; k++)
+            if (++per_row[rowof[k]] > layers) layers = per_row[rowof[k]];
+        for (int l = 0; m && l < layers; l++) {
+            uint64_t mask = 0;
+            int seen[CQ_QMM_LANE_ROWS] = { 0 };
+            for (int32_t k = a; k < b; k++) {
+                const int i = rowof[k];
+                if (seen[i]++ != l) continue;   /* row i's l-th cherry in this chunk */
+                mask |= 1ull << i;
+                const uint16_t h = cq_f32_to_f16(w->delta[ord[k]]);
+                if (isinf(cq_f16_to_f32(h)) && !isinf(w->delta[ord[k]])) return CQ_ERANGE;
+                cols[o] = (uint8_t)(w->cols[ord[k]] - c * CQ_QMM_LANE_COLS);
+                dl[o] = h;
+                o++;
+            }
+            m[ne + l] = mask;
+            ch[ne + l] = (uint16_t)c;
+        }
+        ne += layers;
+    }
+    gs->ne = ne;
+    gs->nz = nz;
+    return CQ_OK;
+}
+
+/* Shared walk of the sizing and the building: per pair, per group. */
+static int64_t lanes_walk(const cq_qmm_w *w, uint8_t *dst)
+{
+    const int64_t nch = (w->in + CQ_QMM_LANE_COLS - 1) / CQ_QMM_LANE_COLS, np = npairs_of(w->out);
+    int64_t nzmax = 0;
+    for (int64_t r0 = 0; r0 < w->out; r0 += CQ_QMM_LANE_ROWS) {
+        const int64_t r1 = r0 + CQ_QMM_LANE_ROWS < w->out ? r0 + CQ_QMM_LANE_ROWS : w->out;
+        if (w->rowptr[r1] - w->rowptr[r0] > nzmax) nzmax = w->rowptr[r1] - w->rowptr[r0];
+    }
+    scan_buf sb = { malloc(sizeof(int32_t) * (size_t)(nch + 1)), malloc(sizeof(int32_t) * (size_t)nch),
+                    malloc(sizeof(int32_t) * (size_t)(nzmax + 1)), malloc((size_t)(nzmax + 1)) };
+    if (!sb.first || !sb.pos || !sb.ord || !sb.rowof) {
+        free(sb.first);
+        free(sb.pos);
+        free(sb.ord);
+        free(sb.rowof);
+        return CQ_ENOMEM;
+    }
+    int64_t at = LANES_HDR + (np * LANES_PAIR + 63) / 64 * 64;
+    int st = CQ_OK;
+    for (int64_t p = 0; p < np && !st; p++) {
+        group_scan gs[2] = { { 0, 0 }, { 0, 0 } };
+        for (int h = 0; h < 2 && !st; h++) {
+            const int64_t r0 = (2 * p + h) * CQ_QMM_LANE_ROWS;
+            if (r0 >= w->out) break;
+            const int64_t nr = w->out - r0 < CQ_QMM_LANE_ROWS ? w->out - r0 : CQ_QMM_LANE_ROWS;
+            st = scan_group(w, r0, nr, nch, &sb, &gs[h], NULL, NULL, NULL, NULL);
+        }
+        const int64_t ne = gs[0].ne + gs[1].ne, nz = gs[0].nz + gs[1].nz;
+        if (dst && !st) {
+            uint8_t *pd = dst + at;
+            uint64_t *m = (uint64_t *)(void *)pd;
+            uint16_t *ch = (uint16_t *)(void *)(pd + ne * 8);
+            uint8_t *cols = pd + ne * 10;
+            uint8_t *dlb = cols + nz;
+            uint16_t *dl = malloc(sizeof(uint16_t) * (size_t)(nz > 0 ? nz : 1));
+            if (!dl) st = CQ_ENOMEM;
+            for (int h = 0; h < 2 && !st; h++) {
+                const int64_t r0 = (2 * p + h) * CQ_QMM_LANE_ROWS;
+                if (r0 >= w->out) break;
+                const int64_t nr = w->out - r0 < CQ_QMM_LANE_ROWS ? w->out - r0 : CQ_QMM_LANE_ROWS;
+                const int64_t e0 = h ? gs[0].ne : 0, z0 = h ? gs[0].nz : 0;
+                group_scan g2;
+                st = scan_group(w, r0, nr, nch, &sb, &g2, m + e0, ch + e0, cols + z0, dl + z0);
+            }
+            if (!st) {
+                memcpy(dlb, dl, sizeof(uint16_t) * (size_t)nz);   /* unaligned in the buffer */
+                memset(dlb + 2 * nz, 0, (size_t)(pair_data_bytes(ne, nz) - (ne * 10 + nz * 3)));
+                uint8_t row[LANES_PAIR] = { 0 };
+                const uint64_t off = (uint64_t)at;
+                const uint32_t v[4] = { (uint32_t)gs[0].ne, (uint32_t)gs[1].ne, (uint32_t)gs[0].nz,
+                                        (uint32_t)gs[1].nz };
+                memcpy(row, &off, 8);
+                memcpy(row + 8, v, 16);
+                memcpy(dst + LANES_HDR + p * LANES_PAIR, row, LANES_PAIR);
+            }
+            free(dl);
+        }
+        at += pair_data_bytes(ne, nz);
+    }
+    free(sb.first);
+    free(sb.pos);
+    free(sb.ord);
+    free(sb.rowof);
+    if (st) return st;
+    return at + LANES_TAIL;
+}
+
+int64_t cq_qmm_lanes_bytes(const cq_qmm_w *w)
+{
+    int st = cq_qmm_check_basic(w, __func__);
+    if (st) return st;
+    if (!w->rowptr || w->out == 0) return 0;
+    return lanes_walk(w, NULL);
+}
+
+int cq_qmm_lanes_build(const cq_qmm_w *w, uint8_t *dst, int64_t n)
+{
+    int st = cq_qmm_check_basic(w, __func__);
+    if (st) return st;
+    CQ_CHECK_ARG(w->rowptr && w->out > 0 && dst, CQ_EINVAL);
+    const int64_t need = lanes_walk(w, NULL);
+    if (need < 0) return (int)need;
+    if (n != need) {
+        cq_error("%s: buffer of %lld bytes, the lanes take %lld", __func__, (long long)n, (long long)need);
+        return CQ_EINVAL;
+    }
+    memset(dst, 0, (size_t)n);
+    const int64_t got = lanes_walk(w, dst);
+    if (got == CQ_ERANGE) {   /* a warning: the caller keeps the gathers, which need no FP16 */
+        cq_warn("%s: a cherry delta overflows FP16 (out %lld, in %lld): no lanes", __func__, (long long)w->out,
+                (long long)w->in);
+        return CQ_ERANGE;
+    }
+    if (got < 0) return (int)got;
+    const uint32_t h32[4] = { LANES_MAGIC, CQ_QMM_LANE_ROWS, CQ_QMM_LANE_COLS, 0 };
+    const int64_t h64[5] = { w->out, w->in, w->rowptr[w->out], npairs_of(w->out), n };
+    memcpy(dst, h32, 16);
+    memcpy(dst + 16, h64, 40);
+    return CQ_OK;
+}
+
+int cq_qmm_lanes_header(const cq_qmm_w *w, const uint8_t *lanes, int64_t n)
+{
+    if (!lanes || n < LANES_HDR) return CQ_EINVAL;
+    uint32_t h32[4];
+    int64_t h64[5];
+    memcpy(h32, lanes, 16);
+    memcpy(h64, lanes + 16, 40);
+    const int64_t np = npairs_of(w->out);
+    if (h32[0] != LANES_MAGIC || h32[1] != CQ_QMM_LANE_ROWS || h32[2] != CQ_QMM_LANE_COLS || h32[3] != 0 ||
+        h64[0] != w->out || h64[1] != w->in || !w->rowptr || h64[2] != w->rowptr[w->out] || h64[3] != np ||
+        h64[4] != n || n < LANES_HDR + np * LANES_PAIR + LANES_TAIL)
+        return CQ_EINVAL;
+    return CQ_OK;
+}
+
+int cq_qmm_lanes_check(const cq_qmm_w *w, const uint8_t *lanes, int64_t n)
+{
+    int st = cq_qmm_check(w);
+    if (st) return st;
+    if (cq_qmm_lanes_header(w, lanes, n)) {
+        cq_error("%s: the lanes header does not match the weight (out %lld, in %lld, %lld bytes)", __func__,
+                 (long long)w->out, (long long)w->in, (long long)n);
+        return CQ_EINVAL;
+    }
+    const int64_t np = npairs_of(w->out), nch = (w->in + CQ_QMM_LANE_COLS - 1) / CQ_QMM_LANE_COLS;
+    int64_t prev_end = LANES_HDR + (np * LANES_PAIR + 63) / 64 * 64;
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        cq_error(__VA_ARGS__);                                                                     \
+        return CQ_EINVAL;                                                                          \
+    } while (0)
+    for (int64_t p = 0; p < np; p++) {
+        uint64_t off;
+        uint32_t v[4];
+        memcpy(&off, lanes + LANES_HDR + p * LANES_PAIR, 8);
+        memcpy(v, lanes + LANES_HDR + p * LANES_PAIR + 8, 16);
+        const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3];
+        if ((int64_t)off != prev_end || (int64_t)off + pair_data_bytes(ne, nz) > n - LANES_TAIL)
+            BAD("%s: pair %lld lies outside the lanes (offset %llu)", __func__, (long long)p,
+                (unsigned long long)off);
+        prev_end = (int64_t)off + pair_data_bytes(ne, nz);
+        const uint8_t *pd = lanes + off;
+        int64_t e = 0, o = 0;
+        for (int h = 0; h < 2; h++) {
+            const int64_t r0 = (2 * p + h) * CQ_QMM_LANE_ROWS;
+            const int64_t nr = r0 >= w->out ? 0 : w->out - r0 < CQ_QMM_LANE_ROWS ? w->out - r0 : CQ_QMM_LANE_ROWS;
+            int64_t want = 0;
+            for (int64_t r = r0; r < r0 + nr; r++)
+                for (int32_t i = w->rowptr[r]; i < w->rowptr[r + 1]; i++) want += w->cols[i] < w->in;
+            if (want != (int64_t)v[2 + h] || (nr == 0 && v[h] != 0))
+                BAD("%s: pair %lld group %d holds %u cherries, the weight %lld", __func__, (long long)p, h, v[2 + h],
+                    (long long)want);
+            int64_t got = 0, last = -1;
+            for (uint32_t k = 0; k < v[h]; k++, e++) {
+                uint64_t m;
+                uint16_t c;
+                memcpy(&m, pd + 8 * e, 8);
+                memcpy(&c, pd + 8 * ne + 2 * e, 2);
+                if (c >= nch || (int64_t)c < last || (nr < 64 && (m >> nr)) || m == 0)
+                    BAD("%s: pair %lld entry %lld: chunk %u or row mask out of range", __func__, (long long)p,
+                        (long long)e, c);
+                last = c;
+                const int cnt = __builtin_popcountll(m);
+                for (int q = 0; q < cnt; q++) {
+                    const uint8_t col = pd[10 * ne + o + q];
+                    if (col >= CQ_QMM_LANE_COLS || (int64_t)c * CQ_QMM_LANE_COLS + col >= w->in)
+                        BAD("%s: pair %lld entry %lld: column %lld past the row", __func__, (long long)p,
+                            (long long)e, (long long)c * CQ_QMM_LANE_COLS + col);
+                }
+                o += cnt;
+                got += cnt;
+            }
+            if (got != want)
+                BAD("%s: pair %lld group %d: entries hold %lld cherries, the weight %lld", __func__, (long long)p, h,
+                    (long long)got, (long long)want);
+        }
+    }
+#undef BAD
+    if (prev_end + LANES_TAIL != n) {
+        cq_error("%s: %lld bytes, the pairs end at %lld", __func__, (long long)n, (long long)prev_end);
+        return CQ_EINVAL;
+    }
+    return CQ_OK;
+}
