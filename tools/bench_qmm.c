@@ -23,7 +23,13 @@
  * --small instead times the int8 and the exact GEMV on small in-cache matrices
  * (the evidence for the per-matrix rule CQ_QMM_Q8_MIN_IN).
  *
+ * --cherries random places each row's cherries at distinct uniformly random
+ * columns instead of one per 256-column stripe (the default): more cherry
+ * lane entries per chunk (a row may have several in one 128-column chunk),
+ * so a harder case for the lanes.
+ *
  * usage: bench_qmm [--quick] [--small] [--min] [--passes N] [--threads N]
+ *                  [--cherries stripe|random]
  */
 #include <math.h>
 #include <stdio.h>
@@ -82,6 +88,7 @@ static int cmp_dbl(const void *a, const void *b)
 }
 
 static int g_use_min = 0;   /* --min: best pass instead of the median */
+static int g_random_cherries = 0;   /* --cherries random */
 
 /* The statistic of a series of pass times: median, or minimum with --min
  * (closer to the uncontended speed when other processes share the cores). */
@@ -359,12 +366,24 @@ static void packed_make(packed_set *s, int64_t out, int64_t in, int bits, int gr
     uint16_t *cols = (uint16_t *)(m0 + off_c);
     float *dl = (float *)(m0 + off_d);
     for (int64_t r = 0; r <= out; r++) rp[r] = (int32_t)(r * k);
-    for (int64_t r = 0; r < out; r++)
-        for (int64_t i = 0; i < k; i++) {   /* one per 256-column stripe: distinct, sorted */
-            int64_t col = i * 256 + (int64_t)(rnd64() % 256);
-            cols[r * k + i] = (uint16_t)(col < in ? col : in - 1);
+    uint8_t *used = g_random_cherries ? calloc((size_t)in, 1) : NULL;
+    for (int64_t r = 0; r < out; r++) {
+        for (int64_t i = 0; i < k; i++) {
+            int64_t col;
+            if (used) {   /* distinct uniformly random columns, in random order */
+                do col = (int64_t)(rnd64() % (uint64_t)in); while (used[col]);
+                used[col] = 1;
+            } else {      /* one per 256-column stripe: distinct, sorted */
+                col = i * 256 + (int64_t)(rnd64() % 256);
+                if (col >= in) col = in - 1;
+            }
+            cols[r * k + i] = (uint16_t)col;
             dl[r * k + i] = (float)((int64_t)(rnd64() % 2001) - 1000) * 1e-4f;
         }
+        if (used)
+            for (int64_t i = 0; i < k; i++) used[cols[r * k + i]] = 0;
+    }
+    free(used);
     for (int c = 0; c < s->ncopy; c++) {
         uint8_t *m = c ? xalloc(total) : m0;
         if (c) memcpy(m, m0, total);
@@ -626,8 +645,14 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--small")) small = 1;
         else if (!strcmp(argv[i], "--passes") && i + 1 < argc) passes = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) maxt = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: %s [--quick] [--small] [--min] [--passes N] [--threads N]\n", argv[0]);
+        else if (!strcmp(argv[i], "--cherries") && i + 1 < argc && !strcmp(argv[i + 1], "random")) {
+            g_random_cherries = 1;
+            i++;
+        } else if (!strcmp(argv[i], "--cherries") && i + 1 < argc && !strcmp(argv[i + 1], "stripe")) {
+            i++;
+        } else {
+            fprintf(stderr, "usage: %s [--quick] [--small] [--min] [--passes N] [--threads N] "
+                    "[--cherries stripe|random]\n", argv[0]);
             return 2;
         }
     }
@@ -636,6 +661,8 @@ int main(int argc, char **argv)
     if (passes > 0) g_passes = passes < 64 ? passes : 64;
     cq_qmm_set_exact(0);   /* the default path, whatever CQ_QMM_EXACT says */
     machine_info();
+    printf("cherries: 1/256 of each row (one a row below 256 columns), %s\n",
+           g_random_cherries ? "at distinct uniformly random columns" : "one per 256-column stripe");
     if (small) {
         small_shapes(maxt);
         return g_fail;
