@@ -375,8 +375,8 @@ static int gemv_q8(const cq_qmm_q8plan *p, const float *x, float *y)
     const cq_qmm_w *w = p->w;
     const int nt = gemv_threads(w);
     const size_t nf = (size_t)p->nu + 32, wsn = 8 * ((size_t)p->nu + 48);
-    /* the dequantized x for the cherries' gathers (lanes read xq itself) */
-    const size_t nxd = w->rowptr && !p->lanes ? (size_t)w->in : 0;
+    /* the dequantized x for the cherries' gathers and the lanes' spills */
+    const size_t nxd = w->rowptr ? (size_t)w->in : 0;
     int8_t *xq = alloc64((size_t)(p->npad + p->nnat));
     float *fb = alloc64((2 * nf + nxd) * sizeof(float));
     float *ws = alloc64((size_t)nt * wsn * sizeof(float));

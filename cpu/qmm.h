@@ -174,21 +174,29 @@ CQ_API int cq_qmm_il_gemm(const cq_qmm_il *il, const float *X, int64_t n, float 
  * the l-th cherry (by position in the CSR row) in that chunk of every row
  * that has more than l of them, as a 64-bit row mask, then per cherry (in
  * row order) its column within the chunk (1 byte) and h(delta) (FP16, 2
- * bytes; h as in cq_qmm_gemv_q8_ref). Two groups form a pair (128 rows, the
- * rows the kernel streams together); the buffer is
+ * bytes; h as in cq_qmm_gemv_q8_ref). An entry costs the same however few
+ * rows it holds, so layers with fewer than CQ_QMM_LANE_MIN_FILL cherries
+ * (and every layer after) are "spilled" instead: per cherry its column, its
+ * h(delta) and its row in the pair, added one by one. Two groups
+ * form a pair (128 rows, the rows the kernel streams together); the buffer is
  *   header   64 bytes: u32 magic "CQL1", u32 64 (rows a group),
  *            u32 128 (columns a chunk), u32 0, i64 out, in, nnz, npairs, bytes
  *   table    npairs x 32 bytes: u64 offset of the pair's data, u32 entries of
- *            its first and second group, u32 cherries of each, u64 0
+ *            its first and second group, u32 lane cherries of each, u32
+ *            spilled cherries of the pair, u32 0
  *   per pair (64-byte aligned): u64 masks[entries], u16 chunks[entries],
- *            u8 cols[cherries], u16 h(delta)[cherries]; the first group's
- *            entries and cherries first
+ *            u8 cols[lane cherries], u16 h(delta)[lane cherries], then the
+ *            spills: u16 column[spills], u16 h(delta)[spills], u8 row in the
+ *            pair[spills]; the first group's entries, cherries and spills
+ *            first, spills by chunk, then row, then CSR order
  *   192 zero bytes (the kernel's 64-byte loads read past a pair's end)
- * About 3.3 bytes a cherry (the CSR form takes 6) plus 10 per entry; it is
- * kept next to the CSR form (which the exact paths read). Lanes are used by
- * the VNNI kernel only; every other path ignores them. */
+ * About 3.3 bytes a lane cherry (the CSR form takes 6), 5 a spilled one,
+ * plus 10 per entry; it is kept next to the CSR form (which the exact paths
+ * read). Lanes are used by the VNNI kernel only; every other path ignores
+ * them. */
 #define CQ_QMM_LANE_ROWS 64    /* rows of a group: one per byte lane of a 512-bit vector */
 #define CQ_QMM_LANE_COLS 128   /* columns of a chunk: one int8 block of x (CQ_QMM_Q8_BLOCK) */
+#define CQ_QMM_LANE_MIN_FILL 6 /* fewest cherries an entry holds; the rest are spilled */
 /* Bytes of the lanes of w (0 when w has no cherries); < 0 on bad w. */
 CQ_API int64_t cq_qmm_lanes_bytes(const cq_qmm_w *w);
 /* Writes the lanes of w into dst (n = cq_qmm_lanes_bytes(w) bytes).

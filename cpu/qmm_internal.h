@@ -140,7 +140,7 @@ int cq_qmm_q8plan_init(cq_qmm_q8plan *p, const cq_qmm_w *w);
  * values in natural order, both zero padded; sxu [nu+32] and xqs [nu+32]:
  * per unit the x scale and the sum of xq (as f32), zero padded; xd [in]
  * (when not NULL) the dequantized x, sx_b(j) * xq_j, that the cherries'
- * gathers read. Same values as cq_qmm_quant_x8. */
+ * gathers and the lanes' spills read. Same values as cq_qmm_quant_x8. */
 void cq_qmm_q8_prep_avx512vnni(const cq_qmm_q8plan *p, const float *x, int8_t *xq, float *sxu,
                                float *xqs, float *xd);
 /* Rows [r0, r1); ws: 8*(nu+48) floats per thread. With p->lanes, r0 is a

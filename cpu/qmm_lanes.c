@@ -6,7 +6,11 @@
  * CQ_QMM_LANE_COLS (128) consecutive columns (one int8 block of x). In a
  * group, the cherries of chunk c are sorted by row (stable: a row keeps its
  * CSR order); entry l of the chunk holds the l-th cherry of every row with
- * more than l cherries there. Two groups make a pair (128 rows). */
+ * more than l cherries there, as long as that entry would hold at least
+ * CQ_QMM_LANE_MIN_FILL cherries; the cherries of the layers after (few rows
+ * with many cherries in one chunk) are "spilled": kept as (row, column,
+ * h(delta)) records the kernel adds one by one. Two groups make a pair (128
+ * rows). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,16 +35,18 @@ static int64_t npairs_of(int64_t out)
     return (ng + 1) / 2;
 }
 
-static int64_t pair_data_bytes(int64_t ne, int64_t nz)
+static int64_t pair_data_bytes(int64_t ne, int64_t nz, int64_t ns)
 {
-    return (ne * 10 + nz * 3 + 63) / 64 * 64;
+    return (ne * 10 + nz * 3 + ns * 5 + 63) / 64 * 64;
 }
 
-/* Walks one group [r0, r0+nr): counts its entries and cherries (columns < in),
- * and when m != NULL writes its masks / chunks / cols / deltas. Scratch:
- * first [nch+1], pos [nch], ord [nz] (cherry index), rowof [nz] (row - r0). */
+/* Walks one group [r0, r0+nr): counts its entries, lane cherries and spilled
+ * cherries (columns < in), and when m != NULL writes its masks / chunks /
+ * cols / deltas, and its spill records (3 x u16: row + rbase, column,
+ * h(delta)) to sp. Scratch: first [nch+1], pos [nch], ord [nz] (cherry
+ * index), rowof [nz] (row - r0). */
 typedef struct group_scan {
-    int64_t ne, nz;
+    int64_t ne, nz, ns;
 } group_scan;
 
 typedef struct scan_buf {
@@ -49,7 +55,8 @@ typedef struct scan_buf {
 } scan_buf;
 
 static int scan_group(const cq_qmm_w *w, int64_t r0, int64_t nr, int64_t nch, const scan_buf *sb,
-                      group_scan *gs, uint64_t *m, uint16_t *ch, uint8_t *cols, uint16_t *dl)
+                      group_scan *gs, uint64_t *m, uint16_t *ch, uint8_t *cols, uint16_t *dl, uint16_t *sp,
+                      int rbase)
 {
     int32_t *first = sb->first, *pos = sb->pos, *ord = sb->ord;
     uint8_t *rowof = sb->rowof;
@@ -69,34 +76,61 @@ static int scan_group(const cq_qmm_w *w, int64_t r0, int64_t nr, int64_t nch, co
                 ord[k] = i;
                 rowof[k] = (uint8_t)(r - r0);
             }
-    /* per chunk: as many entries as the most cherries one row has there */
-    int64_t ne = 0, o = 0;
+    /* per chunk: one entry per layer while the layer holds at least
+     * CQ_QMM_LANE_MIN_FILL cherries (the fill only falls with the layer),
+     * the deeper layers spilled */
+    int64_t ne = 0, o = 0, ns = 0;
     for (int64_t c = 0; c < nch; c++) {
         const int32_t a = first[c], b = first[c + 1];
         if (a == b) continue;
-        int per_row[CQ_QMM_LANE_ROWS] = { 0 }, layers = 0;
+        int per_row[CQ_QMM_LANE_ROWS] = { 0 }, layers = 0, entries = 0;
         for (int32_t k = a; k < b; k++)
             if (++per_row[rowof[k]] > layers) layers = per_row[rowof[k]];
-        for (int l = 0; m && l < layers; l++) {
+        for (int l = 0; l < layers; l++) {
+            int fill = 0;
+            for (int64_t i = 0; i < nr; i++) fill += per_row[i] > l;
+            if (fill < CQ_QMM_LANE_MIN_FILL) break;
+            entries++;
+        }
+        int seen[CQ_QMM_LANE_ROWS] = { 0 };
+        for (int32_t k = a; k < b; k++)   /* the spills, rows ascending, CSR order in a row */
+            if (seen[rowof[k]]++ >= entries) {
+                if (sp) {
+                    const uint16_t h = cq_f32_to_f16(w->delta[ord[k]]);
+                    if (isinf(cq_f16_to_f32(h)) && !isinf(w->delta[ord[k]])) return CQ_ERANGE;
+                    sp[3 * ns] = (uint16_t)(rbase + rowof[k]);
+                    sp[3 * ns + 1] = w->cols[ord[k]];
+                    sp[3 * ns + 2] = h;
+                }
+                ns++;
+            }
+        for (int l = 0; l < entries; l++) {
             uint64_t mask = 0;
-            int seen[CQ_QMM_LANE_ROWS] = { 0 };
+            int64_t fill = 0;
+            memset(seen, 0, sizeof seen);
             for (int32_t k = a; k < b; k++) {
                 const int i = rowof[k];
                 if (seen[i]++ != l) continue;   /* row i's l-th cherry in this chunk */
+                fill++;
+                if (!m) continue;
                 mask |= 1ull << i;
                 const uint16_t h = cq_f32_to_f16(w->delta[ord[k]]);
                 if (isinf(cq_f16_to_f32(h)) && !isinf(w->delta[ord[k]])) return CQ_ERANGE;
-                cols[o] = (uint8_t)(w->cols[ord[k]] - c * CQ_QMM_LANE_COLS);
-                dl[o] = h;
-                o++;
+                cols[o + fill - 1] = (uint8_t)(w->cols[ord[k]] - c * CQ_QMM_LANE_COLS);
+                dl[o + fill - 1] = h;
             }
-            m[ne + l] = mask;
-            ch[ne + l] = (uint16_t)c;
+            if (m) {
+                m[ne + l] = mask;
+                ch[ne + l] = (uint16_t)c;
+            }
+            o += fill;
         }
-        ne += layers;
+        ne += entries;
     }
     gs->ne = ne;
-    gs->nz = nz;
+    gs->nz = o;
+    gs->ns = ns;
+    (void)nz;
     return CQ_OK;
 }
 
@@ -121,44 +155,53 @@ static int64_t lanes_walk(const cq_qmm_w *w, uint8_t *dst)
     int64_t at = LANES_HDR + (np * LANES_PAIR + 63) / 64 * 64;
     int st = CQ_OK;
     for (int64_t p = 0; p < np && !st; p++) {
-        group_scan gs[2] = { { 0, 0 }, { 0, 0 } };
+        group_scan gs[2] = { { 0, 0, 0 }, { 0, 0, 0 } };
         for (int h = 0; h < 2 && !st; h++) {
             const int64_t r0 = (2 * p + h) * CQ_QMM_LANE_ROWS;
             if (r0 >= w->out) break;
             const int64_t nr = w->out - r0 < CQ_QMM_LANE_ROWS ? w->out - r0 : CQ_QMM_LANE_ROWS;
-            st = scan_group(w, r0, nr, nch, &sb, &gs[h], NULL, NULL, NULL, NULL);
+            st = scan_group(w, r0, nr, nch, &sb, &gs[h], NULL, NULL, NULL, NULL, NULL, 0);
         }
-        const int64_t ne = gs[0].ne + gs[1].ne, nz = gs[0].nz + gs[1].nz;
+        const int64_t ne = gs[0].ne + gs[1].ne, nz = gs[0].nz + gs[1].nz, ns = gs[0].ns + gs[1].ns;
         if (dst && !st) {
             uint8_t *pd = dst + at;
             uint64_t *m = (uint64_t *)(void *)pd;
             uint16_t *ch = (uint16_t *)(void *)(pd + ne * 8);
             uint8_t *cols = pd + ne * 10;
-            uint8_t *dlb = cols + nz;
-            uint16_t *dl = malloc(sizeof(uint16_t) * (size_t)(nz > 0 ? nz : 1));
+            uint8_t *tail = cols + nz;   /* deltas, then spills: unaligned, written by memcpy */
+            uint16_t *dl = malloc(sizeof(uint16_t) * (size_t)(nz + 3 * ns + 1));
             if (!dl) st = CQ_ENOMEM;
             for (int h = 0; h < 2 && !st; h++) {
                 const int64_t r0 = (2 * p + h) * CQ_QMM_LANE_ROWS;
                 if (r0 >= w->out) break;
                 const int64_t nr = w->out - r0 < CQ_QMM_LANE_ROWS ? w->out - r0 : CQ_QMM_LANE_ROWS;
-                const int64_t e0 = h ? gs[0].ne : 0, z0 = h ? gs[0].nz : 0;
+                const int64_t e0 = h ? gs[0].ne : 0, z0 = h ? gs[0].nz : 0, s0 = h ? gs[0].ns : 0;
                 group_scan g2;
-                st = scan_group(w, r0, nr, nch, &sb, &g2, m + e0, ch + e0, cols + z0, dl + z0);
+                st = scan_group(w, r0, nr, nch, &sb, &g2, m + e0, ch + e0, cols + z0, dl + z0, dl + nz + 3 * s0,
+                                h * CQ_QMM_LANE_ROWS);
             }
             if (!st) {
-                memcpy(dlb, dl, sizeof(uint16_t) * (size_t)nz);   /* unaligned in the buffer */
-                memset(dlb + 2 * nz, 0, (size_t)(pair_data_bytes(ne, nz) - (ne * 10 + nz * 3)));
+                /* the deltas, then the spills as columns [ns], h(delta) [ns], rows [ns] */
+                memcpy(tail, dl, sizeof(uint16_t) * (size_t)nz);
+                uint8_t *sc = tail + 2 * nz, *sh = sc + 2 * ns, *sr = sh + 2 * ns;
+                for (int64_t q = 0; q < ns; q++) {
+                    const uint16_t *rec = dl + nz + 3 * q;
+                    memcpy(sc + 2 * q, rec + 1, 2);
+                    memcpy(sh + 2 * q, rec + 2, 2);
+                    sr[q] = (uint8_t)rec[0];
+                }
+                memset(sr + ns, 0, (size_t)(pair_data_bytes(ne, nz, ns) - (ne * 10 + nz * 3 + ns * 5)));
                 uint8_t row[LANES_PAIR] = { 0 };
                 const uint64_t off = (uint64_t)at;
-                const uint32_t v[4] = { (uint32_t)gs[0].ne, (uint32_t)gs[1].ne, (uint32_t)gs[0].nz,
-                                        (uint32_t)gs[1].nz };
+                const uint32_t v[5] = { (uint32_t)gs[0].ne, (uint32_t)gs[1].ne, (uint32_t)gs[0].nz,
+                                        (uint32_t)gs[1].nz, (uint32_t)ns };
                 memcpy(row, &off, 8);
-                memcpy(row + 8, v, 16);
+                memcpy(row + 8, v, 20);
                 memcpy(dst + LANES_HDR + p * LANES_PAIR, row, LANES_PAIR);
             }
             free(dl);
         }
-        at += pair_data_bytes(ne, nz);
+        at += pair_data_bytes(ne, nz, ns);
     }
     free(sb.first);
     free(sb.pos);
@@ -235,25 +278,40 @@ int cq_qmm_lanes_check(const cq_qmm_w *w, const uint8_t *lanes, int64_t n)
     } while (0)
     for (int64_t p = 0; p < np; p++) {
         uint64_t off;
-        uint32_t v[4];
+        uint32_t v[5];
         memcpy(&off, lanes + LANES_HDR + p * LANES_PAIR, 8);
-        memcpy(v, lanes + LANES_HDR + p * LANES_PAIR + 8, 16);
-        const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3];
-        if ((int64_t)off != prev_end || (int64_t)off + pair_data_bytes(ne, nz) > n - LANES_TAIL)
+        memcpy(v, lanes + LANES_HDR + p * LANES_PAIR + 8, 20);
+        const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3], ns = v[4];
+        if ((int64_t)off != prev_end || (int64_t)off + pair_data_bytes(ne, nz, ns) > n - LANES_TAIL)
             BAD("%s: pair %lld lies outside the lanes (offset %llu)", __func__, (long long)p,
                 (unsigned long long)off);
-        prev_end = (int64_t)off + pair_data_bytes(ne, nz);
-        const uint8_t *pd = lanes + off;
-        int64_t e = 0, o = 0;
+        prev_end = (int64_t)off + pair_data_bytes(ne, nz, ns);
+        const uint8_t *pd = lanes + off, *sp = pd + 10 * ne + 3 * nz;
+        int64_t nrg[2], spilled[2] = { 0, 0 };
         for (int h = 0; h < 2; h++) {
             const int64_t r0 = (2 * p + h) * CQ_QMM_LANE_ROWS;
-            const int64_t nr = r0 >= w->out ? 0 : w->out - r0 < CQ_QMM_LANE_ROWS ? w->out - r0 : CQ_QMM_LANE_ROWS;
+            nrg[h] = r0 >= w->out ? 0 : w->out - r0 < CQ_QMM_LANE_ROWS ? w->out - r0 : CQ_QMM_LANE_ROWS;
+        }
+        for (int64_t q = 0; q < ns; q++) {
+            uint16_t rec[3];
+            rec[0] = sp[4 * ns + q];
+            memcpy(rec + 1, sp + 2 * q, 2);
+            memcpy(rec + 2, sp + 2 * ns + 2 * q, 2);
+            const int h = rec[0] >= CQ_QMM_LANE_ROWS;
+            if (rec[0] - h * CQ_QMM_LANE_ROWS >= nrg[h] || rec[1] >= w->in)
+                BAD("%s: pair %lld spill %lld: row %u or column %u out of range", __func__, (long long)p,
+                    (long long)q, rec[0], rec[1]);
+            spilled[h]++;
+        }
+        int64_t e = 0, o = 0;
+        for (int h = 0; h < 2; h++) {
+            const int64_t r0 = (2 * p + h) * CQ_QMM_LANE_ROWS, nr = nrg[h];
             int64_t want = 0;
             for (int64_t r = r0; r < r0 + nr; r++)
                 for (int32_t i = w->rowptr[r]; i < w->rowptr[r + 1]; i++) want += w->cols[i] < w->in;
-            if (want != (int64_t)v[2 + h] || (nr == 0 && v[h] != 0))
-                BAD("%s: pair %lld group %d holds %u cherries, the weight %lld", __func__, (long long)p, h, v[2 + h],
-                    (long long)want);
+            if (want != (int64_t)v[2 + h] + spilled[h] || (nr == 0 && v[h] != 0))
+                BAD("%s: pair %lld group %d holds %lld cherries, the weight %lld", __func__, (long long)p, h,
+                    (long long)v[2 + h] + spilled[h], (long long)want);
             int64_t got = 0, last = -1;
             for (uint32_t k = 0; k < v[h]; k++, e++) {
                 uint64_t m;
@@ -274,9 +332,9 @@ int cq_qmm_lanes_check(const cq_qmm_w *w, const uint8_t *lanes, int64_t n)
                 o += cnt;
                 got += cnt;
             }
-            if (got != want)
-                BAD("%s: pair %lld group %d: entries hold %lld cherries, the weight %lld", __func__, (long long)p, h,
-                    (long long)got, (long long)want);
+            if (got != (int64_t)v[2 + h])
+                BAD("%s: pair %lld group %d: entries hold %lld cherries, the table says %u", __func__, (long long)p, h,
+                    (long long)got, v[2 + h]);
         }
     }
 #undef BAD

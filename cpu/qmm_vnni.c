@@ -342,6 +342,20 @@ AI void lane_entries(const uint8_t *pd, int64_t ne, int64_t nz, int64_t e0, int6
     *po = o;
 }
 
+/* Spilled cherries [s0, s1) of a pair (of ns; qmm.h: columns, h(delta),
+ * rows in the pair) into the pair's 128 row sums acc, one by one, against
+ * the dequantized x xd (= xq * sx, the value the lanes compute per term). */
+AI void lane_spills(const uint8_t *sp, int64_t ns, int64_t s0, int64_t s1, const float *xd, float *acc)
+{
+    const uint8_t *sh = sp + 2 * ns, *sr = sp + 4 * ns;
+    for (int64_t q = s0; q < s1; q++) {
+        uint16_t c, h;
+        memcpy(&c, sp + 2 * q, 2);
+        memcpy(&h, sh + 2 * q, 2);
+        acc[sr[q]] = __builtin_fmaf(xd[c], _cvtsh_ss(h), acc[sr[q]]);
+    }
+}
+
 /* y[0, n) += acc[0, n), n <= 64 */
 static void lane_add(float *y, const float *acc, int64_t n)
 {
@@ -353,19 +367,20 @@ static void lane_add(float *y, const float *acc, int64_t n)
 
 /* One pair's row of the lanes table. */
 typedef struct lane_pair {
-    const uint8_t *pd;
-    int64_t ne, ne_a, nz, bytes;   /* bytes: to the next pair's data */
+    const uint8_t *pd, *sp;        /* its entries, its spill records */
+    int64_t ne, ne_a, nz, ns, bytes;   /* bytes: to the next pair's data */
 } lane_pair;
 
 static lane_pair lane_pair_at(const uint8_t *lanes, int64_t j, int64_t npairs, int64_t total)
 {
     uint64_t off, next;
-    uint32_t v[4];
+    uint32_t v[5];
     memcpy(&off, lanes + 64 + 32 * j, 8);
-    memcpy(v, lanes + 64 + 32 * j + 8, 16);
+    memcpy(v, lanes + 64 + 32 * j + 8, 20);
     if (j + 1 < npairs) memcpy(&next, lanes + 64 + 32 * (j + 1), 8);
     else next = (uint64_t)total;
-    return (lane_pair){ lanes + off, (int64_t)v[0] + v[1], v[0], (int64_t)v[2] + v[3], (int64_t)(next - off) };
+    const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3];
+    return (lane_pair){ lanes + off, lanes + off + 10 * ne + 3 * nz, ne, v[0], nz, v[4], (int64_t)(next - off) };
 }
 
 /* Interleaved codes: rows [r, r1) (r a multiple of 4 or not) as before the
@@ -409,7 +424,8 @@ static lane_pair lane_pair_at(const uint8_t *lanes, int64_t j, int64_t npairs, i
         }                                                                                  \
     }                                                                                      \
     static void lane_pairs_b##B(const cq_qmm_q8plan *p, const int8_t *xq, const float *sxu, \
-                                const float *xqs, float *y, int64_t r, int64_t r1, float *ws) \
+                                const float *xqs, const float *xd, float *y, int64_t r, int64_t r1, \
+                                float *ws)                                                 \
     {                                                                                      \
         enum { P = 2 * CQ_QMM_LANE_ROWS, NSTEP = CQ_QMM_LANE_ROWS / 4 };                   \
         const int8_t *nat = xq + p->npad;                                                  \
@@ -417,7 +433,7 @@ static lane_pair lane_pair_at(const uint8_t *lanes, int64_t j, int64_t npairs, i
         int64_t npairs, total;                                                             \
         memcpy(&npairs, p->lanes + 40, 8);                                                 \
         memcpy(&total, p->lanes + 48, 8);                                                  \
-        float lacc[2][CQ_QMM_LANE_ROWS] __attribute__((aligned(64)));                      \
+        float lacc[2 * CQ_QMM_LANE_ROWS] __attribute__((aligned(64))); /* the pair's rows */ \
         for (; r < r1; r += P) {                                                           \
             const int64_t j = r / P;                                                       \
             const lane_pair lp = lane_pair_at(p->lanes, j, npairs, total);                 \
@@ -434,20 +450,22 @@ static lane_pair lane_pair_at(const uint8_t *lanes, int64_t j, int64_t npairs, i
                     const int64_t e0 = lp.ne * st / NSTEP, e1 = lp.ne * (st + 1) / NSTEP;  \
                     if (e0 < lp.ne_a)                                                      \
                         lane_entries(lp.pd, lp.ne, lp.nz, e0, e1 < lp.ne_a ? e1 : lp.ne_a, &o, nat, sxu, spc, \
-                                     lacc[0]);                                             \
+                                     lacc);                                             \
                     if (e1 > lp.ne_a)                                                      \
                         lane_entries(lp.pd, lp.ne, lp.nz, e0 > lp.ne_a ? e0 : lp.ne_a, e1, &o, nat, sxu, spc, \
-                                     lacc[1]);                                             \
+                                     lacc + CQ_QMM_LANE_ROWS);                                             \
+                    lane_spills(lp.sp, lp.ns, lp.ns * st / NSTEP, lp.ns * (st + 1) / NSTEP, xd, lacc); \
                 }                                                                          \
-                lane_add(y + r, lacc[0], CQ_QMM_LANE_ROWS);                                \
-                lane_add(y + r + CQ_QMM_LANE_ROWS, lacc[1], CQ_QMM_LANE_ROWS);             \
+                lane_add(y + r, lacc, CQ_QMM_LANE_ROWS);                                \
+                lane_add(y + r + CQ_QMM_LANE_ROWS, lacc + CQ_QMM_LANE_ROWS, CQ_QMM_LANE_ROWS);             \
             } else { /* the last pair, short: r1 == out */                                 \
                 il_range_b##B(p, xq, sxu, xqs, NULL, y, r, r1, ws, 0);                     \
-                lane_entries(lp.pd, lp.ne, lp.nz, 0, lp.ne_a, &o, nat, sxu, spc, lacc[0]); \
-                lane_entries(lp.pd, lp.ne, lp.nz, lp.ne_a, lp.ne, &o, nat, sxu, spc, lacc[1]); \
+                lane_entries(lp.pd, lp.ne, lp.nz, 0, lp.ne_a, &o, nat, sxu, spc, lacc); \
+                lane_entries(lp.pd, lp.ne, lp.nz, lp.ne_a, lp.ne, &o, nat, sxu, spc, lacc + CQ_QMM_LANE_ROWS); \
+                lane_spills(lp.sp, lp.ns, 0, lp.ns, xd, lacc);                            \
                 const int64_t n = r1 - r;                                                  \
-                lane_add(y + r, lacc[0], n < CQ_QMM_LANE_ROWS ? n : CQ_QMM_LANE_ROWS);     \
-                if (n > CQ_QMM_LANE_ROWS) lane_add(y + r + CQ_QMM_LANE_ROWS, lacc[1], n - CQ_QMM_LANE_ROWS); \
+                lane_add(y + r, lacc, n < CQ_QMM_LANE_ROWS ? n : CQ_QMM_LANE_ROWS);     \
+                if (n > CQ_QMM_LANE_ROWS) lane_add(y + r + CQ_QMM_LANE_ROWS, lacc + CQ_QMM_LANE_ROWS, n - CQ_QMM_LANE_ROWS); \
             }                                                                              \
         }                                                                                  \
     }                                                                                      \
@@ -457,7 +475,7 @@ static lane_pair lane_pair_at(const uint8_t *lanes, int64_t j, int64_t npairs, i
     {                                                                                      \
         const int CH = p->w->rowptr != NULL;                                               \
         if (p->il && p->lanes) {                                                           \
-            lane_pairs_b##B(p, xq, sxu, xqs, y, r0, r1, ws);                               \
+            lane_pairs_b##B(p, xq, sxu, xqs, xd, y, r0, r1, ws);                           \
         } else if (p->il) {                                                                \
             il_range_b##B(p, xq, sxu, xqs, xd, y, r0, r1, ws, CH);                         \
         } else {                                                                           \

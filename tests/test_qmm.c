@@ -672,13 +672,15 @@ static void test_interleaved(void **state)
 }
 
 /* Reads the lanes of t by the layout qmm.h documents (not the library's
- * code) and checks that they hold exactly t's cherries: for every row, the
- * sequence of (column, h(delta) bits) met walking the entries in order must
- * be the row's CSR cherries with a column < in, stably sorted by 128-column
- * chunk (entry l of a chunk = the row's l-th cherry there). */
-static void lanes_decode_check(const tmat *t, const uint8_t *L, int64_t n)
+ * code) and checks that they hold exactly t's cherries: for every row and
+ * 128-column chunk, the (column, h(delta) bits) met walking the entries in
+ * order, then its spill records in order, must be the row's CSR cherries
+ * with a column < in in that chunk, in CSR order (entry l of a chunk = the
+ * row's l-th cherry there); every entry holds at least
+ * CQ_QMM_LANE_MIN_FILL cherries. Returns the number of spilled cherries. */
+static int64_t lanes_decode_check(const tmat *t, const uint8_t *L, int64_t n)
 {
-    const int64_t out = t->w.out, in = t->w.in, ng = (out + 63) / 64, np = (ng + 1) / 2;
+    const int64_t out = t->w.out, in = t->w.in, ng = (out + 63) / 64, np = (ng + 1) / 2, nch = (in + 127) / 128;
     uint32_t h32[4];
     int64_t h64[5];
     memcpy(h32, L, 16);
@@ -692,60 +694,73 @@ static void lanes_decode_check(const tmat *t, const uint8_t *L, int64_t n)
     assert_int_equal(h64[2], t->w.rowptr[out]);
     assert_int_equal(h64[3], np);
     assert_int_equal(h64[4], n);
-    int64_t *got = malloc(sizeof(int64_t) * (size_t)(t->w.rowptr[out] + 1));
+    const int64_t nnz = t->w.rowptr[out];
+    int64_t *got = malloc(sizeof(int64_t) * (size_t)(2 * nnz + 2)), spilled = 0;
     for (int64_t p = 0; p < np; p++) {
         uint64_t off;
-        uint32_t v[4];
+        uint32_t v[5];
         memcpy(&off, L + 64 + 32 * p, 8);
-        memcpy(v, L + 64 + 32 * p + 8, 16);
+        memcpy(v, L + 64 + 32 * p + 8, 20);
         assert_int_equal(off % 64, 0);
-        const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3];
-        assert_true((int64_t)off + ne * 10 + nz * 3 + 192 <= n);
-        const uint8_t *pd = L + off;
-        int64_t e = 0, o = 0;
+        const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3], ns = v[4];
+        assert_true((int64_t)off + ne * 10 + nz * 3 + ns * 5 + 192 <= n);
+        const uint8_t *pd = L + off, *sp = pd + 10 * ne + 3 * nz;
+        spilled += ns;
+        for (int64_t e = 0; e < ne; e++) {
+            uint64_t m;
+            memcpy(&m, pd + 8 * e, 8);
+            assert_true(__builtin_popcountll(m) >= CQ_QMM_LANE_MIN_FILL);
+        }
         for (int h = 0; h < 2; h++) {
-            const int64_t r0 = (2 * p + h) * 64;
+            const int64_t r0 = (2 * p + h) * 64, e0 = h ? v[0] : 0, e1 = h ? ne : v[0];
             for (int64_t i = 0; i < 64 && r0 + i < out; i++) {
                 const int64_t r = r0 + i;
-                int64_t k = 0, ee = e, oo = o;
-                for (uint32_t q = 0; q < v[h]; q++, ee++) {
-                    uint64_t m;
-                    uint16_t c;
-                    memcpy(&m, pd + 8 * ee, 8);
-                    memcpy(&c, pd + 8 * ne + 2 * ee, 2);
-                    if (m >> i & 1) {
-                        const int64_t at = oo + __builtin_popcountll(m & ((1ull << i) - 1ull));
-                        uint16_t hb;
-                        memcpy(&hb, pd + 10 * ne + nz + 2 * at, 2);
-                        got[2 * k] = c * 128 + pd[10 * ne + at];
-                        got[2 * k + 1] = hb;
-                        k++;
-                        assert_true(2 * k <= t->w.rowptr[out] + 1);
+                for (int64_t c = 0; c < nch; c++) {
+                    int64_t k = 0, oo = 0;
+                    for (int64_t e = 0; e < ne; e++) {   /* the lanes, in entry order */
+                        uint64_t m;
+                        uint16_t cc;
+                        memcpy(&m, pd + 8 * e, 8);
+                        memcpy(&cc, pd + 8 * ne + 2 * e, 2);
+                        if (e >= e0 && e < e1 && cc == c && (m >> i & 1)) {
+                            const int64_t at = oo + __builtin_popcountll(m & ((1ull << i) - 1ull));
+                            uint16_t hb;
+                            memcpy(&hb, pd + 10 * ne + nz + 2 * at, 2);
+                            got[2 * k] = c * 128 + pd[10 * ne + at];
+                            got[2 * k + 1] = hb;
+                            k++;
+                        }
+                        oo += __builtin_popcountll(m);
                     }
-                    oo += __builtin_popcountll(m);
-                }
-                /* the expected sequence: CSR order, stable by chunk */
-                int64_t kk = 0;
-                for (int64_t c = 0; c * 128 < in; c++)
+                    for (int64_t q = 0; q < ns; q++) {   /* then the spills */
+                        uint16_t rec[3];
+                        rec[0] = sp[4 * ns + q];
+                        memcpy(rec + 1, sp + 2 * q, 2);
+                        memcpy(rec + 2, sp + 2 * ns + 2 * q, 2);
+                        if (rec[0] == h * 64 + i && rec[1] / 128 == c) {
+                            got[2 * k] = rec[1];
+                            got[2 * k + 1] = rec[2];
+                            k++;
+                        }
+                    }
+                    int64_t kk = 0;   /* the expected: CSR order within the chunk */
                     for (int32_t ci = t->w.rowptr[r]; ci < t->w.rowptr[r + 1]; ci++) {
                         if (t->w.cols[ci] >= in || t->w.cols[ci] / 128 != c) continue;
                         if (kk >= k || got[2 * kk] != t->w.cols[ci] ||
                             got[2 * kk + 1] != cq_f32_to_f16(lane_h(t->w.delta[ci])))
-                            fail_msg("lanes out %lld in %lld row %lld: cherry %lld is not CSR cherry %d", (long long)out,
-                                     (long long)in, (long long)r, (long long)kk, ci);
+                            fail_msg("lanes out %lld in %lld row %lld chunk %lld: cherry %lld is not CSR cherry %d",
+                                     (long long)out, (long long)in, (long long)r, (long long)c, (long long)kk, ci);
                         kk++;
                     }
-                if (kk != k) fail_msg("lanes row %lld: %lld cherries, CSR %lld", (long long)r, (long long)k, (long long)kk);
-            }
-            for (uint32_t q = 0; q < v[h]; q++, e++) {
-                uint64_t m;
-                memcpy(&m, pd + 8 * e, 8);
-                o += __builtin_popcountll(m);
+                    if (kk != k)
+                        fail_msg("lanes row %lld chunk %lld: %lld cherries, CSR %lld", (long long)r, (long long)c,
+                                 (long long)k, (long long)kk);
+                }
             }
         }
-        assert_int_equal(o, nz);
     }
     free(got);
+    return spilled;
 }
 
 /* The cherry lanes: their bytes against the documented layout, and the
@@ -769,7 +784,7 @@ static void test_lanes(void **state)
     static const int64_t shapes[][2] = { { 1, 512 },   { 63, 515 },  { 64, 1000 }, { 65, 256 },
                                          { 128, 384 }, { 129, 4096 }, { 300, 1027 }, { 600, 4096 } };
     static const int groups[] = { 0, 32, 64, 128 };
-    int64_t n_lanes = 0;
+    int64_t n_lanes = 0, n_spilled = 0, n_reads = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (size_t bi = 0; bi < 4; bi++) {
             const int64_t out = shapes[si][0], in = shapes[si][1];
@@ -796,7 +811,7 @@ static void test_lanes(void **state)
             uint8_t *L = malloc((size_t)nb), *ic = malloc((size_t)(out * t.rb));
             assert_int_equal(cq_qmm_lanes_build(&t.w, L, nb), 0);
             assert_int_equal(cq_qmm_lanes_check(&t.w, L, nb), 0);
-            lanes_decode_check(&t, L, nb);
+            n_spilled += lanes_decode_check(&t, L, nb);
             cq_qmm_il il, il0;
             assert_int_equal(cq_qmm_il_build(&il, &t.w, ic), 0);
             assert_null(il.lanes);
@@ -813,25 +828,41 @@ static void test_lanes(void **state)
                 check_close(&t, x, 1, y, yq, "lanes vs int8 reference");
                 check_close(&t, x, 1, y, y0, "lanes vs gathers");
                 check_q8_rows(&t, x, sx, y, ye, "lanes vs exact");
-                /* the kernel reads the lanes: change the first cherry's h(delta) */
+                /* the kernel reads the lanes: change the h(delta) of pair 0's
+                 * first lane cherry, then of its first spilled one: exactly
+                 * that row's output changes */
                 uint64_t off, m;
-                uint32_t v[4];
+                uint32_t v[5];
                 memcpy(&off, L + 64, 8);
-                memcpy(v, L + 72, 16);
+                memcpy(v, L + 72, 20);
                 const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3];
-                memcpy(&m, L + off, 8);
-                const int row = __builtin_ctzll(m);
-                uint8_t *hb = L + off + 10 * ne + nz;
-                const uint16_t h_old = (uint16_t)(hb[0] | hb[1] << 8), h_new = cq_f32_to_f16(cq_f16_to_f32(h_old) + 64.0f);
-                hb[0] = (uint8_t)h_new;
-                hb[1] = (uint8_t)(h_new >> 8);
-                assert_int_equal(cq_qmm_il_gemv(&il, x, y0), 0);
-                for (int64_t r = 0; r < out; r++)
-                    if ((r == row) != (y0[r] != y[r]))
-                        fail_msg("lanes: a changed delta of row %d changed row %lld (out %lld in %lld)", row, (long long)r,
-                                 (long long)out, (long long)in);
-                hb[0] = (uint8_t)h_old;
-                hb[1] = (uint8_t)(h_old >> 8);
+                for (int which = 0; which < 2; which++) {
+                    uint8_t *hb;
+                    int64_t row;
+                    if (which == 0) {
+                        if (ne == 0) continue;
+                        memcpy(&m, L + off, 8);
+                        row = __builtin_ctzll(m) + (v[0] ? 0 : 64);
+                        hb = L + off + 10 * ne + nz;
+                    } else {
+                        if (v[4] == 0) continue;
+                        row = L[off + 10 * ne + 3 * nz + 4 * v[4]];   /* spill 0's row */
+                        hb = L + off + 10 * ne + 3 * nz + 2 * v[4];     /* and its h(delta) */
+                    }
+                    const uint16_t h_old = (uint16_t)(hb[0] | hb[1] << 8),
+                                   h_new = cq_f32_to_f16(cq_f16_to_f32(h_old) + 64.0f);
+                    hb[0] = (uint8_t)h_new;
+                    hb[1] = (uint8_t)(h_new >> 8);
+                    assert_int_equal(cq_qmm_il_gemv(&il, x, y0), 0);
+                    for (int64_t r = 0; r < out; r++)
+                        if ((r == row) != (y0[r] != y[r]))
+                            fail_msg("lanes: a changed %s delta of row %lld changed row %lld (out %lld in %lld)",
+                                     which ? "spilled" : "lane", (long long)row, (long long)r, (long long)out,
+                                     (long long)in);
+                    hb[0] = (uint8_t)h_old;
+                    hb[1] = (uint8_t)(h_old >> 8);
+                    n_reads++;
+                }
             }
             /* GEMM on 3 tokens: the lanes GEMV per token */
             {
@@ -856,7 +887,7 @@ static void test_lanes(void **state)
                 memcpy(&off, L + 64, 8);
                 memcpy(v, L + 72, 16);
                 const int64_t ne = (int64_t)v[0] + v[1];
-                for (int k = 0; k < 6; k++) {
+                for (int k = 0; k < 7; k++) {
                     memcpy(bad, L, (size_t)nb);
                     int64_t nbad = nb;
                     if (k == 0) bad[0] ^= 1;                              /* magic */
@@ -877,6 +908,13 @@ static void test_lanes(void **state)
                         memcpy(&mm, bad + po + 8 * first, 8);
                         mm |= 1ull << 63;
                         memcpy(bad + po + 8 * first, &mm, 8);
+                    }
+                    if (k == 6) {                                         /* a spill's row past the pair */
+                        uint32_t v5[5];
+                        memcpy(v5, L + 72, 20);
+                        if (v5[4] == 0) continue;
+                        const int64_t nz0 = (int64_t)v5[2] + v5[3];
+                        bad[off + 10 * ne + 3 * nz0 + 4 * v5[4]] = 200;   /* spill 0's row */
                     }
                     if (cq_qmm_lanes_check(&t.w, bad, nbad) != CQ_EINVAL)
                         fail_msg("lanes check accepted damage %d (out %lld in %lld)", k, (long long)out, (long long)in);
@@ -903,6 +941,8 @@ static void test_lanes(void **state)
             tmat_free(&t);
         }
     if (vnni) assert_true(n_lanes > 20);
+    assert_true(n_spilled > 1000);   /* the many-cherry rows spilled */
+    if (vnni) assert_true(n_reads > 20);
     /* no cherries: no lanes */
     {
         tmat t;
