@@ -43,7 +43,9 @@
  *             + 4 largest linear (download) + one layer forward 4 a_layer T
  *   rtn       4P + one f32 linear copy + the packed output
  *   packed weights (a quantized directory): 4 (P - Plin) + Plin (bits/8 +
- *   4/group) (scale and zero in f16 per group).
+ *   2/group + 11/256): an FP16 scale per group (the format has no zero
+ *   point), and the default 1/256 cherries at 6 bytes each in memory (u16
+ *   column, f32 delta) plus up to 5 in the CPU's cherry lanes (cpu/qmm.h).
  * train/QAT memory options (docs/memplan.md):
  *   checkpoint: activations = 4 (L+1) dim N layer inputs kept
  *             + 4*6 dim N (final norm, its gradient, residual gradients, and
@@ -110,7 +112,7 @@ int cq_memplan_estimate(const cq_llama_config *cf, cq_plan_cmd cmd, const cq_pla
     double a_layer = 5 * dim + 3 * qd + 3 * kvd + 3 * ffn;
     double a_tok = L * a_layer + 2 * dim + V + 2;      /* no tape */
     double a_tok_g = L * (a_layer + Hq) + 2 * dim + V + 2; /* recording */
-    double packed_w = 4 * (P - Plin) + Plin * (bits / 8 + 4 / group);
+    double packed_w = 4 * (P - Plin) + Plin * (bits / 8 + 2 / group + 11.0 / 256);
     double w = o->packed ? packed_w : 4 * P;
     double host_only = 0; /* what is malloc'ed on the host whatever the backend */
     double state = 0, act = 0;
