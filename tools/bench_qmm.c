@@ -845,8 +845,8 @@ int main(int argc, char **argv)
     }
     printf("load average at end: %s\n", load);
     printf("GB/s counts codes + scales + cherries + x (on the interleaved codes the cherry lanes, else\n"
-           "rowptr, cols, delta); x_fp32/x_fp16: speed-up over\n"
-           "dense FP32 cblas_sgemv / FP16 GEMV; cherry%%: best pass with 1/256 cherries per row over best\n"
+           "rowptr, cols, delta); x_fp32/x_fp16: speed-up over dense FP32 cblas_sgemv / FP16 GEMV;\n"
+           "cherry%%: best pass with 1/256 cherries per row over best\n"
            "pass without (alternating passes), -1; f32_us: the exact f32 GEMV kernel (CQ_QMM_EXACT=1).\n"
            "gemv_us and gemm: on the interleaved codes with cherry lanes (cq_qmm_il, what a loaded\n"
            "model runs; GEMM unpacks tiles of it); rows_us: the int8 GEMV on the on-disk row layout\n"
