@@ -42,9 +42,10 @@ static int64_t pair_data_bytes(int64_t ne, int64_t nz, int64_t ns)
 
 /* Walks one group [r0, r0+nr): counts its entries, lane cherries and spilled
  * cherries (columns < in), and when m != NULL writes its masks / chunks /
- * cols / deltas, and its spill records (3 x u16: row + rbase, column,
- * h(delta)) to sp. Scratch: first [nch+1], pos [nch], ord [nz] (cherry
- * index), rowof [nz] (row - r0). */
+ * cols / deltas, and when sp != NULL its spill records (3 x u16: row +
+ * rbase, column, h(delta); the caller stores them as columns, deltas, rows).
+ * Scratch: first [nch+1], pos [nch], ord and rowof [cherries of the group]
+ * (cherry index, row - r0). */
 typedef struct group_scan {
     int64_t ne, nz, ns;
 } group_scan;
@@ -67,7 +68,6 @@ static int scan_group(const cq_qmm_w *w, int64_t r0, int64_t nr, int64_t nch, co
         for (int32_t i = w->rowptr[r]; i < w->rowptr[r + 1]; i++)
             if (w->cols[i] < w->in) first[w->cols[i] / CQ_QMM_LANE_COLS + 1]++;
     for (int64_t c = 0; c < nch; c++) first[c + 1] += first[c];
-    const int64_t nz = first[nch];
     for (int64_t c = 0; c < nch; c++) pos[c] = first[c];
     for (int64_t r = r0; r < r0 + nr; r++)
         for (int32_t i = w->rowptr[r]; i < w->rowptr[r + 1]; i++)
@@ -130,7 +130,6 @@ static int scan_group(const cq_qmm_w *w, int64_t r0, int64_t nr, int64_t nch, co
     gs->ne = ne;
     gs->nz = o;
     gs->ns = ns;
-    (void)nz;
     return CQ_OK;
 }
 
