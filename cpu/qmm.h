@@ -203,7 +203,10 @@ CQ_API int64_t cq_qmm_lanes_bytes(const cq_qmm_w *w);
  * CQ_ERANGE when a delta overflows FP16 (such a weight keeps the gathers). */
 CQ_API int cq_qmm_lanes_build(const cq_qmm_w *w, uint8_t *dst, int64_t n);
 /* Full validation of lanes against w (header, table, every entry and
- * cherry in range, counts matching w's rows). O(entries + nnz). */
+ * cherry in range, counts matching w's rows). O(entries + nnz). Like the
+ * CSR cherries (cq_qmm_check), lanes are trusted by the kernels: run it once
+ * when they are built or loaded; cq_qmm_il_gemv only checks their header
+ * against the weight (O(1)) on every call. */
 CQ_API int cq_qmm_lanes_check(const cq_qmm_w *w, const uint8_t *lanes, int64_t n);
 
 /* Dequantize rows [r0, r0+nr) of W (cherries applied) to dst [nr, in] f32. */
