@@ -60,7 +60,8 @@ CQ_API int cq_qmm_check(const cq_qmm_w *w);
  * exact mode off (the default), x is first quantized to int8 (see
  * cq_qmm_quant_x8) and the codes are dotted with it in integers: the result
  * is cq_qmm_gemv_q8_ref's, an approximation of the exact product (error at
- * most sum_j |w_j| * sx_j / 2, sx_j the int8 step of x_j's block). Every
+ * most sum_j |w_j| * sx_j / 2, sx_j the int8 step of x_j's block, plus the
+ * FP16 rounding of the cherry deltas; the bound is at cq_qmm_gemv_q8_ref). Every
  * other ISA, exact mode, and shapes the int8 kernel does not cover (group not
  * 32, 64 or a multiple of 128) compute the exact product in f32. */
 CQ_API int cq_qmm_gemv(const cq_qmm_w *w, const float *x, float *y);
