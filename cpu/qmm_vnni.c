@@ -70,7 +70,7 @@ void cq_qmm_q8_prep_avx512vnni(const cq_qmm_q8plan *p, const float *x, int8_t *x
         for (int64_t j = wb < npad ? wb : npad; j < p->nnat; j++) nat[j] = 0;
     }
     for (int64_t u = p->nu; u < p->nu + 32; u++) xqs[u] = sxu[u] = 0.0f;
-    if (xd)   /* sx_b(j) * xq_j, the x the cherries' gathers read */
+    if (xd)   /* sx_b(j) * xq_j, the x of the cherries' gathers and the lanes' spills */
         for (int64_t j = 0; j < in; j += 16) {
             const __mmask16 m = in - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (in - j)) - 1u);
             const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, nat + j)));
