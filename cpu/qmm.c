@@ -526,6 +526,7 @@ int cq_qmm_il_gemv(const cq_qmm_il *il, const float *x, float *y)
                 return CQ_EINVAL;
             }
             q8.lanes = il->lanes;
+            q8.lanes_bytes = il->lanes_bytes;
         }
         return gemv_q8(&q8, x, y);
     }

@@ -20,6 +20,8 @@
 #ifndef CQ_QMM_INTERNAL_H
 #define CQ_QMM_INTERNAL_H
 
+#include <string.h>
+
 #include "qmm.h"
 
 typedef struct cq_qmm_plan {
@@ -132,6 +134,7 @@ typedef struct cq_qmm_q8plan {
     int64_t npad;     /* nsb*S: bytes of the permuted xq */
     int64_t nnat;     /* npad rounded up to CQ_QMM_LANE_COLS: natural-order xq after it */
     const uint8_t *lanes;   /* cherry lanes (header checked), or NULL: gathers */
+    int64_t lanes_bytes;    /* their size */
 } cq_qmm_q8plan;
 
 /* Fill p; 1 when the int8 kernel covers w's shape, 0 otherwise. */
@@ -150,6 +153,23 @@ void cq_qmm_gemv_q8_rows_avx512vnni(const cq_qmm_q8plan *p, const int8_t *xq, co
                                     int64_t r1, float *ws);
 
 /* ---------------------------------------------- cherry lanes (qmm_lanes.c) */
+/* The buffer's header and pair-table row sizes (qmm.h layout). */
+#define CQ_QMM_LANES_HDR 64
+#define CQ_QMM_LANES_PAIR 32
+/* Pairs of lane groups of a weight with out rows. */
+static inline int64_t cq_qmm_lanes_npairs(int64_t out)
+{
+    return ((out + CQ_QMM_LANE_ROWS - 1) / CQ_QMM_LANE_ROWS + 1) / 2;
+}
+/* Row p of the pair table: returns the offset of the pair's data; v =
+ * entries of its two groups, lane cherries of its two groups, spills. */
+static inline uint64_t cq_qmm_lanes_pair(const uint8_t *lanes, int64_t p, uint32_t v[5])
+{
+    uint64_t off;
+    memcpy(&off, lanes + CQ_QMM_LANES_HDR + p * CQ_QMM_LANES_PAIR, 8);
+    memcpy(v, lanes + CQ_QMM_LANES_HDR + p * CQ_QMM_LANES_PAIR + 8, 20);
+    return off;
+}
 /* h(d) of qmm.h: the FP16 rounding of a cherry delta, d where that overflows. */
 float cq_qmm_lane_delta(float d);
 /* O(1) check of a lanes buffer's header against w (the kernel's per-call check). */

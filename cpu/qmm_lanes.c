@@ -18,8 +18,6 @@
 #include "qmm_internal.h"
 
 #define LANES_MAGIC 0x314C5143u   /* "CQL1" */
-#define LANES_HDR 64
-#define LANES_PAIR 32             /* bytes of one pair's table row */
 #define LANES_TAIL 192            /* zero bytes after the last pair */
 
 /* The FP16 rounding the int8 path applies to a cherry delta (qmm.h h(d)). */
@@ -29,10 +27,10 @@ float cq_qmm_lane_delta(float d)
     return isinf(h) && !isinf(d) ? d : h;
 }
 
-static int64_t npairs_of(int64_t out)
+/* Where the first pair's data starts: after the header and the table. */
+static int64_t first_pair_at(int64_t np)
 {
-    const int64_t ng = (out + CQ_QMM_LANE_ROWS - 1) / CQ_QMM_LANE_ROWS;
-    return (ng + 1) / 2;
+    return CQ_QMM_LANES_HDR + (np * CQ_QMM_LANES_PAIR + 63) / 64 * 64;
 }
 
 static int64_t pair_data_bytes(int64_t ne, int64_t nz, int64_t ns)
@@ -40,24 +38,44 @@ static int64_t pair_data_bytes(int64_t ne, int64_t nz, int64_t ns)
     return (ne * 10 + nz * 3 + ns * 5 + 63) / 64 * 64;
 }
 
-/* Walks one group [r0, r0+nr): counts its entries, lane cherries and spilled
- * cherries (columns < in), and when m != NULL writes its masks / chunks /
- * cols / deltas, and when sp != NULL its spill records (3 x u16: row +
- * rbase, column, h(delta); the caller stores them as columns, deltas, rows).
- * Scratch: first [nch+1], pos [nch], ord and rowof [cherries of the group]
- * (cherry index, row - r0). */
+/* Rows of group g (the last one may be short; 0 past the matrix). */
+static int64_t group_rows(int64_t out, int64_t g)
+{
+    const int64_t r0 = g * CQ_QMM_LANE_ROWS;
+    return r0 >= out ? 0 : out - r0 < CQ_QMM_LANE_ROWS ? out - r0 : CQ_QMM_LANE_ROWS;
+}
+
+/* h(delta) as FP16 bits; CQ_ERANGE where it overflows (the lanes hold FP16). */
+static int lane_h16(float d, uint16_t *h)
+{
+    *h = cq_f32_to_f16(d);
+    return isinf(cq_f16_to_f32(*h)) && !isinf(d) ? CQ_ERANGE : CQ_OK;
+}
+
+/* Where scan_group writes one group's part of a pair (qmm.h layout): its
+ * masks and chunks, its lane cherries' columns and deltas, its spills'
+ * columns, deltas and rows (rows in the pair: row - r0 + rbase). The u16
+ * values go through memcpy: the layout gives them no alignment. */
+typedef struct group_out {
+    uint8_t *m, *ch, *cols, *dl, *scol, *sdl, *srow;
+    int rbase;
+} group_out;
+
 typedef struct group_scan {
-    int64_t ne, nz, ns;
+    int64_t ne, nz, ns;   /* entries, lane cherries, spilled cherries */
 } group_scan;
 
+/* Scratch of scan_group: first [nch+1], pos [nch], ord and rowof [the most
+ * cherries a group has] (cherry index, row - r0). */
 typedef struct scan_buf {
     int32_t *first, *pos, *ord;
     uint8_t *rowof;
 } scan_buf;
 
+/* Walks group [r0, r0+nr): counts its entries, lane cherries and spilled
+ * cherries (columns < in) into gs and, when go != NULL, writes them. */
 static int scan_group(const cq_qmm_w *w, int64_t r0, int64_t nr, int64_t nch, const scan_buf *sb,
-                      group_scan *gs, uint64_t *m, uint16_t *ch, uint8_t *cols, uint16_t *dl, uint16_t *sp,
-                      int rbase)
+                      group_scan *gs, const group_out *go)
 {
     int32_t *first = sb->first, *pos = sb->pos, *ord = sb->ord;
     uint8_t *rowof = sb->rowof;
@@ -95,12 +113,12 @@ static int scan_group(const cq_qmm_w *w, int64_t r0, int64_t nr, int64_t nch, co
         int seen[CQ_QMM_LANE_ROWS] = { 0 };
         for (int32_t k = a; k < b; k++)   /* the spills, rows ascending, CSR order in a row */
             if (seen[rowof[k]]++ >= entries) {
-                if (sp) {
-                    const uint16_t h = cq_f32_to_f16(w->delta[ord[k]]);
-                    if (isinf(cq_f16_to_f32(h)) && !isinf(w->delta[ord[k]])) return CQ_ERANGE;
-                    sp[3 * ns] = (uint16_t)(rbase + rowof[k]);
-                    sp[3 * ns + 1] = w->cols[ord[k]];
-                    sp[3 * ns + 2] = h;
+                if (go) {
+                    uint16_t h;
+                    if (lane_h16(w->delta[ord[k]], &h)) return CQ_ERANGE;
+                    memcpy(go->scol + 2 * ns, &w->cols[ord[k]], 2);
+                    memcpy(go->sdl + 2 * ns, &h, 2);
+                    go->srow[ns] = (uint8_t)(go->rbase + rowof[k]);
                 }
                 ns++;
             }
@@ -111,17 +129,19 @@ static int scan_group(const cq_qmm_w *w, int64_t r0, int64_t nr, int64_t nch, co
             for (int32_t k = a; k < b; k++) {
                 const int i = rowof[k];
                 if (seen[i]++ != l) continue;   /* row i's l-th cherry in this chunk */
+                if (go) {
+                    uint16_t h;
+                    if (lane_h16(w->delta[ord[k]], &h)) return CQ_ERANGE;
+                    mask |= 1ull << i;
+                    go->cols[o + fill] = (uint8_t)(w->cols[ord[k]] - c * CQ_QMM_LANE_COLS);
+                    memcpy(go->dl + 2 * (o + fill), &h, 2);
+                }
                 fill++;
-                if (!m) continue;
-                mask |= 1ull << i;
-                const uint16_t h = cq_f32_to_f16(w->delta[ord[k]]);
-                if (isinf(cq_f16_to_f32(h)) && !isinf(w->delta[ord[k]])) return CQ_ERANGE;
-                cols[o + fill - 1] = (uint8_t)(w->cols[ord[k]] - c * CQ_QMM_LANE_COLS);
-                dl[o + fill - 1] = h;
             }
-            if (m) {
-                m[ne + l] = mask;
-                ch[ne + l] = (uint16_t)c;
+            if (go) {
+                const uint16_t c16 = (uint16_t)c;
+                memcpy(go->m + 8 * (ne + l), &mask, 8);
+                memcpy(go->ch + 2 * (ne + l), &c16, 2);
             }
             o += fill;
         }
@@ -133,13 +153,14 @@ static int scan_group(const cq_qmm_w *w, int64_t r0, int64_t nr, int64_t nch, co
     return CQ_OK;
 }
 
-/* Shared walk of the sizing and the building: per pair, per group. */
+/* Shared walk of the sizing and the building (dst zeroed, of the size the
+ * sizing walk returned): per pair, both groups counted, then written. */
 static int64_t lanes_walk(const cq_qmm_w *w, uint8_t *dst)
 {
-    const int64_t nch = (w->in + CQ_QMM_LANE_COLS - 1) / CQ_QMM_LANE_COLS, np = npairs_of(w->out);
+    const int64_t nch = (w->in + CQ_QMM_LANE_COLS - 1) / CQ_QMM_LANE_COLS, np = cq_qmm_lanes_npairs(w->out);
     int64_t nzmax = 0;
     for (int64_t r0 = 0; r0 < w->out; r0 += CQ_QMM_LANE_ROWS) {
-        const int64_t r1 = r0 + CQ_QMM_LANE_ROWS < w->out ? r0 + CQ_QMM_LANE_ROWS : w->out;
+        const int64_t r1 = r0 + group_rows(w->out, r0 / CQ_QMM_LANE_ROWS);
         if (w->rowptr[r1] - w->rowptr[r0] > nzmax) nzmax = w->rowptr[r1] - w->rowptr[r0];
     }
     scan_buf sb = { malloc(sizeof(int32_t) * (size_t)(nch + 1)), malloc(sizeof(int32_t) * (size_t)nch),
@@ -151,54 +172,30 @@ static int64_t lanes_walk(const cq_qmm_w *w, uint8_t *dst)
         free(sb.rowof);
         return CQ_ENOMEM;
     }
-    int64_t at = LANES_HDR + (np * LANES_PAIR + 63) / 64 * 64;
+    int64_t at = first_pair_at(np);
     int st = CQ_OK;
     for (int64_t p = 0; p < np && !st; p++) {
         group_scan gs[2] = { { 0, 0, 0 }, { 0, 0, 0 } };
-        for (int h = 0; h < 2 && !st; h++) {
-            const int64_t r0 = (2 * p + h) * CQ_QMM_LANE_ROWS;
-            if (r0 >= w->out) break;
-            const int64_t nr = w->out - r0 < CQ_QMM_LANE_ROWS ? w->out - r0 : CQ_QMM_LANE_ROWS;
-            st = scan_group(w, r0, nr, nch, &sb, &gs[h], NULL, NULL, NULL, NULL, NULL, 0);
-        }
+        for (int h = 0; h < 2 && !st; h++)
+            st = scan_group(w, (2 * p + h) * CQ_QMM_LANE_ROWS, group_rows(w->out, 2 * p + h), nch, &sb, &gs[h],
+                            NULL);
         const int64_t ne = gs[0].ne + gs[1].ne, nz = gs[0].nz + gs[1].nz, ns = gs[0].ns + gs[1].ns;
         if (dst && !st) {
-            uint8_t *pd = dst + at;
-            uint64_t *m = (uint64_t *)(void *)pd;
-            uint16_t *ch = (uint16_t *)(void *)(pd + ne * 8);
-            uint8_t *cols = pd + ne * 10;
-            uint8_t *tail = cols + nz;   /* deltas, then spills: unaligned, written by memcpy */
-            uint16_t *dl = malloc(sizeof(uint16_t) * (size_t)(nz + 3 * ns + 1));
-            if (!dl) st = CQ_ENOMEM;
+            uint8_t *pd = dst + at, *sp = pd + 10 * ne + 3 * nz;
             for (int h = 0; h < 2 && !st; h++) {
-                const int64_t r0 = (2 * p + h) * CQ_QMM_LANE_ROWS;
-                if (r0 >= w->out) break;
-                const int64_t nr = w->out - r0 < CQ_QMM_LANE_ROWS ? w->out - r0 : CQ_QMM_LANE_ROWS;
                 const int64_t e0 = h ? gs[0].ne : 0, z0 = h ? gs[0].nz : 0, s0 = h ? gs[0].ns : 0;
+                const group_out go = { pd + 8 * e0,           pd + 8 * ne + 2 * e0, pd + 10 * ne + z0,
+                                       pd + 10 * ne + nz + 2 * z0, sp + 2 * s0,      sp + 2 * ns + 2 * s0,
+                                       sp + 4 * ns + s0,      h * CQ_QMM_LANE_ROWS };
                 group_scan g2;
-                st = scan_group(w, r0, nr, nch, &sb, &g2, m + e0, ch + e0, cols + z0, dl + z0, dl + nz + 3 * s0,
-                                h * CQ_QMM_LANE_ROWS);
+                st = scan_group(w, (2 * p + h) * CQ_QMM_LANE_ROWS, group_rows(w->out, 2 * p + h), nch, &sb, &g2,
+                                &go);
             }
-            if (!st) {
-                /* the deltas, then the spills as columns [ns], h(delta) [ns], rows [ns] */
-                memcpy(tail, dl, sizeof(uint16_t) * (size_t)nz);
-                uint8_t *sc = tail + 2 * nz, *sh = sc + 2 * ns, *sr = sh + 2 * ns;
-                for (int64_t q = 0; q < ns; q++) {
-                    const uint16_t *rec = dl + nz + 3 * q;
-                    memcpy(sc + 2 * q, rec + 1, 2);
-                    memcpy(sh + 2 * q, rec + 2, 2);
-                    sr[q] = (uint8_t)rec[0];
-                }
-                memset(sr + ns, 0, (size_t)(pair_data_bytes(ne, nz, ns) - (ne * 10 + nz * 3 + ns * 5)));
-                uint8_t row[LANES_PAIR] = { 0 };
-                const uint64_t off = (uint64_t)at;
-                const uint32_t v[5] = { (uint32_t)gs[0].ne, (uint32_t)gs[1].ne, (uint32_t)gs[0].nz,
-                                        (uint32_t)gs[1].nz, (uint32_t)ns };
-                memcpy(row, &off, 8);
-                memcpy(row + 8, v, 20);
-                memcpy(dst + LANES_HDR + p * LANES_PAIR, row, LANES_PAIR);
-            }
-            free(dl);
+            const uint64_t off = (uint64_t)at;
+            const uint32_t v[5] = { (uint32_t)gs[0].ne, (uint32_t)gs[1].ne, (uint32_t)gs[0].nz,
+                                    (uint32_t)gs[1].nz, (uint32_t)ns };
+            memcpy(dst + CQ_QMM_LANES_HDR + p * CQ_QMM_LANES_PAIR, &off, 8);
+            memcpy(dst + CQ_QMM_LANES_HDR + p * CQ_QMM_LANES_PAIR + 8, v, 20);
         }
         at += pair_data_bytes(ne, nz, ns);
     }
@@ -238,7 +235,7 @@ int cq_qmm_lanes_build(const cq_qmm_w *w, uint8_t *dst, int64_t n)
     }
     if (got < 0) return (int)got;
     const uint32_t h32[4] = { LANES_MAGIC, CQ_QMM_LANE_ROWS, CQ_QMM_LANE_COLS, 0 };
-    const int64_t h64[5] = { w->out, w->in, w->rowptr[w->out], npairs_of(w->out), n };
+    const int64_t h64[5] = { w->out, w->in, w->rowptr[w->out], cq_qmm_lanes_npairs(w->out), n };
     memcpy(dst, h32, 16);
     memcpy(dst + 16, h64, 40);
     return CQ_OK;
@@ -246,15 +243,15 @@ int cq_qmm_lanes_build(const cq_qmm_w *w, uint8_t *dst, int64_t n)
 
 int cq_qmm_lanes_header(const cq_qmm_w *w, const uint8_t *lanes, int64_t n)
 {
-    if (!lanes || n < LANES_HDR) return CQ_EINVAL;
+    if (!lanes || n < CQ_QMM_LANES_HDR) return CQ_EINVAL;
     uint32_t h32[4];
     int64_t h64[5];
     memcpy(h32, lanes, 16);
     memcpy(h64, lanes + 16, 40);
-    const int64_t np = npairs_of(w->out);
+    const int64_t np = cq_qmm_lanes_npairs(w->out);
     if (h32[0] != LANES_MAGIC || h32[1] != CQ_QMM_LANE_ROWS || h32[2] != CQ_QMM_LANE_COLS || h32[3] != 0 ||
         h64[0] != w->out || h64[1] != w->in || !w->rowptr || h64[2] != w->rowptr[w->out] || h64[3] != np ||
-        h64[4] != n || n < LANES_HDR + np * LANES_PAIR + LANES_TAIL)
+        h64[4] != n || n < CQ_QMM_LANES_HDR + np * CQ_QMM_LANES_PAIR + LANES_TAIL)
         return CQ_EINVAL;
     return CQ_OK;
 }
@@ -268,38 +265,31 @@ int cq_qmm_lanes_check(const cq_qmm_w *w, const uint8_t *lanes, int64_t n)
                  (long long)w->out, (long long)w->in, (long long)n);
         return CQ_EINVAL;
     }
-    const int64_t np = npairs_of(w->out), nch = (w->in + CQ_QMM_LANE_COLS - 1) / CQ_QMM_LANE_COLS;
-    int64_t prev_end = LANES_HDR + (np * LANES_PAIR + 63) / 64 * 64;
+    const int64_t np = cq_qmm_lanes_npairs(w->out), nch = (w->in + CQ_QMM_LANE_COLS - 1) / CQ_QMM_LANE_COLS;
+    int64_t prev_end = first_pair_at(np);
 #define BAD(...)                                                                                   \
     do {                                                                                           \
         cq_error(__VA_ARGS__);                                                                     \
         return CQ_EINVAL;                                                                          \
     } while (0)
     for (int64_t p = 0; p < np; p++) {
-        uint64_t off;
         uint32_t v[5];
-        memcpy(&off, lanes + LANES_HDR + p * LANES_PAIR, 8);
-        memcpy(v, lanes + LANES_HDR + p * LANES_PAIR + 8, 20);
+        const uint64_t off = cq_qmm_lanes_pair(lanes, p, v);
         const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3], ns = v[4];
         if ((int64_t)off != prev_end || (int64_t)off + pair_data_bytes(ne, nz, ns) > n - LANES_TAIL)
             BAD("%s: pair %lld lies outside the lanes (offset %llu)", __func__, (long long)p,
                 (unsigned long long)off);
         prev_end = (int64_t)off + pair_data_bytes(ne, nz, ns);
         const uint8_t *pd = lanes + off, *sp = pd + 10 * ne + 3 * nz;
-        int64_t nrg[2], spilled[2] = { 0, 0 };
-        for (int h = 0; h < 2; h++) {
-            const int64_t r0 = (2 * p + h) * CQ_QMM_LANE_ROWS;
-            nrg[h] = r0 >= w->out ? 0 : w->out - r0 < CQ_QMM_LANE_ROWS ? w->out - r0 : CQ_QMM_LANE_ROWS;
-        }
+        const int64_t nrg[2] = { group_rows(w->out, 2 * p), group_rows(w->out, 2 * p + 1) };
+        int64_t spilled[2] = { 0, 0 };
         for (int64_t q = 0; q < ns; q++) {
-            uint16_t rec[3];
-            rec[0] = sp[4 * ns + q];
-            memcpy(rec + 1, sp + 2 * q, 2);
-            memcpy(rec + 2, sp + 2 * ns + 2 * q, 2);
-            const int h = rec[0] >= CQ_QMM_LANE_ROWS;
-            if (rec[0] - h * CQ_QMM_LANE_ROWS >= nrg[h] || rec[1] >= w->in)
-                BAD("%s: pair %lld spill %lld: row %u or column %u out of range", __func__, (long long)p,
-                    (long long)q, rec[0], rec[1]);
+            const int row = sp[4 * ns + q], h = row >= CQ_QMM_LANE_ROWS;
+            uint16_t col;
+            memcpy(&col, sp + 2 * q, 2);
+            if (row - h * CQ_QMM_LANE_ROWS >= nrg[h] || col >= w->in)
+                BAD("%s: pair %lld spill %lld: row %d or column %u out of range", __func__, (long long)p,
+                    (long long)q, row, col);
             spilled[h]++;
         }
         int64_t e = 0, o = 0;

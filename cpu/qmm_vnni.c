@@ -373,12 +373,9 @@ typedef struct lane_pair {
 
 static lane_pair lane_pair_at(const uint8_t *lanes, int64_t j, int64_t npairs, int64_t total)
 {
-    uint64_t off, next;
-    uint32_t v[5];
-    memcpy(&off, lanes + 64 + 32 * j, 8);
-    memcpy(v, lanes + 64 + 32 * j + 8, 20);
-    if (j + 1 < npairs) memcpy(&next, lanes + 64 + 32 * (j + 1), 8);
-    else next = (uint64_t)total;
+    uint32_t v[5], vn[5];
+    const uint64_t off = cq_qmm_lanes_pair(lanes, j, v);
+    const uint64_t next = j + 1 < npairs ? cq_qmm_lanes_pair(lanes, j + 1, vn) : (uint64_t)total;
     const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3];
     return (lane_pair){ lanes + off, lanes + off + 10 * ne + 3 * nz, ne, v[0], nz, v[4], (int64_t)(next - off) };
 }
@@ -430,9 +427,7 @@ static lane_pair lane_pair_at(const uint8_t *lanes, int64_t j, int64_t npairs, i
         enum { P = 2 * CQ_QMM_LANE_ROWS, NSTEP = CQ_QMM_LANE_ROWS / 4 };                   \
         const int8_t *nat = xq + p->npad;                                                  \
         const int64_t spc = CQ_QMM_LANE_COLS / p->U;                                       \
-        int64_t npairs, total;                                                             \
-        memcpy(&npairs, p->lanes + 40, 8);                                                 \
-        memcpy(&total, p->lanes + 48, 8);                                                  \
+        const int64_t npairs = cq_qmm_lanes_npairs(p->out), total = p->lanes_bytes;         \
         float lacc[2 * CQ_QMM_LANE_ROWS] __attribute__((aligned(64))); /* the pair's rows */ \
         for (; r < r1; r += P) {                                                           \
             const int64_t j = r / P;                                                       \

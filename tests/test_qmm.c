@@ -671,6 +671,17 @@ static void test_interleaved(void **state)
     assert_int_equal(cq_qmm_set_isa(CQ_ISA_AUTO), 0);
 }
 
+/* Row p of a lanes buffer's pair table (qmm.h): returns the offset of the
+ * pair's data; v: entries of each group, lane cherries of each group,
+ * spills of the pair. */
+static uint64_t lanes_pair(const uint8_t *L, int64_t p, uint32_t v[5])
+{
+    uint64_t off;
+    memcpy(&off, L + 64 + 32 * p, 8);
+    memcpy(v, L + 64 + 32 * p + 8, 20);
+    return off;
+}
+
 /* Reads the lanes of t by the layout qmm.h documents (not the library's
  * code) and checks that they hold exactly t's cherries: for every row and
  * 128-column chunk, the (column, h(delta) bits) met walking the entries in
@@ -697,10 +708,8 @@ static int64_t lanes_decode_check(const tmat *t, const uint8_t *L, int64_t n)
     const int64_t nnz = t->w.rowptr[out];
     int64_t *got = malloc(sizeof(int64_t) * (size_t)(2 * nnz + 2)), spilled = 0;
     for (int64_t p = 0; p < np; p++) {
-        uint64_t off;
         uint32_t v[5];
-        memcpy(&off, L + 64 + 32 * p, 8);
-        memcpy(v, L + 64 + 32 * p + 8, 20);
+        const uint64_t off = lanes_pair(L, p, v);
         assert_int_equal(off % 64, 0);
         const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3], ns = v[4];
         assert_true((int64_t)off + ne * 10 + nz * 3 + ns * 5 + 192 <= n);
@@ -831,10 +840,9 @@ static void test_lanes(void **state)
                 /* the kernel reads the lanes: change the h(delta) of pair 0's
                  * first lane cherry, then of its first spilled one: exactly
                  * that row's output changes */
-                uint64_t off, m;
+                uint64_t m;
                 uint32_t v[5];
-                memcpy(&off, L + 64, 8);
-                memcpy(v, L + 72, 20);
+                const uint64_t off = lanes_pair(L, 0, v);
                 const int64_t ne = (int64_t)v[0] + v[1], nz = (int64_t)v[2] + v[3];
                 for (int which = 0; which < 2; which++) {
                     uint8_t *hb;
@@ -882,10 +890,8 @@ static void test_lanes(void **state)
                 cq_log_set_callback(count_log, &nlog);
                 uint8_t *bad = malloc((size_t)nb);
                 const int64_t ng = (out + 63) / 64;
-                uint64_t off;
-                uint32_t v[4];
-                memcpy(&off, L + 64, 8);
-                memcpy(v, L + 72, 16);
+                uint32_t v[5];
+                const uint64_t off = lanes_pair(L, 0, v);
                 const int64_t ne = (int64_t)v[0] + v[1];
                 for (int k = 0; k < 7; k++) {
                     memcpy(bad, L, (size_t)nb);
@@ -899,10 +905,9 @@ static void test_lanes(void **state)
                     if (k == 5) {                                         /* a row past a short group */
                         if (out % 64 == 0) continue;
                         const int64_t p = (ng - 1) / 2;
-                        uint64_t po, mm;
-                        uint32_t pv[4];
-                        memcpy(&po, L + 64 + 32 * p, 8);
-                        memcpy(pv, L + 64 + 32 * p + 8, 16);
+                        uint64_t mm;
+                        uint32_t pv[5];
+                        const uint64_t po = lanes_pair(L, p, pv);
                         const int64_t first = (ng - 1) % 2 ? pv[0] : 0, cnt = (ng - 1) % 2 ? pv[1] : pv[0];
                         if (cnt == 0) continue;
                         memcpy(&mm, bad + po + 8 * first, 8);
@@ -910,11 +915,9 @@ static void test_lanes(void **state)
                         memcpy(bad + po + 8 * first, &mm, 8);
                     }
                     if (k == 6) {                                         /* a spill's row past the pair */
-                        uint32_t v5[5];
-                        memcpy(v5, L + 72, 20);
-                        if (v5[4] == 0) continue;
-                        const int64_t nz0 = (int64_t)v5[2] + v5[3];
-                        bad[off + 10 * ne + 3 * nz0 + 4 * v5[4]] = 200;   /* spill 0's row */
+                        if (v[4] == 0) continue;
+                        const int64_t nz0 = (int64_t)v[2] + v[3];
+                        bad[off + 10 * ne + 3 * nz0 + 4 * v[4]] = 200;    /* spill 0's row */
                     }
                     if (cq_qmm_lanes_check(&t.w, bad, nbad) != CQ_EINVAL)
                         fail_msg("lanes check accepted damage %d (out %lld in %lld)", k, (long long)out, (long long)in);
