@@ -802,7 +802,7 @@ static void test_lanes(void **state)
             tmat_make(&t, out, in, bits, group, 1);
             if (si % 3 == 1) {
                 /* every 5th row: its first 128 cherries moved into the first
-                 * chunk (up to 128 entries there); a moved cherry may share
+                 * chunk (up to 128 layers there, the sparse ones spilled); a moved cherry may share
                  * its column with another one of the row, which the CSR
                  * form sums: the dense truth is rebuilt that way */
                 for (int64_t r = 0; r < out; r += 5)
